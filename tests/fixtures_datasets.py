@@ -1,0 +1,100 @@
+"""Tiny on-disk copies of each real dataset layout, for the loader tests.
+
+Images are real JPEG files so that a test can check that the path a loader
+builds points at a file that is actually there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+# (image, captions) shared by the layouts; the Flickr8k-style names match the real ones.
+F8K_IMAGES = {
+    "1000268201_693b08cb0e.jpg": ["A child in a pink dress is climbing up stairs .", "A girl going into a wooden building ."],
+    "1001773457_577c3a7d70.jpg": ["A black dog and a spotted dog are fighting", "Two dogs on the road ."],
+    "1002674143_1b742ab4b8.jpg": ["A little girl is sitting in front of a rainbow .", "A girl paints ."],
+    "1003163366_44323f5815.jpg": ["A man lays on a bench .", "A man sleeps outside ."],
+}
+
+
+def write_jpeg(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (120, 80, 40)).save(path, format="JPEG")
+    return path
+
+
+def write_lines(path: Path, lines: list[str | bytes]) -> Path:
+    """Write lines as bytes so a test can plant a line that is not UTF-8."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join((line if isinstance(line, bytes) else line.encode("utf-8")) + b"\n" for line in lines))
+    return path
+
+
+def make_flickr30k(root: Path, rows: list[str | bytes], nested: bool = False) -> Path:
+    """Kaggle Flickr30k: results.csv beside flickr30k_images/ (or flickr30k_images/flickr30k_images/)."""
+    image_dir = root / "flickr30k_images"
+    if nested:
+        image_dir = image_dir / "flickr30k_images"
+    for name in {_row_image(row) for row in rows} - {"", "image_name"}:
+        write_jpeg(image_dir / name)
+    write_lines(root / "results.csv", ["image_name| comment_number| comment", *rows])
+    return root
+
+
+def _row_image(row: str | bytes) -> str:
+    text = row.decode("utf-8", errors="replace") if isinstance(row, bytes) else row
+    name = text.split("|", 1)[0].strip()
+    return name if name.endswith(".jpg") else ""
+
+
+def flickr30k_rows(name: str, captions: list[str]) -> list[str]:
+    return [f"{name}| {number}| {caption}" for number, caption in enumerate(captions)]
+
+
+def make_flickr8k_original(
+    root: Path,
+    token_lines: list[str | bytes] | None = None,
+    splits: dict[str, list[str]] | None = None,
+    image_dir: str = "Flicker8k_Dataset",
+) -> Path:
+    """Original Flickr8k release: token file, image folder and the split lists given (file name -> image names)."""
+    if token_lines is None:
+        token_lines = [f"{name}#{n}\t{caption}" for name, caps in F8K_IMAGES.items() for n, caption in enumerate(caps)]
+    for name in F8K_IMAGES:
+        write_jpeg(root / image_dir / name)
+    write_lines(root / "Flickr8k.token.txt", token_lines)
+    for file_name, names in (splits or {}).items():
+        write_lines(root / file_name, names)
+    return root
+
+
+def make_flickr8k_kaggle(root: Path, csv_lines: list[str | bytes]) -> Path:
+    """Kaggle Flickr8k: captions.txt (CSV with header) and Images/."""
+    for name in F8K_IMAGES:
+        write_jpeg(root / "Images" / name)
+    write_lines(root / "captions.txt", ["image,caption", *csv_lines])
+    return root
+
+
+def karpathy_entry(filename: str, split: str, raws: list[str], filepath: str | None = None) -> dict:
+    entry = {
+        "filename": filename,
+        "split": split,
+        "sentences": [{"raw": raw, "tokens": raw.lower().split()} for raw in raws],
+    }
+    if filepath is not None:
+        entry["filepath"] = filepath
+    return entry
+
+
+def make_karpathy(root: Path, dataset: str, entries: list, image_dir: str | None) -> Path:
+    """dataset_<dataset>.json in root; images written under root/image_dir (COCO: root/<filepath>)."""
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("filename"), str):
+            folder = root / (image_dir or "") / (entry.get("filepath") or "")
+            write_jpeg(folder / entry["filename"])
+    path = root / f"dataset_{dataset}.json"
+    path.write_text(json.dumps({"dataset": dataset, "images": entries}), encoding="utf-8")
+    return path

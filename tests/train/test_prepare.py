@@ -1,0 +1,104 @@
+"""`python -m train prepare` end to end on real-format files: what a user finds in the run folder."""
+import json
+import subprocess
+import sys
+
+from demo.vocab import Vocabulary
+from tests.conftest import REPO
+from tests.fixtures_datasets import F8K_IMAGES, make_flickr30k, flickr30k_rows, write_jpeg
+from train.config import PrepareConfig
+from train.prepare import assign_splits, run_prepare
+from train.datasets.records import CaptionedImage
+from pathlib import Path
+
+REAL_F8K_IMAGES = ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg", "1002674143_1b742ab4b8.jpg",
+                   "1003163366_44323f5815.jpg", "1007129816_e794419615.jpg", "1007320043_627395c3d8.jpg"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_real_flickr8k_token_file_with_a_few_images(shared_flickr8k, tmp_path):
+    """All 40,460 real lines are read; only captions of present, decodable images are kept; the rest are counted."""
+    images = tmp_path / "Flicker8k_Dataset"
+    for name in REAL_F8K_IMAGES[:-1]:
+        write_jpeg(images / name, size=(500, 375))
+    (images / REAL_F8K_IMAGES[-1]).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    run = tmp_path / "run"
+    result = run_cli("prepare", "--dataset", "flickr8k", "--data-dir", str(shared_flickr8k),
+                     "--images-dir", str(images), "--run", str(run), "--min-count", "1")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((run / "prepare_report.json").read_text())
+    assert report["lines_read"] == 40460
+    assert report["images_referenced"] == 8092
+    assert report["images_kept"] == 5
+    assert report["problems"]["image_missing"]["count"] == 8092 - 6
+    assert report["problems"]["image_unreadable"]["count"] == 1
+    assert REAL_F8K_IMAGES[-1] in report["problems"]["image_unreadable"]["examples"][0]
+    kept = report["captions_kept"]
+    dropped = (report["problems"]["captions_dropped_image_missing"]["count"]
+               + report["problems"]["captions_dropped_image_unreadable"]["count"])
+    assert kept + dropped == report["captions_referenced"]
+    assert "image_missing: 8086" in result.stdout and "image_unreadable: 1" in result.stdout
+    captions = json.loads((run / "captions.json").read_text())
+    assert sorted(e["id"] for e in captions["images"]) == sorted(REAL_F8K_IMAGES[:-1])
+    first = next(e for e in captions["images"] if e["id"] == REAL_F8K_IMAGES[0])
+    assert first["captions"][1] == "A girl going into a wooden building ."
+    assert first["tokens"][1] == "a girl going into a wooden building"
+    splits = json.loads((run / "splits.json").read_text())
+    train_list = set((shared_flickr8k / "Flickr_8k.trainImages.txt").read_text().split())
+    assert set(splits["train"]) >= {name for name in REAL_F8K_IMAGES[:-1] if name in train_list}
+    assert sum(len(v) for v in splits.values()) == 5
+    vocab = Vocabulary.load(run / "vocab.json")
+    assert "a" in vocab and "girl" in vocab
+
+
+def test_flickr30k_fixture_with_malformed_row_and_missing_image(tmp_path):
+    rows = []
+    for i in range(10):
+        rows += flickr30k_rows(f"{i}.jpg", [f"A dog number {i} runs .", "A dog plays outside ."])
+    rows.append("garbage row without pipes")
+    data = make_flickr30k(tmp_path / "f30k", rows)
+    (data / "flickr30k_images" / "3.jpg").unlink()
+    run = tmp_path / "run"
+    report = run_prepare(PrepareConfig(run=run, dataset="flickr30k", data_dir=data, val_size=2, test_size=2,
+                                       min_count=2))
+    assert report["problems"]["malformed_row"]["count"] == 1
+    assert report["problems"]["image_missing"] == {"count": 1, "examples": ["3.jpg"]}
+    assert report["splits"] == {"train": 5, "val": 2, "test": 2}
+    vocab = Vocabulary.load(run / "vocab.json")
+    assert "dog" in vocab and "number" in vocab and "7" not in vocab  # digits seen once fall under min count
+    assert vocab.min_count == 2
+
+
+def test_split_assignment_is_deterministic_and_respects_dataset_splits():
+    def images():
+        given = [CaptionedImage(f"g{i}", Path(f"g{i}"), ["x"], "train") for i in range(5)]
+        return given + [CaptionedImage(f"u{i}", Path(f"u{i}"), ["x"]) for i in range(40)]
+
+    first, second = images(), images()
+    assert assign_splits(first, 3, 4, seed=1) == {"val": 3, "test": 4, "train": 33}
+    assign_splits(second, 3, 4, seed=1)
+    assert [im.split for im in first] == [im.split for im in second]
+    assert all(im.split == "train" for im in first[:5])
+    third = images()
+    assign_splits(third, 3, 4, seed=2)
+    assert [im.split for im in third] != [im.split for im in first]
+
+
+def test_prepare_without_usable_images_fails_with_advice(tmp_path):
+    data = make_flickr30k(tmp_path / "f30k", flickr30k_rows("1.jpg", ["A cat ."]))
+    (data / "flickr30k_images" / "1.jpg").unlink()
+    result = run_cli("prepare", "--dataset", "flickr30k", "--data-dir", str(data), "--run", str(tmp_path / "r"))
+    assert result.returncode == 1
+    assert "no usable images" in result.stderr and "--images-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_data_dir_is_a_clear_error(tmp_path):
+    result = run_cli("prepare", "--dataset", "flickr8k", "--data-dir", str(tmp_path / "nowhere"),
+                     "--run", str(tmp_path / "r"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "nowhere" in result.stderr

@@ -1,0 +1,65 @@
+"""Command line of the training side: `python -m train {prepare,features} ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from train.config import FeaturesConfig, PrepareConfig, add_arguments, from_args
+
+EPILOG = """examples:
+  python -m train prepare --dataset synthetic --run models/default --num-images 3000
+  python -m train prepare --dataset flickr30k --data-dir ~/data/flickr30k --run models/f30k
+  python -m train features --run models/default --vgg-weights none
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Prepare data for and train the VGG16+LSTM captioner.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    prepare = commands.add_parser(
+        "prepare", help="read a dataset: captions, splits, vocabulary, report",
+        description="Read captions, drop (and count) those whose image is missing or unreadable, "
+                    "assign splits where the dataset has none, and build vocab.json.",
+    )
+    add_arguments(prepare, PrepareConfig)
+    features = commands.add_parser(
+        "features", help="VGG16 fc2 feature cache (resumable)",
+        description="Run VGG16 up to fc2 over every image of the run into a float16 cache. "
+                    "Interrupted runs resume where they stopped.",
+    )
+    add_arguments(features, FeaturesConfig)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from train.encoder import WeightsUnavailable
+    from train.features import CacheMismatch
+
+    # ImageError and VocabularyError are ValueErrors; anything else is a bug and keeps its traceback.
+    known_errors = (FileNotFoundError, ValueError, CacheMismatch, WeightsUnavailable)
+    try:
+        if args.command == "prepare":
+            from train.prepare import run_prepare
+
+            run_prepare(from_args(PrepareConfig, args))
+        elif args.command == "features":
+            from train.features import extract_features
+
+            extract_features(from_args(FeaturesConfig, args))
+    except known_errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

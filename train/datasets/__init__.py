@@ -1,0 +1,1 @@
+"""Dataset loaders: each reads one real-world layout into a `LoadedDataset`."""

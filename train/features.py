@@ -1,0 +1,222 @@
+"""`python -m train features`: the VGG16 fc2 feature cache of a run, resumable.
+
+Layout in `RUN/features/`:
+- `fc2.npy`: float16 (N, 4096), memory-mapped on read;
+- `index.json`: the image ids in row order;
+- `meta.json`: what produced it (weights, preprocessing version, batch size)
+  and whether it is complete; a cache whose meta differs from the request is
+  refused rather than silently mixed;
+- `done.npy`: one flag per batch, written after the batch's rows are flushed.
+
+Batches are fixed slices of the image list, so a resumed run recomputes whole
+batches exactly as an uninterrupted run would: the finished cache is the same.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from demo.artifacts import atomic_write_bytes, atomic_write_json, read_json
+from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
+from train.config import FeaturesConfig, to_json
+from train.encoder import FEATURE_DIM, EncoderSpec, build_encoder
+from train.run_files import RunFiles, update_run_config
+
+CACHE_FORMAT = "vgg16-lstm-captioner/fc2-cache"
+CACHE_VERSION = 1
+DTYPE = "float16"
+
+
+class CacheMismatch(RuntimeError):
+    """An existing cache was built with other settings or for other images."""
+
+
+@dataclass
+class FeatureCache:
+    features: np.ndarray  # read-only memmap (N, 4096) float16
+    rows: dict[str, int]
+    meta: dict
+
+    def lookup(self, image_ids: list[str]) -> np.ndarray:
+        return np.asarray(self.features[[self.rows[i] for i in image_ids]], dtype=np.float32)
+
+
+def cache_paths(files: RunFiles) -> dict[str, Path]:
+    d = files.features_dir
+    return {"array": d / "fc2.npy", "index": d / "index.json", "meta": d / "meta.json", "done": d / "done.npy"}
+
+
+def run_image_list(files: RunFiles) -> tuple[Path, list[str]]:
+    """The image root and all image ids of the run, in the order of captions.json."""
+    doc = read_json(files.captions, "captions file (run `python -m train prepare` first)")
+    return Path(doc["image_root"]), [entry["id"] for entry in doc["images"]]
+
+
+def expected_meta(spec: EncoderSpec, image_ids: list[str], batch_size: int) -> dict:
+    digest = hashlib.sha256("\n".join(image_ids).encode("utf-8")).hexdigest()
+    return {
+        "format": CACHE_FORMAT,
+        "version": CACHE_VERSION,
+        "model": "vgg16-fc2",
+        "weights": spec.describe(),
+        "preprocess": PREPROCESS_VERSION,
+        "feature_dim": FEATURE_DIM,
+        "dtype": DTYPE,
+        "num_images": len(image_ids),
+        "images_sha256": digest,
+        "batch_size": batch_size,
+    }
+
+
+IDENTITY_KEYS = ("format", "version", "model", "weights", "preprocess", "feature_dim", "dtype",
+                 "num_images", "images_sha256")
+
+
+def _differences(found: dict, wanted: dict) -> list[str]:
+    return [f"{k}: cache has {found.get(k)!r}, requested {wanted[k]!r}"
+            for k in IDENTITY_KEYS if found.get(k) != wanted[k]]
+
+
+def extract_features(cfg: FeaturesConfig) -> FeatureCache:
+    """Fill the run's cache, computing only the batches not done yet."""
+    files = RunFiles(Path(cfg.run))
+    paths = cache_paths(files)
+    image_root, image_ids = run_image_list(files)
+    spec = EncoderSpec(cfg.vgg_weights, cfg.seed)
+    meta = _open_or_start(paths, expected_meta(spec, image_ids, cfg.batch_size), image_ids, cfg.overwrite)
+    done = np.load(paths["done"], allow_pickle=False)
+    batch_size = meta["batch_size"]
+    todo = [b for b in range(len(done)) if not done[b]]
+    update_run_config(files, "features", to_json(cfg))
+    if todo:
+        started = time.perf_counter()
+        encoder = build_encoder(spec)
+        print(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
+              f"({meta['weights']}), cache {paths['array']}")
+        array = np.load(paths["array"], mmap_mode="r+", allow_pickle=False)
+        num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
+        with tqdm(total=num_todo, desc="fc2 features", unit="img") as bar:
+            for b, pixels in _decoded_batches(todo, batch_size, image_root, image_ids, cfg.workers):
+                rows = _batch_range(b, batch_size, len(image_ids))
+                array[rows.start:rows.stop] = np.asarray(encoder.predict_on_batch(pixels), dtype=np.float16)
+                array.flush()
+                done[b] = True
+                _save_done(paths["done"], done)
+                bar.update(len(pixels))
+        del array
+        elapsed = time.perf_counter() - started
+        print(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
+    meta["complete"] = True
+    atomic_write_json(paths["meta"], meta)
+    return load_cache(files, spec)
+
+
+def _batch_range(batch: int, batch_size: int, total: int) -> range:
+    return range(batch * batch_size, min(total, (batch + 1) * batch_size))
+
+
+def _decoded_batches(
+    batches: list[int], batch_size: int, root: Path, ids: list[str], workers: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode the next batch in threads while the current one is in the forward pass."""
+
+    def decode(batch: int) -> np.ndarray:
+        rows = _batch_range(batch, batch_size, len(ids))
+        try:
+            return np.stack([load_image(root / ids[i]) for i in rows]).astype(np.float32)
+        except ImageError as exc:
+            raise ImageError(f"{exc}. The image changed since `prepare`; run prepare again.") from exc
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        pending = [pool.submit(decode, b) for b in batches[:2]]
+        for position, batch in enumerate(batches):
+            pixels = pending[position].result()
+            if position + 2 < len(batches):
+                pending.append(pool.submit(decode, batches[position + 2]))
+            yield batch, pixels
+
+
+def _open_or_start(paths: dict[str, Path], wanted: dict, image_ids: list[str], overwrite: bool) -> dict:
+    """Reuse a matching cache (complete or partial); refuse a different one unless told to overwrite."""
+    if paths["meta"].is_file():
+        found = read_json(paths["meta"], "feature cache meta")
+        problems = _differences(found, wanted)
+        intact = paths["array"].is_file() and paths["done"].is_file()
+        if not problems and intact:
+            if found["batch_size"] != wanted["batch_size"]:
+                print(f"features: resuming with the cache's batch size {found['batch_size']}")
+            return found
+        if problems and not overwrite and not _nothing_computed(paths):
+            raise CacheMismatch(
+                f"the feature cache in {paths['meta'].parent} was built with other settings:\n  "
+                + "\n  ".join(problems)
+                + "\nPass --overwrite to rebuild it, or use the settings it was built with."
+            )
+    return _start(paths, wanted, image_ids)
+
+
+def _nothing_computed(paths: dict[str, Path]) -> bool:
+    """A cache without a single finished batch holds no work worth protecting."""
+    try:
+        return not np.load(paths["done"], allow_pickle=False).any()
+    except (OSError, ValueError, EOFError):
+        return not paths["array"].is_file()
+
+
+def _start(paths: dict[str, Path], meta: dict, image_ids: list[str]) -> dict:
+    paths["array"].parent.mkdir(parents=True, exist_ok=True)
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    tmp = paths["array"].with_name(".fc2.npy.tmp")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=(meta["num_images"], FEATURE_DIM))
+    del array
+    tmp.replace(paths["array"])
+    num_batches = -(-meta["num_images"] // meta["batch_size"])
+    _save_done(paths["done"], np.zeros(num_batches, dtype=bool))
+    atomic_write_json(paths["index"], {"format": CACHE_FORMAT, "image_ids": image_ids})
+    meta = meta | {"complete": False}
+    atomic_write_json(paths["meta"], meta)
+    return meta
+
+
+def _save_done(path: Path, done: np.ndarray) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, done, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache:
+    """Open a complete cache read-only; with `spec`, refuse one built with other weights."""
+    paths = cache_paths(files)
+    if not paths["meta"].is_file():
+        raise FileNotFoundError(f"no feature cache in {paths['meta'].parent}: run `python -m train features`")
+    meta = read_json(paths["meta"], "feature cache meta")
+    if not meta.get("complete"):
+        raise CacheMismatch(f"the feature cache in {paths['meta'].parent} is incomplete: "
+                            "run `python -m train features` again to finish it")
+    _, image_ids = run_image_list(files)
+    indexed = read_json(paths["index"], "feature cache index").get("image_ids")
+    if indexed != image_ids:
+        raise CacheMismatch(f"{paths['index']} lists other images than {files.captions}: the run was "
+                            "prepared again since; run `python -m train features --overwrite`")
+    wanted = expected_meta(spec or EncoderSpec(), image_ids, meta["batch_size"])
+    if spec is None:
+        wanted["weights"] = meta.get("weights")
+    problems = _differences(meta, wanted)
+    if problems:
+        raise CacheMismatch(f"the feature cache in {paths['meta'].parent} does not match this run:\n  "
+                            + "\n  ".join(problems) + "\nRun `python -m train features --overwrite`.")
+    features = np.load(paths["array"], mmap_mode="r", allow_pickle=False)
+    if features.shape != (len(image_ids), FEATURE_DIM) or features.dtype != np.float16:
+        raise CacheMismatch(f"{paths['array']} has shape {features.shape} {features.dtype}, expected "
+                            f"({len(image_ids)}, {FEATURE_DIM}) float16: run features with --overwrite")
+    return FeatureCache(features, {image_id: row for row, image_id in enumerate(image_ids)}, meta)

@@ -1,0 +1,181 @@
+"""`python -m train prepare`: captions, splits and vocabulary for a run.
+
+Loaders only parse. This step decides what is usable: an image that is missing
+or does not decode drops its captions, and every drop is counted in
+`prepare_report.json` and on the console. Splits come from the dataset where
+it defines them; the rest are assigned deterministically from the seed.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from demo.artifacts import atomic_write_json
+from demo.preprocess import ImageError, load_image
+from demo.text import tokenize
+from demo.vocab import build_vocabulary
+from train.config import PrepareConfig, to_json
+from train.datasets.records import SPLITS, CaptionedImage, LoadedDataset, ParseIssues
+from train.run_files import RunFiles, update_run_config
+
+CAPTIONS_FORMAT = "vgg16-lstm-captioner/captions"
+MAX_DEFAULT_HOLDOUT = 1000
+
+
+def load_dataset(cfg: PrepareConfig) -> LoadedDataset:
+    """Dispatch to the loader of `cfg.dataset` (the synthetic set is generated first if needed)."""
+    if cfg.dataset == "synthetic":
+        from train.datasets import synthetic
+
+        data_dir = cfg.data_dir or RunFiles(cfg.run).synthetic_dir
+        return synthetic.generate(Path(data_dir), num_images=cfg.num_images, seed=cfg.seed)
+    if cfg.data_dir is None:
+        raise ValueError(f"--data-dir is required for --dataset {cfg.dataset}")
+    if cfg.dataset == "flickr8k":
+        from train.datasets import flickr8k as loader
+    elif cfg.dataset == "flickr30k":
+        from train.datasets import flickr30k as loader
+    elif cfg.dataset == "karpathy":
+        from train.datasets import karpathy as loader
+    else:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}")
+    return loader.load(Path(cfg.data_dir), cfg.images_dir)
+
+
+def check_images(
+    images: list[CaptionedImage], issues: ParseIssues, workers: int = 2
+) -> list[CaptionedImage]:
+    """Keep the images that exist and decode with the serving preprocessing; count the rest."""
+
+    def problem(image: CaptionedImage) -> str | None:
+        if not image.path.is_file():
+            return "missing"
+        try:
+            load_image(image.path)
+        except ImageError as exc:
+            return f"unreadable: {exc}"
+        return None
+
+    kept = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        results = pool.map(problem, images)
+        for image, why in tqdm(zip(images, results), total=len(images), desc="checking images", unit="img"):
+            if why is None:
+                kept.append(image)
+                continue
+            kind = "image_missing" if why == "missing" else "image_unreadable"
+            issues.add(kind, f"{image.image_id}" if why == "missing" else f"{image.image_id}: {why}")
+            issues.counts[f"captions_dropped_{kind}"] += len(image.captions)
+    return kept
+
+
+def default_holdout(num_images: int) -> int:
+    """5% of the images, at most 1000 (the Karpathy split's size), at least one when possible."""
+    if num_images < 3:
+        return 0
+    return min(MAX_DEFAULT_HOLDOUT, max(1, round(0.05 * num_images)))
+
+
+def assign_splits(images: list[CaptionedImage], val_size: int | None, test_size: int | None, seed: int) -> Counter:
+    """Give every image without a dataset split one, topping val and test up to their sizes.
+
+    The order is a seeded shuffle of the sorted ids, so the same data and seed
+    always give the same split.
+    """
+    given = Counter(image.split for image in images if image.split is not None)
+    todo = sorted((image for image in images if image.split is None), key=lambda im: im.image_id)
+    default = default_holdout(len(images))
+    need = {
+        "val": max(0, (default if val_size is None else val_size) - given["val"]),
+        "test": max(0, (default if test_size is None else test_size) - given["test"]),
+    }
+    order = np.random.default_rng(seed).permutation(len(todo))
+    assigned: Counter = Counter()
+    for position in order:
+        image = todo[position]
+        image.split = next((s for s in ("val", "test") if assigned[s] < need[s]), "train")
+        assigned[image.split] += 1
+    return assigned
+
+
+def captions_document(dataset: LoadedDataset, images: list[CaptionedImage]) -> dict:
+    return {
+        "format": CAPTIONS_FORMAT,
+        "version": 1,
+        "dataset": dataset.name,
+        "image_root": str(dataset.image_root.resolve()),
+        "images": [
+            {
+                "id": image.image_id,
+                "split": image.split,
+                "captions": image.captions,
+                "tokens": [" ".join(tokenize(c)) for c in image.captions],
+            }
+            for image in images
+        ],
+    }
+
+
+def run_prepare(cfg: PrepareConfig) -> dict:
+    """Build captions.json, splits.json, vocab.json and prepare_report.json in `cfg.run`."""
+    started = time.perf_counter()
+    files = RunFiles(Path(cfg.run))
+    dataset = load_dataset(cfg)
+    images = check_images(dataset.images, dataset.issues, cfg.workers)
+    if not images:
+        raise ValueError(
+            f"no usable images: none of the {len(dataset.images)} images referenced by the captions "
+            f"exist and decode under {dataset.image_root}. Check --data-dir / --images-dir."
+        )
+    assigned = assign_splits(images, cfg.val_size, cfg.test_size, cfg.seed)
+    splits = {s: [im.image_id for im in images if im.split == s] for s in SPLITS}
+    min_count = cfg.min_count if cfg.min_count is not None else (1 if cfg.dataset == "synthetic" else 5)
+    train_tokens = [tokenize(c) for im in images if im.split == "train" for c in im.captions]
+    vocab, stats = build_vocabulary(train_tokens, min_count=min_count, max_length=cfg.max_length,
+                                    max_size=cfg.max_vocab)
+    report = {
+        "dataset": dataset.name,
+        "image_root": str(dataset.image_root),
+        "source_files": dataset.source_files,
+        "lines_read": dataset.lines_read,
+        "images_referenced": len(dataset.images),
+        "images_kept": len(images),
+        "captions_referenced": sum(len(im.captions) for im in dataset.images),
+        "captions_kept": sum(len(im.captions) for im in images),
+        "problems": dataset.issues.to_json(),
+        "splits": {s: len(ids) for s, ids in splits.items()},
+        "splits_assigned_here": dict(assigned),
+        "vocabulary": {"size": len(vocab), "min_count": min_count, "max_length": cfg.max_length,
+                       **stats.to_json()},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    files.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(files.captions, captions_document(dataset, images))
+    atomic_write_json(files.splits, splits)
+    vocab.save(files.vocab)
+    atomic_write_json(files.prepare_report, report)
+    update_run_config(files, "prepare", to_json(cfg) | {"min_count": min_count})
+    print_summary(report, files)
+    return report
+
+
+def print_summary(report: dict, files: RunFiles) -> None:
+    problems = report["problems"]
+    print(
+        f"prepare: {report['dataset']}: read {report['lines_read']} caption lines, "
+        f"kept {report['images_kept']}/{report['images_referenced']} images and "
+        f"{report['captions_kept']}/{report['captions_referenced']} captions"
+    )
+    for kind, entry in problems.items():
+        example = f" (e.g. {entry['examples'][0]})" if entry.get("examples") else ""
+        print(f"  dropped or skipped: {kind}: {entry['count']}{example}")
+    s, v = report["splits"], report["vocabulary"]
+    print(f"  splits: train {s['train']}, val {s['val']}, test {s['test']}; "
+          f"vocabulary {v['size']} tokens (min count {v['min_count']}), "
+          f"{v['captions_truncated']} captions truncated to {v['max_length']} words")
+    print(f"  report: {files.prepare_report}")

@@ -1,0 +1,47 @@
+"""Where each artifact of a run folder lives, so no module spells a path twice."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def captions(self) -> Path:
+        return self.root / "captions.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    @property
+    def vocab(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def prepare_report(self) -> Path:
+        return self.root / "prepare_report.json"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.root / "synthetic"
+
+
+def update_run_config(files: RunFiles, section: str, values: dict) -> None:
+    """Record one command's settings in `config.json`, keeping the other commands' sections."""
+    from demo.artifacts import atomic_write_json, read_json
+
+    config = read_json(files.config, "run config") if files.config.is_file() else {}
+    config[section] = values
+    atomic_write_json(files.config, config)
