@@ -19,6 +19,7 @@ import numpy as np
 
 from demo.artifacts import sha256_file
 from demo.preprocess import IMAGE_SIZE
+from train.tf_import import import_keras
 
 FEATURE_DIM = 4096
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -50,7 +51,7 @@ class EncoderSpec:
 
 def build_encoder(spec: EncoderSpec):
     """Return a Keras model: (B, 224, 224, 3) float32 RGB in [0, 255] -> (B, 4096) fc2 features."""
-    import keras
+    keras = import_keras()
 
     vgg = _vgg16(spec)
     pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="pixels")
@@ -60,7 +61,7 @@ def build_encoder(spec: EncoderSpec):
 
 
 def _vgg16(spec: EncoderSpec):
-    import keras
+    keras = import_keras()
 
     if spec.weights == "none":
         vgg = keras.applications.VGG16(weights=None, include_top=True)

@@ -84,8 +84,11 @@ def _differences(found: dict, wanted: dict) -> list[str]:
             for k in IDENTITY_KEYS if found.get(k) != wanted[k]]
 
 
-def extract_features(cfg: FeaturesConfig) -> FeatureCache:
-    """Fill the run's cache, computing only the batches not done yet."""
+def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
+    """Fill the run's cache, computing only the batches not done yet.
+
+    `encoder` lets a caller that already built the model for `cfg` (the benchmark) reuse it.
+    """
     files = RunFiles(Path(cfg.run))
     paths = cache_paths(files)
     image_root, image_ids = run_image_list(files)
@@ -97,13 +100,13 @@ def extract_features(cfg: FeaturesConfig) -> FeatureCache:
     update_run_config(files, "features", to_json(cfg))
     if todo:
         started = time.perf_counter()
-        encoder = build_encoder(spec)
+        encoder = build_encoder(spec) if encoder is None else encoder
         print(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
               f"({meta['weights']}), cache {paths['array']}")
         array = np.load(paths["array"], mmap_mode="r+", allow_pickle=False)
         num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
         with tqdm(total=num_todo, desc="fc2 features", unit="img") as bar:
-            for b, pixels in _decoded_batches(todo, batch_size, image_root, image_ids, cfg.workers):
+            for b, pixels in decoded_batches(todo, batch_size, image_root, image_ids, cfg.workers):
                 rows = _batch_range(b, batch_size, len(image_ids))
                 array[rows.start:rows.stop] = np.asarray(encoder.predict_on_batch(pixels), dtype=np.float16)
                 array.flush()
@@ -122,7 +125,7 @@ def _batch_range(batch: int, batch_size: int, total: int) -> range:
     return range(batch * batch_size, min(total, (batch + 1) * batch_size))
 
 
-def _decoded_batches(
+def decoded_batches(
     batches: list[int], batch_size: int, root: Path, ids: list[str], workers: int
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Decode the next batch in threads while the current one is in the forward pass."""

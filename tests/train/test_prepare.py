@@ -5,7 +5,7 @@ import sys
 
 from demo.vocab import Vocabulary
 from tests.conftest import REPO
-from tests.fixtures_datasets import F8K_IMAGES, make_flickr30k, flickr30k_rows, write_jpeg
+from tests.fixtures_datasets import make_flickr30k, flickr30k_rows, write_jpeg
 from train.config import PrepareConfig
 from train.prepare import assign_splits, run_prepare
 from train.datasets.records import CaptionedImage

@@ -1,0 +1,59 @@
+"""`python -m bench`: run the benchmarks, write results.json and results.md."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from demo.artifacts import atomic_write_bytes, atomic_write_json
+
+BENCHMARKS = ("features",)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer images and repetitions (CI smoke run)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
+                        help="run only these benchmarks")
+    return parser.parse_args(argv)
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Benchmarks ({results['machine']['cpu']}, {results['machine']['cores']} cores)", "",
+             "| benchmark | measure | value | target | met |", "| --- | --- | --- | --- | --- |"]
+    for entry in results["benchmarks"]:
+        if entry["name"] == "feature_extraction":
+            rates = entry["images_per_s"]
+            lines.append(f"| feature extraction (batch {entry['batch_size']}) | extract_features images/s "
+                         f"| {rates['extract_features']['median_per_s']:.2f} | | |")
+            lines.append(f"| | bare VGG16 forward images/s | {rates['bare_forward']['median_per_s']:.2f} | | |")
+            lines.append(f"| | ratio pipeline / bare | {entry['ratio_pipeline_to_bare']:.3f} | >= 0.85 "
+                         f"| {'yes' if entry['target']['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from bench.machine import machine_info
+
+    started = time.time()
+    results = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+               "machine": machine_info(), "benchmarks": []}
+    if "features" in args.only:
+        from bench.feature_extraction import measure
+
+        results["benchmarks"].append(measure(quick=args.quick))
+    results["seconds"] = round(time.time() - started, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "results.json", results)
+    table = markdown(results)
+    atomic_write_bytes(args.out / "results.md", table.encode("utf-8"))
+    print(table)
+    print(f"results: {args.out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Feature extraction throughput against VGG16's bare forward-pass rate at the same batch size.
+
+The pipeline side is the real `train.features.extract_features` over JPEG
+files on disk (decode, EXIF, resize, forward pass, float16 cache writes); the
+bare side is the same encoder on pixels already in memory. Their ratio says
+how much the input side costs: the target is at least 0.85.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def _photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> None:
+    """Flickr-sized (500x375) JPEGs with fine texture, so decoding costs what real photos cost."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        base = rng.integers(0, 255, (375 // 5 + 1, 500 // 5 + 1, 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(base).resize((500, 375), Image.Resampling.BICUBIC))
+        noise = rng.integers(-20, 20, smooth.shape)
+        Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+
+
+def _prepared_run(root: Path, count: int) -> Path:
+    from train.config import PrepareConfig
+    from train.prepare import run_prepare
+
+    data = root / "data"
+    _photo_like_jpegs(data / "flickr30k_images", count)
+    rows = ["image_name| comment_number| comment"]
+    rows += [f"{i}.jpg| 0| a photo number {i}" for i in range(count)]
+    (data / "results.csv").write_text("\n".join(rows) + "\n")
+    run = root / "run"
+    run_prepare(PrepareConfig(run=run, dataset="flickr30k", data_dir=data, min_count=1))
+    return run
+
+
+def measure(quick: bool = False, batch_size: int = 16) -> dict:
+    from bench.timing import interleaved
+    from demo.preprocess import load_image
+    from train.config import FeaturesConfig
+    from train.encoder import EncoderSpec, build_encoder
+    from train.features import extract_features, run_image_list
+    from train.run_files import RunFiles
+
+    count = batch_size * (2 if quick else 4)
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+        run = _prepared_run(Path(tmp), count)
+        encoder = build_encoder(EncoderSpec("none", 0))
+        root, ids = run_image_list(RunFiles(run))
+        pixels = np.stack([load_image(root / i) for i in ids]).astype(np.float32)
+        cfg = FeaturesConfig(run=run, vgg_weights="none", batch_size=batch_size, overwrite=True)
+        encoder.predict_on_batch(pixels[:batch_size])  # warm-up: graph tracing is not throughput
+
+        def pipeline() -> int:
+            (run / "features" / "meta.json").unlink(missing_ok=True)
+            extract_features(cfg, encoder=encoder)
+            return count
+
+        def bare() -> int:
+            for start in range(0, count, batch_size):
+                encoder.predict_on_batch(pixels[start:start + batch_size])
+            return count
+
+        rates = interleaved({"extract_features": pipeline, "bare_forward": bare}, repeats=2 if quick else 3)
+    ratio = rates["extract_features"]["median_per_s"] / rates["bare_forward"]["median_per_s"]
+    return {
+        "name": "feature_extraction",
+        "batch_size": batch_size,
+        "images": count,
+        "images_per_s": rates,
+        "ratio_pipeline_to_bare": ratio,
+        "target": {"ratio_at_least": 0.85, "met": ratio >= 0.85},
+    }

@@ -1,0 +1,37 @@
+"""What the numbers were measured on: a ratio means little without the CPU and library versions."""
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+
+FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "fma")
+PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", "onnx",
+            "numpy", "pillow", "gradio")
+
+
+def machine_info() -> dict:
+    cpu_model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name") and cpu_model == "unknown":
+                    cpu_model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "cpu": cpu_model,
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_flags": [f for f in FLAGS_OF_INTEREST if f in flags],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+    }

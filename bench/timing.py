@@ -1,0 +1,28 @@
+"""Interleaved repetitions: both sides of a comparison see the same machine state."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def interleaved(sides: dict[str, Callable[[], int]], repeats: int) -> dict[str, dict]:
+    """Run each side once per round, round after round; each call returns how many items it did.
+
+    Returns per side the median and spread of items per second.
+    """
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, work in sides.items():
+            started = time.perf_counter()
+            items = work()
+            rates[name].append(items / (time.perf_counter() - started))
+    return {
+        name: {
+            "median_per_s": statistics.median(values),
+            "min_per_s": min(values),
+            "max_per_s": max(values),
+            "repeats": len(values),
+        }
+        for name, values in rates.items()
+    }
