@@ -102,3 +102,31 @@ def test_wrong_data_dir_is_a_clear_error(tmp_path):
                      "--run", str(tmp_path / "r"))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "nowhere" in result.stderr
+
+
+def test_synthetic_default_through_the_cli(tmp_path):
+    run = tmp_path / "run"
+    first = run_cli("prepare", "--dataset", "synthetic", "--num-images", "40", "--run", str(run))
+    assert first.returncode == 0, first.stderr
+    report = json.loads((run / "prepare_report.json").read_text())
+    assert report["images_kept"] == 40 and report["captions_kept"] == 200 and report["problems"] == {}
+    assert report["splits"] == {"train": 36, "val": 2, "test": 2}
+    vocab = Vocabulary.load(run / "vocab.json")
+    assert {"a", "red", "circle", "left", "small", "large"} <= set(vocab.tokens)
+    captions = json.loads((run / "captions.json").read_text())
+    assert all(len(entry["captions"]) == 5 for entry in captions["images"])
+    scene = run / "synthetic" / "images" / "scene_000000.png"
+    mtime = scene.stat().st_mtime_ns
+    splits = json.loads((run / "splits.json").read_text())
+    second = run_cli("prepare", "--dataset", "synthetic", "--num-images", "40", "--run", str(run))
+    assert second.returncode == 0 and scene.stat().st_mtime_ns == mtime, "scenes are reused, not redrawn"
+    assert json.loads((run / "splits.json").read_text()) == splits, "same seed, same split"
+
+
+def test_help_explains_every_command():
+    top = run_cli("--help")
+    assert top.returncode == 0 and "prepare" in top.stdout and "features" in top.stdout
+    prepare = run_cli("prepare", "--help")
+    assert "--num-images" in prepare.stdout and "--min-count" in prepare.stdout and "flickr30k" in prepare.stdout
+    features = run_cli("features", "--help")
+    assert "--vgg-weights" in features.stdout and "none" in features.stdout
