@@ -52,24 +52,24 @@ def check_images(
 ) -> list[CaptionedImage]:
     """Keep the images that exist and decode with the serving preprocessing; count the rest."""
 
-    def problem(image: CaptionedImage) -> str | None:
+    def problem(image: CaptionedImage) -> tuple[str, str] | None:
         if not image.path.is_file():
-            return "missing"
+            return "image_missing", image.image_id
         try:
             load_image(image.path)
         except ImageError as exc:
-            return f"unreadable: {exc}"
+            return "image_unreadable", str(exc)
         return None
 
     kept = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(problem, images)
-        for image, why in tqdm(zip(images, results), total=len(images), desc="checking images", unit="img"):
-            if why is None:
+        for image, found in tqdm(zip(images, results), total=len(images), desc="checking images", unit="img"):
+            if found is None:
                 kept.append(image)
                 continue
-            kind = "image_missing" if why == "missing" else "image_unreadable"
-            issues.add(kind, f"{image.image_id}" if why == "missing" else f"{image.image_id}: {why}")
+            kind, detail = found
+            issues.add(kind, detail)
             issues.counts[f"captions_dropped_{kind}"] += len(image.captions)
     return kept
 
@@ -178,4 +178,8 @@ def print_summary(report: dict, files: RunFiles) -> None:
     print(f"  splits: train {s['train']}, val {s['val']}, test {s['test']}; "
           f"vocabulary {v['size']} tokens (min count {v['min_count']}), "
           f"{v['captions_truncated']} captions truncated to {v['max_length']} words")
+    for split in ("val", "test"):
+        if s[split] == 0:
+            print(f"  warning: the {split} split is empty; --{split}-size N holds out images that the "
+                  "dataset gives no split")
     print(f"  report: {files.prepare_report}")
