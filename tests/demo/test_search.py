@@ -1,0 +1,169 @@
+"""Greedy and beam search against a tiny numpy step model, checked by brute force."""
+import itertools
+
+import numpy as np
+import pytest
+
+from demo.beam_search import beam_search
+from demo.greedy_search import greedy_search
+from demo.step import SearchOptions, normalized
+
+START, END = 1, 2
+BANNED = (0, START)
+
+
+class TinyRNN:
+    """A deterministic random RNN: every row is computed on its own, so batching cannot change a result."""
+
+    def __init__(self, vocab_size: int = 6, hidden: int = 5, seed: int = 0, end_bias: float = 0.0):
+        rng = np.random.default_rng(seed)
+        self.vocab_size = vocab_size
+        self.embed = rng.normal(0, 1.5, (vocab_size, hidden))
+        self.recur = rng.normal(0, 1.0, (hidden, hidden))
+        self.image = rng.normal(0, 1.0, (3, hidden))
+        self.out = rng.normal(0, 2.0, (hidden, vocab_size))
+        self.bias = np.zeros(vocab_size)
+        self.bias[END] = end_bias
+        self.calls = []
+
+    def initial_state(self, features):
+        return {"h": np.tanh(features @ self.image)}
+
+    def step(self, tokens, state):
+        self.calls.append(len(tokens))
+        h = np.stack([np.tanh(self.embed[t] + state["h"][r] @ self.recur) for r, t in enumerate(tokens)])
+        logits = np.stack([row @ self.out + self.bias for row in h])
+        logits -= logits.max(axis=1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return log_probs, {"h": h}
+
+
+def sequence_log_prob(model, feature, words, closed_with_end=True):
+    state = model.initial_state(feature[None])
+    total, previous = 0.0, START
+    for token in list(words) + [END]:
+        log_probs, state = model.step(np.array([previous]), state)
+        log_probs[:, list(BANNED)] = -np.inf
+        total += log_probs[0, token]
+        previous = token
+    return total
+
+
+def brute_force_best(model, feature, options):
+    """Every caption of 0..max_length words (closed by <end>), ranked by the same normalised score."""
+    words_ids = [w for w in range(model.vocab_size) if w not in BANNED and w != END]
+    best = None
+    for length in range(options.max_length + 1):
+        for words in itertools.product(words_ids, repeat=length):
+            log_prob = sequence_log_prob(model, feature, words)
+            score = normalized(log_prob, length, options.length_penalty)
+            if best is None or score > best[0] + 1e-12:
+                best = (score, words, log_prob)
+    return best
+
+
+def features(count=4, seed=1):
+    return np.random.default_rng(seed).normal(size=(count, 3))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 2.0])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exhaustive_beam_finds_the_true_best_caption(alpha, seed):
+    model = TinyRNN(vocab_size=5, seed=seed)  # 2 real words: 2**4 live prefixes at most
+    options = SearchOptions(max_length=4, num_beams=16, length_penalty=alpha, banned_ids=BANNED)
+    image_features = features(3, seed)
+    results = beam_search(model, image_features, START, END, options)
+    for feature, (best,) in zip(image_features, results):
+        score, words, log_prob = brute_force_best(model, feature, options)
+        assert best.tokens == words
+        assert best.score == pytest.approx(score) and best.log_prob == pytest.approx(log_prob)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_beam_of_one_equals_greedy(seed):
+    model = TinyRNN(seed=seed)
+    options = SearchOptions(max_length=8, num_beams=1, banned_ids=BANNED)
+    greedy = greedy_search(model, features(6, seed), START, END, options)
+    beam = beam_search(model, features(6, seed), START, END, options)
+    assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
+    assert [g.log_prob for g in greedy] == pytest.approx([b[0].log_prob for b in beam])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+@pytest.mark.parametrize("seed", range(8))
+def test_beam_never_scores_below_greedy(seed, alpha):
+    model = TinyRNN(vocab_size=9, seed=seed, end_bias=-1.0)
+    options = SearchOptions(max_length=10, num_beams=3, length_penalty=alpha, banned_ids=BANNED)
+    image_features = features(8, seed)
+    greedy = greedy_search(model, image_features, START, END, options)
+    beam = beam_search(model, image_features, START, END, options)
+    for g, (b,) in zip(greedy, beam):
+        assert b.score >= g.score - 1e-9
+        if alpha == 0.0:
+            assert b.log_prob >= g.log_prob - 1e-9
+
+
+def test_greedy_log_prob_is_the_sum_over_its_words():
+    model = TinyRNN(seed=3)
+    image_features = features(3)
+    options = SearchOptions(max_length=6, banned_ids=BANNED)
+    for feature, hyp in zip(image_features, greedy_search(model, image_features, START, END, options)):
+        if hyp.finished:
+            assert hyp.log_prob == pytest.approx(sequence_log_prob(model, feature, hyp.tokens))
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_batching_images_gives_the_same_results_as_one_at_a_time(search):
+    model = TinyRNN(vocab_size=8, seed=4)
+    options = SearchOptions(max_length=7, num_beams=4, num_return_sequences=3, length_penalty=0.6,
+                            banned_ids=BANNED)
+    run = greedy_search if search == "greedy" else beam_search
+    image_features = features(5, 9)
+    batched = run(model, image_features, START, END, options)
+    alone = [run(model, image_features[i:i + 1], START, END, options)[0] for i in range(5)]
+    flat = (lambda results: results) if search == "beam" else (lambda results: [[h] for h in results])
+    for batch_list, alone_list in zip(flat(batched), flat(alone)):
+        assert [h.tokens for h in batch_list] == [h.tokens for h in alone_list]
+        assert [h.score for h in batch_list] == pytest.approx([h.score for h in alone_list], rel=1e-12)
+
+
+def test_all_beams_of_all_images_advance_in_one_call_per_step():
+    model = TinyRNN(vocab_size=8, seed=5, end_bias=-3.0)  # rarely ends: runs to max_length
+    options = SearchOptions(max_length=5, num_beams=3, banned_ids=BANNED)
+    beam_search(model, features(4), START, END, options)
+    assert len(model.calls) <= options.max_length + 1
+    assert model.calls[0] == 4 * (3 + 1)  # k beams + the greedy shadow per image
+
+
+def test_n_best_list_is_sorted_distinct_and_sized():
+    model = TinyRNN(vocab_size=8, seed=6)
+    options = SearchOptions(max_length=6, num_beams=5, num_return_sequences=4, banned_ids=BANNED)
+    for n_best in beam_search(model, features(3), START, END, options):
+        assert len(n_best) == 4
+        assert [h.score for h in n_best] == sorted((h.score for h in n_best), reverse=True)
+        assert len({h.tokens for h in n_best}) == 4
+
+
+def test_max_length_caps_words_and_marks_forced_endings():
+    model = TinyRNN(vocab_size=8, seed=7, end_bias=-50.0)  # never wants to end
+    options = SearchOptions(max_length=3, num_beams=2, banned_ids=BANNED)
+    (greedy,) = greedy_search(model, features(1), START, END, options)
+    ((beam,),) = beam_search(model, features(1), START, END, options)
+    for hyp in (greedy, beam):
+        assert len(hyp.tokens) == 3 and hyp.finished is False
+
+
+def test_banned_tokens_are_never_generated():
+    model = TinyRNN(vocab_size=8, seed=8)
+    options = SearchOptions(max_length=6, num_beams=3, num_return_sequences=3, banned_ids=(0, 1, 3, 4))
+    for hyp in greedy_search(model, features(4), START, END, options):
+        assert not set(hyp.tokens) & {0, 1, 3, 4}
+    for n_best in beam_search(model, features(4), START, END, options):
+        assert all(not set(h.tokens) & {0, 1, 3, 4} for h in n_best)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_beams": 0}, {"max_length": 0}, {"length_penalty": -1},
+                                    {"num_beams": 2, "num_return_sequences": 3}])
+def test_invalid_options_are_refused(kwargs):
+    with pytest.raises(ValueError):
+        SearchOptions(**kwargs)
