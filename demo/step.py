@@ -44,7 +44,7 @@ class SearchOptions:
 
     max_length: int = 20  # words, not counting <start>/<end>
     num_beams: int = 3
-    length_penalty: float = 0.0
+    length_penalty: float = 0.5  # measured: 0, 0.5, 1 within 0.005 BLEU-4 on synthetic val; see README
     num_return_sequences: int = 1
     banned_ids: tuple[int, ...] = ()  # never generated (e.g. <pad>, <start>, <unk>)
 

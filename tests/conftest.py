@@ -15,3 +15,26 @@ def shared_flickr8k() -> Path:
     if not (SHARED_FLICKR8K / "Flickr8k.token.txt").is_file():
         pytest.skip(f"real Flickr8k captions not found at {SHARED_FLICKR8K}")
     return SHARED_FLICKR8K
+
+
+def run_module(module: str, *args: str, timeout: int = 900, env: dict | None = None):
+    """Run `python -m module args` from the repo root, as a user would."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def synthetic_features_run(tmp_path_factory) -> Path:
+    """A prepared synthetic run (600 scenes) with its random-init VGG16 feature cache: ~1 minute, built once.
+
+    Tests copy it before changing it.
+    """
+    run = tmp_path_factory.mktemp("synthetic") / "run"
+    for args in (("prepare", "--dataset", "synthetic", "--num-images", "600", "--run", str(run)),
+                 ("features", "--run", str(run), "--vgg-weights", "none")):
+        result = run_module("train", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return run

@@ -4,12 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train.config import FeaturesConfig, PrepareConfig, add_arguments, from_args
+from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig, add_arguments, from_args
 
 EPILOG = """examples:
   python -m train prepare --dataset synthetic --run models/default --num-images 3000
   python -m train prepare --dataset flickr30k --data-dir ~/data/flickr30k --run models/f30k
   python -m train features --run models/default --vgg-weights none
+  python -m train fit --run models/default
+  python -m train evaluate --run models/default --beam 1 3 5
 """
 
 
@@ -33,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "Interrupted runs resume where they stopped.",
     )
     add_arguments(features, FeaturesConfig)
+    fit = commands.add_parser(
+        "fit", help="train the merge captioner (checkpoints, --resume)",
+        description="Teacher-forced training over the feature cache: early stopping on validation "
+                    "loss, learning-rate reduction, best and last checkpoints, CSV and TensorBoard logs.",
+    )
+    add_arguments(fit, FitConfig)
+    evaluate = commands.add_parser(
+        "evaluate", help="BLEU-1..4 per beam width into RUN/metrics.json",
+        description="Caption a split with greedy (--beam 1) and beam search and score it with NLTK's "
+                    "corpus BLEU against all references of each image.",
+    )
+    add_arguments(evaluate, EvaluateConfig)
     return parser
 
 
@@ -52,6 +66,14 @@ def main(argv: list[str] | None = None) -> int:
             from train.features import extract_features
 
             extract_features(from_args(FeaturesConfig, args))
+        elif args.command == "fit":
+            from train.fit import run_fit
+
+            run_fit(from_args(FitConfig, args))
+        elif args.command == "evaluate":
+            from train.evaluate import run_evaluate
+
+            run_evaluate(from_args(EvaluateConfig, args))
     except known_errors as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -79,15 +79,50 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
             continue
         default_text = "" if f.default is None else f" (default: {f.default})"
         choices = f.metadata.get("choices")
+        extra = {"nargs": f.metadata["nargs"]} if "nargs" in f.metadata else {}
+        if typing.get_origin(tp) is list:
+            tp = typing.get_args(tp)[0]
         parser.add_argument(
             flag, type=tp, default=f.default, choices=choices,
-            help=help_text + default_text, metavar=None if choices else f.name.upper(),
+            help=help_text + default_text, metavar=None if choices else f.name.upper(), **extra,
         )
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
 
 
 def to_json(config: Any) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+@dataclass
+class FitConfig:
+    run: Path = _opt(Path("models/default"), "run folder with vocab.json and a feature cache")
+    epochs: int = _opt(30, "maximum number of epochs (early stopping usually ends sooner)")
+    batch_size: int = _opt(64, "captions per step (global batch across replicas)")
+    learning_rate: float = _opt(1e-3, "Adam's initial learning rate")
+    embed_dim: int = _opt(256, "word embedding size E")
+    hidden_dim: int = _opt(256, "LSTM size H (the image projection has the same size)")
+    dropout: float = _opt(0.3, "dropout on image features and word embeddings")
+    patience: int = _opt(4, "epochs without a better validation loss before stopping")
+    lr_patience: int = _opt(1, "epochs without improvement before halving the learning rate")
+    seed: int = _opt(0, "seed for initialisation, dropout and shuffling")
+    strategy: str = _opt("default", "'mirrored' replicates the model on every GPU (or logical CPU)",
+                         choices=("default", "mirrored"))
+    logical_cpus: int = _opt(0, "split the CPU into N logical devices (to try --strategy mirrored "
+                                "without GPUs)")
+    resume: bool = _opt(False, "continue from the last completed epoch's checkpoint")
+
+
+@dataclass
+class EvaluateConfig:
+    run: Path = _opt(Path("models/default"), "run folder with a trained model.keras")
+    beam: list[int] = _opt((1, 3, 5), "beam widths to score; 1 is greedy", nargs="+")
+    split: str = _opt("test", "which split to caption", choices=("test", "val", "train"))
+    max_length: int | None = _opt(None, "longest caption in words (default: the vocabulary's max length)")
+    length_penalty: float = _opt(0.5, "GNMT alpha for beam ranking (0: raw log-probability)")
+    batch_size: int = _opt(64, "images searched together")
+    samples: int = _opt(8, "sample captions stored beside the scores")
+    seed: int = _opt(0, "seed of the shuffled-reference baseline")

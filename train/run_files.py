@@ -34,6 +34,27 @@ class RunFiles:
         return self.root / "features"
 
     @property
+    def model(self) -> Path:
+        """The best model by validation loss: what evaluation and export use."""
+        return self.root / "model.keras"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "checkpoints" / "last.keras"
+
+    @property
+    def train_state(self) -> Path:
+        return self.root / "checkpoints" / "state.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
     def synthetic_dir(self) -> Path:
         return self.root / "synthetic"
 

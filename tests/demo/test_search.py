@@ -82,7 +82,7 @@ def test_exhaustive_beam_finds_the_true_best_caption(alpha, seed):
 @pytest.mark.parametrize("seed", range(5))
 def test_beam_of_one_equals_greedy(seed):
     model = TinyRNN(seed=seed)
-    options = SearchOptions(max_length=8, num_beams=1, banned_ids=BANNED)
+    options = SearchOptions(max_length=8, num_beams=1, length_penalty=0.0, banned_ids=BANNED)
     greedy = greedy_search(model, features(6, seed), START, END, options)
     beam = beam_search(model, features(6, seed), START, END, options)
     assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]

@@ -1,0 +1,184 @@
+"""Seconds per training epoch: our whole-sequence recipe against the seed's one-sample-per-prefix recipe.
+
+Ours (train/model.py, train/fit.py): one sample per caption, `<start> w1 .. wn`
+-> `w1 .. wn <end>` with teacher forcing over the whole sequence and a masked
+loss, so the LSTM runs over each caption once per epoch.
+
+The seed's: every caption expanded into one sample per prefix, `[<start>, w1 ..
+wi]` -> `w(i+1)`, `<end>` included, left-padded (Keras' `pad_sequences`
+default) to the same width T as ours, so both LSTMs unroll the same number of
+steps (the seed padded to its longest caption counted with `<start>` and
+`<end>`: 21 too, as the longest synthetic caption has 19 words). The LSTM
+re-runs over every padded prefix and only its last output is used, so an epoch
+holds ~n+1 (~12) times as many samples, each only slightly cheaper than one of
+ours (one output position instead of T). That recipe lives here only, as the
+baseline: nothing trains with it.
+
+Both sides see the same synthetic captions, the same E/H/V/dropout, batch 64
+and the same optimiser (Adam with clipnorm, as train/fit.py compiles it), so
+the only difference is the sample layout. Both are fed from in-memory numpy
+batches (the seed used a Python generator, which would only add cost on its
+side): the ratio isolates the recipes' compute. Running the seed's ~12x larger
+epoch in full would take minutes, so each side times a fixed number of steps
+after a warm-up step (tracing excluded) and seconds per epoch are extrapolated
+as samples per epoch x seconds per sample.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from demo.vocab import Vocabulary
+from train.encoder import FEATURE_DIM
+from train.sequences import CaptionSequences
+
+TARGET_RATIO = 10.0
+
+
+@dataclass(frozen=True)
+class PrefixSamples:
+    """The seed's layout: one row per (caption, prefix)."""
+
+    rows: np.ndarray  # (P,) image of each prefix
+    prefixes: np.ndarray  # (P, T) int32, left-padded with 0
+    next_words: np.ndarray  # (P,) int32
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def synthetic_captions(num_images: int, seed: int = 0) -> tuple[list[int], list[list[str]]]:
+    """Tokenised captions of the project's synthetic scenes and the image each belongs to."""
+    from demo.text import tokenize
+    from train.datasets.synthetic import make_example
+
+    rows, captions = [], []
+    for index in range(num_images):
+        for caption in make_example(seed, index)[1]:
+            rows.append(index)
+            captions.append(tokenize(caption))
+    return rows, captions
+
+
+def whole_sequences(vocab: Vocabulary, rows: list[int], captions: list[list[str]]) -> CaptionSequences:
+    """Our layout, encoded exactly as train.sequences.caption_sequences does (T = max_length + 1)."""
+    width = vocab.max_length + 2
+    encoded = [vocab.encode(words) for words in captions]
+    array = np.asarray([ids + [vocab.pad_id] * (width - len(ids)) for ids in encoded], dtype=np.int32)
+    return CaptionSequences(np.asarray(rows, dtype=np.int64), array[:, :-1], array[:, 1:].copy())
+
+
+def prefix_samples(sequences: CaptionSequences, pad_id: int = 0) -> PrefixSamples:
+    """Expand each caption into its prefixes, left-padded to the captions' width T."""
+    rows, prefixes, next_words = [], [], []
+    for row, inputs, targets in zip(sequences.rows, sequences.inputs, sequences.targets):
+        for step in np.flatnonzero(targets != pad_id):
+            rows.append(row)
+            prefixes.append(inputs[: step + 1])
+            next_words.append(targets[step])
+    width = sequences.inputs.shape[1]
+    padded = np.full((len(prefixes), width), pad_id, dtype=np.int32)
+    for i, prefix in enumerate(prefixes):
+        padded[i, width - len(prefix):] = prefix
+    return PrefixSamples(np.asarray(rows, dtype=np.int64), padded, np.asarray(next_words, dtype=np.int32))
+
+
+def build_seed_model(vocab_size: int, embed_dim: int, hidden_dim: int, dropout: float):
+    """The seed's merge captioner: the LSTM's last output only, a softmax over the next word."""
+    from train.tf_import import import_keras
+
+    keras = import_keras()
+    layers = keras.layers
+    features = keras.Input((FEATURE_DIM,), name="features")
+    prefix = keras.Input((None,), dtype="int32", name="prefix")
+    image = layers.Dropout(dropout)(features)
+    image = layers.Dense(hidden_dim, activation="relu")(image)
+    words = layers.Embedding(vocab_size, embed_dim, mask_zero=True)(prefix)
+    words = layers.Dropout(dropout)(words)
+    last = layers.LSTM(hidden_dim, return_sequences=False)(words)
+    hidden = layers.Dense(hidden_dim, activation="relu")(layers.Add()([image, last]))
+    probs = layers.Dense(vocab_size, activation="softmax")(hidden)
+    return keras.Model([features, prefix], probs, name="seed_captioner")
+
+
+def _optimizer(learning_rate: float):
+    from train.tf_import import import_keras
+
+    return import_keras().optimizers.Adam(learning_rate, clipnorm=5.0)  # as train/fit.py
+
+
+def _compiled_models(vocab: Vocabulary, embed_dim: int, hidden_dim: int, dropout: float, learning_rate: float):
+    from train.model import ModelSpec, build_training_model
+    from train.tf_import import import_keras
+
+    keras = import_keras()
+    keras.utils.set_random_seed(0)
+    ours = build_training_model(ModelSpec(len(vocab), embed_dim, hidden_dim, dropout))
+    ours.compile(optimizer=_optimizer(learning_rate),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=vocab.pad_id))
+    seed = build_seed_model(len(vocab), embed_dim, hidden_dim, dropout)
+    seed.compile(optimizer=_optimizer(learning_rate), loss=keras.losses.SparseCategoricalCrossentropy())
+    return ours, seed
+
+
+def _batches(features: np.ndarray, rows: np.ndarray, words: np.ndarray, targets: np.ndarray, word_input: str,
+             batch_size: int, steps: int, rng: np.random.Generator) -> list[tuple[dict, np.ndarray]]:
+    """`steps` full batches of random samples, gathered up front so the timed loop is training only."""
+    picked = rng.permutation(len(rows))[: batch_size * steps].reshape(steps, batch_size)
+    return [({"features": features[rows[p]], word_input: words[p]}, targets[p]) for p in picked]
+
+
+def _trainer(model, batches: list[tuple[dict, np.ndarray]]) -> Callable[[], int]:
+    """Warm up (trace) once, then return a callable that trains on every batch and counts samples."""
+    model.train_on_batch(*batches[0])
+
+    def run() -> int:
+        for inputs, targets in batches:
+            model.train_on_batch(inputs, targets)
+        return sum(len(targets) for _, targets in batches)
+
+    return run
+
+
+def measure(quick: bool = False, batch_size: int = 64) -> dict:
+    from bench.timing import interleaved
+    from demo.vocab import build_vocabulary
+    from train.config import FitConfig
+
+    cfg = FitConfig()
+    num_images, steps = (200, 10) if quick else (600, 30)
+    rows, captions = synthetic_captions(num_images)
+    vocab, _ = build_vocabulary(captions, min_count=1, max_length=20)
+    ours_data = whole_sequences(vocab, rows, captions)
+    seed_data = prefix_samples(ours_data, vocab.pad_id)
+    steps = min(steps, len(ours_data) // batch_size)  # full batches only: one traced shape per model
+    rng = np.random.default_rng(0)
+    features = rng.random((num_images, FEATURE_DIM), dtype=np.float32)  # values do not change the cost
+    ours_model, seed_model = _compiled_models(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
+    sides = {
+        "ours": _trainer(ours_model, _batches(features, ours_data.rows, ours_data.inputs, ours_data.targets,
+                                              "words", batch_size, steps, rng)),
+        "seed": _trainer(seed_model, _batches(features, seed_data.rows, seed_data.prefixes, seed_data.next_words,
+                                              "prefix", batch_size, steps, rng)),
+    }
+    rates = interleaved(sides, repeats=2 if quick else 3)
+    samples = {"ours": len(ours_data), "seed": len(seed_data)}
+    epoch_s = {name: samples[name] / rates[name]["median_per_s"] for name in sides}
+    ratio = epoch_s["seed"] / epoch_s["ours"]
+    return {
+        "name": "training_speed",
+        "batch_size": batch_size,
+        "model": {"embed_dim": cfg.embed_dim, "hidden_dim": cfg.hidden_dim, "vocab_size": len(vocab),
+                  "dropout": cfg.dropout},
+        "images": num_images,
+        "captions": len(ours_data),
+        "sequence_length": {"ours": int(ours_data.inputs.shape[1]), "seed": int(seed_data.prefixes.shape[1])},
+        "steps_timed": steps,
+        "samples_per_epoch": samples,
+        "samples_per_s": rates,
+        "seconds_per_epoch": epoch_s,
+        "ratio_seed_to_ours": ratio,
+        "target": {"ratio_at_least": TARGET_RATIO, "met": ratio >= TARGET_RATIO},
+    }

@@ -1,0 +1,80 @@
+"""Training and evaluation on a small synthetic run, through the CLI.
+
+Slow: they share one 600-scene feature cache (about a minute of VGG16) and
+train real models for a few epochs each.
+"""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_module
+
+pytestmark = pytest.mark.slow
+QUIET_FIT = ("--patience", "100", "--lr-patience", "100", "--batch-size", "64")
+
+
+def copy_run(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("synthetic"))
+    captions = json.loads((target / "captions.json").read_text())
+    assert Path(captions["image_root"]).is_dir()  # images stay where prepare found them
+    return target
+
+
+def epochs_logged(run: Path) -> list[int]:
+    with open(run / "logs" / "training.csv", newline="") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def fit(run: Path, *args: str):
+    result = run_module("train", "fit", "--run", str(run), *QUIET_FIT, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_resume_continues_to_the_same_number_of_epochs(synthetic_features_run, tmp_path):
+    interrupted = copy_run(synthetic_features_run, tmp_path / "interrupted")
+    straight = copy_run(synthetic_features_run, tmp_path / "straight")
+    fit(interrupted, "--epochs", "2")
+    assert json.loads((interrupted / "checkpoints" / "state.json").read_text())["epochs_done"] == 2
+    resumed = fit(interrupted, "--epochs", "4", "--resume")
+    assert "resuming after epoch 2" in resumed.stdout
+    fit(straight, "--epochs", "4")
+    assert epochs_logged(interrupted) == epochs_logged(straight) == [0, 1, 2, 3]
+    for run in (interrupted, straight):
+        assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 4
+        assert (run / "model.keras").is_file() and (run / "logs" / "tensorboard").is_dir()
+    again = fit(interrupted, "--epochs", "4", "--resume")
+    assert "nothing to do" in again.stdout and epochs_logged(interrupted) == [0, 1, 2, 3]
+
+
+def test_resume_without_a_checkpoint_says_so(synthetic_features_run, tmp_path):
+    run = copy_run(synthetic_features_run, tmp_path / "fresh")
+    result = run_module("train", "fit", "--run", str(run), "--resume")
+    assert result.returncode == 1 and "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mirrored_strategy_trains_on_two_logical_cpus(synthetic_features_run, tmp_path):
+    run = copy_run(synthetic_features_run, tmp_path / "mirrored")
+    result = fit(run, "--epochs", "1", "--strategy", "mirrored", "--logical-cpus", "2")
+    assert "MirroredStrategy over 2 replicas" in result.stdout
+    assert epochs_logged(run) == [0] and (run / "model.keras").is_file()
+
+
+def test_trained_model_describes_its_own_image(synthetic_features_run, tmp_path):
+    """BLEU against the image's references must clearly beat BLEU against other images' references."""
+    run = copy_run(synthetic_features_run, tmp_path / "learn")
+    fit(run, "--epochs", "12")
+    result = run_module("train", "evaluate", "--run", str(run), "--beam", "1", "3", "--split", "val")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics) == {"greedy", "beam_3"}
+    for key in ("greedy", "beam_3"):
+        scores = metrics[key]
+        assert 0 <= scores["bleu_4"] <= scores["bleu_3"] <= scores["bleu_2"] <= scores["bleu_1"] <= 1
+        assert scores["bleu_4"] >= 0.35, scores
+        assert scores["bleu_4"] - scores["bleu_4_shuffled_references"] >= 0.15, scores
+        assert len(scores["samples"]) == 8 and all(s["caption"] for s in scores["samples"])
+    assert "BLEU-4" in result.stdout

@@ -1,0 +1,171 @@
+"""`python -m train fit`: teacher-forced training with checkpoints that survive interruption.
+
+After every epoch, atomically: `checkpoints/last.keras` (model + optimizer),
+`checkpoints/state.json` (epochs done, the early-stopping and learning-rate
+schedulers' counters), and `model.keras` when validation loss improved.
+`--resume` reloads all three and continues with the next epoch, so an
+interrupted run ends where an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from demo.artifacts import atomic_write_json, read_json
+from demo.vocab import Vocabulary
+from train.config import FitConfig, to_json
+from train.features import load_cache
+from train.run_files import RunFiles, update_run_config
+from train.sequences import caption_sequences, feature_scale, make_dataset
+from train.tf_import import import_keras
+
+keras = import_keras()
+
+
+def save_model_atomically(model, path: Path) -> None:
+    """Keras writes in place; write beside the target and rename so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Saves last/best checkpoints and the schedulers' state at the end of every epoch."""
+
+    def __init__(self, files: RunFiles, stopper, reducer, best: float):
+        super().__init__()
+        self.files, self.stopper, self.reducer, self.best = files, stopper, reducer, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        val_loss = float((logs or {}).get("val_loss", np.inf))
+        if val_loss < self.best:
+            self.best = val_loss
+            save_model_atomically(self.model, self.files.model)
+        save_model_atomically(self.model, self.files.last_checkpoint)
+        atomic_write_json(self.files.train_state, {
+            "epochs_done": epoch + 1,
+            "best_val_loss": self.best,
+            "stopper": {"wait": self.stopper.wait, "best": _finite(self.stopper.best)},
+            "reducer": {"wait": self.reducer.wait, "best": _finite(self.reducer.best),
+                        "cooldown_counter": self.reducer.cooldown_counter},
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "stopped_early": False,
+        })
+
+    def on_train_end(self, logs=None):
+        if self.stopper.stopped_epoch > 0 and self.files.train_state.is_file():
+            state = read_json(self.files.train_state, "training state")
+            atomic_write_json(self.files.train_state, state | {"stopped_early": True})
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+class _Restorable:
+    """Puts a scheduler's counters back after Keras resets them at the start of `fit`."""
+
+    restore: dict | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for name, value in (self.restore or {}).items():
+            if value is not None:
+                setattr(self, name, value)
+
+
+class ResumableEarlyStopping(_Restorable, keras.callbacks.EarlyStopping):
+    pass
+
+
+class ResumableReduceLROnPlateau(_Restorable, keras.callbacks.ReduceLROnPlateau):
+    pass
+
+
+def distribution_strategy(cfg: FitConfig):
+    import tensorflow as tf
+
+    if cfg.logical_cpus > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cfg.logical_cpus)
+    if cfg.strategy != "mirrored":
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_logical_devices("GPU")
+    devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    strategy = tf.distribute.MirroredStrategy(devices=devices)
+    print(f"fit: MirroredStrategy over {strategy.num_replicas_in_sync} replicas: {', '.join(devices)}")
+    return strategy
+
+
+def run_fit(cfg: FitConfig):
+    files = RunFiles(Path(cfg.run))
+    keras.utils.set_random_seed(cfg.seed)
+    strategy = distribution_strategy(cfg)
+    vocab = Vocabulary.load(files.vocab)
+    cache = load_cache(files)
+    train_data = caption_sequences(files, vocab, "train", cache.rows)
+    val_data = caption_sequences(files, vocab, "val", cache.rows)
+    state = _resume_state(files) if cfg.resume else None
+    if state and state.get("stopped_early"):
+        print(f"fit: training already stopped early after epoch {state['epochs_done']}; nothing to resume")
+        return keras.models.load_model(files.model)
+    with strategy.scope():
+        model = _load_or_build(cfg, files, vocab, cache, train_data, state)
+    stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
+    reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                         min_lr=1e-5, verbose=1)
+    if state:
+        stopper.restore = state["stopper"]
+        reducer.restore = state["reducer"]
+    files.logs_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        stopper, reducer,
+        RunCheckpoint(files, stopper, reducer, state["best_val_loss"] if state else np.inf),
+        keras.callbacks.CSVLogger(str(files.logs_dir / "training.csv"), append=bool(state)),
+        keras.callbacks.TensorBoard(str(files.logs_dir / "tensorboard"), write_graph=False),
+    ]
+    initial_epoch = state["epochs_done"] if state else 0
+    if initial_epoch >= cfg.epochs:
+        print(f"fit: {initial_epoch} epochs already done (--epochs {cfg.epochs}); nothing to do")
+        return model
+    update_run_config(files, "fit", to_json(cfg) | {"vocab_size": len(vocab)})
+    print(f"fit: {len(train_data)} training captions, {len(val_data)} validation captions, "
+          f"vocabulary {len(vocab)}, epochs {initial_epoch + 1}..{cfg.epochs}")
+    started = time.perf_counter()
+    model.fit(
+        make_dataset(cache.features, train_data, cfg.batch_size, shuffle=True, seed=cfg.seed),
+        validation_data=make_dataset(cache.features, val_data, cfg.batch_size, shuffle=False, seed=cfg.seed),
+        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
+    )
+    print(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
+    return model
+
+
+def _resume_state(files: RunFiles) -> dict | None:
+    if not files.train_state.is_file() or not files.last_checkpoint.is_file():
+        raise FileNotFoundError(f"nothing to resume in {files.root}: no checkpoint from an earlier "
+                                "`python -m train fit`; run it without --resume")
+    return read_json(files.train_state, "training state")
+
+
+def _load_or_build(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data, state):
+    from train.model import ModelSpec, build_training_model
+
+    if state:
+        print(f"fit: resuming after epoch {state['epochs_done']} from {files.last_checkpoint}")
+        return keras.models.load_model(files.last_checkpoint)
+    spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
+                     dropout=cfg.dropout, feature_scale=feature_scale(cache.features, train_data.rows))
+    model = build_training_model(spec)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=vocab.pad_id),
+    )
+    return model

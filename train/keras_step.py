@@ -1,0 +1,37 @@
+"""The Keras step model behind the `demo.step.StepModel` interface, for evaluation without ONNX."""
+from __future__ import annotations
+
+import numpy as np
+
+from demo.step import State
+from train.tf_import import import_keras
+
+
+class KerasStepModel:
+    """State: the image features (constant per row) and the LSTM's h and c."""
+
+    def __init__(self, trained):
+        import tensorflow as tf
+
+        from train.model import build_step_model
+
+        self.model = build_step_model(trained)
+        self.vocab_size = int(self.model.outputs[0].shape[-1])
+        self.hidden_dim = int(self.model.inputs[2].shape[-1])
+        self._call = tf.function(lambda inputs: self.model(inputs, training=False), reduce_retracing=True)
+
+    @classmethod
+    def load(cls, path) -> "KerasStepModel":
+        keras = import_keras()
+        import train.model  # noqa: F401  (registers the custom layer for loading)
+
+        return cls(keras.models.load_model(path))
+
+    def initial_state(self, features: np.ndarray) -> State:
+        zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
+        return {"features": np.asarray(features, dtype=np.float32), "h": zeros, "c": zeros.copy()}
+
+    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+        log_probs, h, c = self._call({"features": state["features"], "token": tokens.astype(np.int32),
+                                      "h": state["h"], "c": state["c"]})
+        return log_probs.numpy(), {"features": state["features"], "h": h.numpy(), "c": c.numpy()}

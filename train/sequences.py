@@ -1,0 +1,70 @@
+"""Captions as whole sequences for teacher forcing, and the tf.data pipeline over the feature cache.
+
+One sample per caption: inputs are `<start> w1 .. wn`, targets `w1 .. wn <end>`,
+padded with 0, which the loss ignores. (The seed expanded every caption into
+one sample per prefix and re-ran the LSTM over each: ~n times the work.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from demo.artifacts import read_json
+from demo.vocab import Vocabulary
+from train.run_files import RunFiles
+
+
+@dataclass
+class CaptionSequences:
+    rows: np.ndarray  # (M,) feature-cache row of each caption's image
+    inputs: np.ndarray  # (M, T) int32
+    targets: np.ndarray  # (M, T) int32
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def caption_sequences(files: RunFiles, vocab: Vocabulary, split: str, rows_of: dict[str, int]) -> CaptionSequences:
+    """Encode every caption of `split`; T = vocab.max_length + 1."""
+    doc = read_json(files.captions, "captions file")
+    width = vocab.max_length + 2
+    rows, sequences = [], []
+    for entry in doc["images"]:
+        if entry["split"] != split:
+            continue
+        for tokens in entry["tokens"]:
+            ids = vocab.encode(tokens.split())
+            sequences.append(ids + [vocab.pad_id] * (width - len(ids)))
+            rows.append(rows_of[entry["id"]])
+    if not rows:
+        raise ValueError(f"the {split} split of {files.root} has no captions: run prepare with a {split} split")
+    array = np.asarray(sequences, dtype=np.int32)
+    return CaptionSequences(np.asarray(rows, dtype=np.int64), array[:, :-1], array[:, 1:].copy())
+
+
+def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, shuffle: bool, seed: int):
+    """Batches of ({features, words}, targets); features are gathered from the memory-mapped cache per batch."""
+    import tensorflow as tf
+
+    def gather(rows: np.ndarray) -> np.ndarray:
+        return np.asarray(features[np.asarray(rows)], dtype=np.float32)
+
+    def to_inputs(rows, words, targets):
+        batch_features = tf.numpy_function(gather, [rows], tf.float32, stateful=False)
+        batch_features.set_shape((None, features.shape[1]))
+        return {"features": batch_features, "words": words}, targets
+
+    dataset = tf.data.Dataset.from_tensor_slices((data.rows, data.inputs, data.targets))
+    if shuffle:
+        dataset = dataset.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def feature_scale(features: np.ndarray, rows: np.ndarray, sample: int = 4096, seed: int = 0) -> float:
+    """1 / RMS of the training images' features, so the first Dense layer sees O(1) inputs."""
+    unique = np.unique(rows)
+    picked = np.random.default_rng(seed).choice(unique, size=min(sample, len(unique)), replace=False)
+    values = np.asarray(features[np.sort(picked)], dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values**2)))
+    return 1.0 / rms if rms > 0 else 1.0
