@@ -1,7 +1,7 @@
 """`python -m train evaluate`: corpus BLEU-1..4 per beam width, as papers report it.
 
 Each image is scored against all of its references (NLTK `corpus_bleu`, no
-smoothing). Beside each score: the same captions scored against the
+smoothing); with `pycocoevalcap` installed, CIDEr, ROUGE-L and METEOR too. Beside each score: the same captions scored against the
 references of *other* images (a seeded derangement). On a dataset whose
 captions share templates (the synthetic one), that baseline shows how much of
 the score comes from describing this image rather than from fluent phrasing.
@@ -19,6 +19,7 @@ from demo.beam_search import beam_search
 from demo.greedy_search import greedy_search
 from demo.step import SearchOptions
 from demo.vocab import Vocabulary
+from train.coco_metrics import coco_scores
 from train.config import EvaluateConfig, to_json
 from train.features import load_cache
 from train.run_files import RunFiles, update_run_config
@@ -85,7 +86,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         elapsed = time.perf_counter() - started
         scores = bleu_scores(references, hypotheses)
         baseline = bleu_scores(shuffled, hypotheses)
-        metrics[search_key(width)] = scores | {
+        metrics[search_key(width)] = scores | coco_scores(references, hypotheses) | {
             "bleu_4_shuffled_references": baseline["bleu_4"],
             "images": len(entries), "split": cfg.split, "length_penalty": cfg.length_penalty,
             "seconds": round(elapsed, 2),
