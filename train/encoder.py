@@ -49,48 +49,90 @@ class EncoderSpec:
         return f"file:{path.name}:sha256={sha256_file(path)}"
 
 
+IMAGENET_WEIGHTS_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+                        "vgg16_weights_tf_dim_ordering_tf_kernels.h5")
+IMAGENET_WEIGHTS_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+IMAGENET_WEIGHTS_MD5 = "64373286793e3c8b2b4e3219cbf3544b"  # as keras.applications.vgg16 checks it
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+
+
 def build_encoder(spec: EncoderSpec):
     """Return a Keras model: (B, 224, 224, 3) float32 RGB in [0, 255] -> (B, 4096) fc2 features."""
     keras = import_keras()
 
-    vgg = _vgg16(spec)
+    vgg = load_vgg16(spec)
     pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="pixels")
     bgr = keras.ops.flip(pixels, axis=-1) - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, "float32")
     features = keras.Model(vgg.inputs, vgg.get_layer("fc2").output, name="vgg16_fc2")(bgr)
     return keras.Model(pixels, features, name="encoder")
 
 
-def _vgg16(spec: EncoderSpec):
-    keras = import_keras()
+def vgg16_architecture():
+    """keras.applications.VGG16(include_top=True), layer for layer, but zero-initialised.
 
+    Same names, order and shapes, so the same weight files load into it; the
+    zero init only allocates, where Keras' own Glorot init of 138M parameters
+    peaks at several GB before the real weights overwrite it.
+    """
+    keras = import_keras()
+    layers = keras.layers
+    x = inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="input_layer")
+    for block, (filters, convs) in enumerate(VGG16_BLOCKS, start=1):
+        for conv in range(1, convs + 1):
+            x = layers.Conv2D(filters, (3, 3), activation="relu", padding="same", kernel_initializer="zeros",
+                              name=f"block{block}_conv{conv}")(x)
+        x = layers.MaxPooling2D((2, 2), strides=(2, 2), name=f"block{block}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer="zeros", name="fc1")(x)
+    x = layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer="zeros", name="fc2")(x)
+    x = layers.Dense(1000, activation="softmax", kernel_initializer="zeros", name="predictions")(x)
+    return keras.Model(inputs, x, name="vgg16")
+
+
+def load_vgg16(spec: EncoderSpec):
+    """VGG16 with the weights `spec` names; never a silent substitute."""
+    vgg = vgg16_architecture()
     if spec.weights == "none":
-        vgg = keras.applications.VGG16(weights=None, include_top=True)
         _he_normal_init(vgg, spec.seed)
         return vgg
     if spec.weights == "imagenet":
-        try:
-            return keras.applications.VGG16(weights="imagenet", include_top=True)
-        except Exception as exc:  # Keras raises a bare Exception on a failed download
-            raise WeightsUnavailable(
-                f"could not get the ImageNet VGG16 weights ({exc}). Offline, either pass "
-                "--vgg-weights PATH to a local vgg16_weights_tf_dim_ordering_tf_kernels.h5, or "
-                "--vgg-weights none for a random-init encoder (suits the synthetic dataset only)."
-            ) from exc
-    spec.describe()  # raises a clear error for a missing file
+        path = _imagenet_weights_file()
+    else:
+        spec.describe()  # raises a clear error for a missing file
+        path = os.fspath(spec.weights)
     try:
-        return keras.applications.VGG16(weights=os.fspath(spec.weights), include_top=True)
-    except (OSError, ValueError) as exc:
-        raise WeightsUnavailable(f"cannot load VGG16 weights from {spec.weights}: {exc}") from exc
+        vgg.load_weights(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise WeightsUnavailable(f"cannot load VGG16 weights from {path}: {exc}") from exc
+    return vgg
+
+
+def _imagenet_weights_file() -> str:
+    keras = import_keras()
+    try:
+        return keras.utils.get_file(IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, cache_subdir="models",
+                                    file_hash=IMAGENET_WEIGHTS_MD5)
+    except Exception as exc:  # Keras raises a bare Exception on a failed download
+        raise WeightsUnavailable(
+            f"could not get the ImageNet VGG16 weights ({exc}). Offline, either pass "
+            "--vgg-weights PATH to a local vgg16_weights_tf_dim_ordering_tf_kernels.h5, or "
+            "--vgg-weights none for a random-init encoder (suits the synthetic dataset only)."
+        ) from exc
 
 
 def _he_normal_init(model, seed: int) -> None:
-    """He-normal kernels and zero biases: keeps activations alive through 15 ReLU layers."""
+    """He-normal kernels and zero biases: keeps activations alive through 15 ReLU layers.
+
+    Drawn layer by layer in model order from one numpy stream, scaled in place
+    and assigned before the next is drawn, so the peak is one layer's kernel.
+    """
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        weights = layer.get_weights()
-        if not weights:
+        if not layer.weights:
             continue
-        kernel, bias = weights
-        fan_in = int(np.prod(kernel.shape[:-1]))
-        kernel = rng.standard_normal(kernel.shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        layer.set_weights([kernel, np.zeros_like(bias)])
+        kernel_var, bias_var = layer.weights
+        kernel = rng.standard_normal(tuple(kernel_var.shape), dtype=np.float32)
+        kernel *= np.float32(np.sqrt(2.0 / int(np.prod(kernel.shape[:-1]))))
+        kernel_var.assign(kernel)
+        bias_var.assign(np.zeros(tuple(bias_var.shape), dtype=np.float32))
+        del kernel
