@@ -126,3 +126,14 @@ class EvaluateConfig:
     batch_size: int = _opt(64, "images searched together")
     samples: int = _opt(8, "sample captions stored beside the scores")
     seed: int = _opt(0, "seed of the shuffled-reference baseline")
+
+
+@dataclass
+class ExportConfig:
+    run: Path = _opt(Path("models/default"), "run folder with model.keras and its feature cache")
+    quantize: str = _opt("none", "also write encoder.int8.onnx (static QDQ, calibrated on training images)",
+                         choices=("none", "int8"))
+    opset: int = _opt(17, "ONNX opset")
+    parity_images: int = _opt(16, "images on which encoder features are compared with Keras")
+    calibration_images: int = _opt(32, "training images that calibrate the int8 activation ranges")
+    int8_eval_images: int = _opt(200, "test images on which int8 captions and BLEU are compared with fp32")

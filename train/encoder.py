@@ -12,6 +12,7 @@ drawn with numpy, so the same seed gives the same encoder in every process
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,12 +68,25 @@ def build_encoder(spec: EncoderSpec):
     return keras.Model(pixels, features, name="encoder")
 
 
-def vgg16_architecture():
+def vgg16_layers() -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, kind, kernel shape) of every weighted layer of VGG16 with its top, in model order."""
+    layers, channels = [], 3
+    for block, (filters, convs) in enumerate(VGG16_BLOCKS, start=1):
+        for conv in range(1, convs + 1):
+            layers.append((f"block{block}_conv{conv}", "conv", (3, 3, channels, filters)))
+            channels = filters
+    flat = (IMAGE_SIZE // 32) ** 2 * channels
+    return layers + [("fc1", "dense", (flat, FEATURE_DIM)), ("fc2", "dense", (FEATURE_DIM, FEATURE_DIM)),
+                     ("predictions", "dense", (FEATURE_DIM, 1000))]
+
+
+def vgg16_architecture(top: bool = True):
     """keras.applications.VGG16(include_top=True), layer for layer, but zero-initialised.
 
     Same names, order and shapes, so the same weight files load into it; the
     zero init only allocates, where Keras' own Glorot init of 138M parameters
-    peaks at several GB before the real weights overwrite it.
+    peaks at several GB before the real weights overwrite it. `top=False`
+    stops after `flatten` (the export converts only that part through TF).
     """
     keras = import_keras()
     layers = keras.layers
@@ -83,10 +97,47 @@ def vgg16_architecture():
                               name=f"block{block}_conv{conv}")(x)
         x = layers.MaxPooling2D((2, 2), strides=(2, 2), name=f"block{block}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer="zeros", name="fc1")(x)
-    x = layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer="zeros", name="fc2")(x)
-    x = layers.Dense(1000, activation="softmax", kernel_initializer="zeros", name="predictions")(x)
-    return keras.Model(inputs, x, name="vgg16")
+    if top:
+        x = layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer="zeros", name="fc1")(x)
+        x = layers.Dense(FEATURE_DIM, activation="relu", kernel_initializer="zeros", name="fc2")(x)
+        x = layers.Dense(1000, activation="softmax", kernel_initializer="zeros", name="predictions")(x)
+    return keras.Model(inputs, x, name="vgg16" if top else "vgg16_conv")
+
+
+def vgg16_weights(spec: EncoderSpec) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(layer name, kernel, bias) in model order, one layer in memory at a time."""
+    if spec.weights == "none":
+        yield from _he_normal_weights(spec.seed)
+        return
+    path = _imagenet_weights_file() if spec.weights == "imagenet" else os.fspath(spec.weights)
+    spec.describe()
+    yield from _h5_weights(path)
+
+
+def _h5_weights(path: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """Read a Keras legacy .h5 weights file (the ImageNet file's format) the way Keras' loader does."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            for name, _, _ in vgg16_layers():
+                group = handle[name]
+                kernel, bias = (np.asarray(group[w]) for w in _h5_name_list(group, "weight_names"))
+                yield name, kernel, bias
+    except (OSError, KeyError, ValueError) as exc:
+        raise WeightsUnavailable(f"cannot read VGG16 weights from {path}: {exc}") from exc
+
+
+def _h5_name_list(group, attribute: str) -> list[str]:
+    """Keras splits long name lists over `weight_names0`, `weight_names1`, ... attributes."""
+    if attribute in group.attrs:
+        values = list(group.attrs[attribute])
+    else:
+        values, chunk = [], 0
+        while f"{attribute}{chunk}" in group.attrs:
+            values.extend(group.attrs[f"{attribute}{chunk}"])
+            chunk += 1
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
 def load_vgg16(spec: EncoderSpec):
@@ -108,6 +159,12 @@ def load_vgg16(spec: EncoderSpec):
 
 
 def _imagenet_weights_file() -> str:
+    """Keras' cached copy if there is one (found without importing TensorFlow), else a download."""
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    for folder in (keras_home, Path("/tmp/.keras")):  # Keras falls back to /tmp when home is read-only
+        cached = folder / "models" / IMAGENET_WEIGHTS_FILE
+        if cached.is_file():
+            return os.fspath(cached)
     keras = import_keras()
     try:
         return keras.utils.get_file(IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, cache_subdir="models",
@@ -120,19 +177,23 @@ def _imagenet_weights_file() -> str:
         ) from exc
 
 
-def _he_normal_init(model, seed: int) -> None:
+def _he_normal_weights(seed: int) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """He-normal kernels and zero biases: keeps activations alive through 15 ReLU layers.
 
-    Drawn layer by layer in model order from one numpy stream, scaled in place
-    and assigned before the next is drawn, so the peak is one layer's kernel.
+    Drawn layer by layer in model order from one numpy stream, so any consumer
+    (the full model for features, the conv part plus dense weights for export)
+    gets identical weights from the seed.
     """
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        kernel_var, bias_var = layer.weights
-        kernel = rng.standard_normal(tuple(kernel_var.shape), dtype=np.float32)
-        kernel *= np.float32(np.sqrt(2.0 / int(np.prod(kernel.shape[:-1]))))
-        kernel_var.assign(kernel)
-        bias_var.assign(np.zeros(tuple(bias_var.shape), dtype=np.float32))
+    for name, _, shape in vgg16_layers():
+        kernel = rng.standard_normal(shape, dtype=np.float32)
+        kernel *= np.float32(np.sqrt(2.0 / int(np.prod(shape[:-1]))))
+        yield name, kernel, np.zeros(shape[-1], dtype=np.float32)
+
+
+def _he_normal_init(model, seed: int) -> None:
+    for name, kernel, bias in _he_normal_weights(seed):
+        layer = model.get_layer(name)
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
         del kernel

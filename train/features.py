@@ -197,6 +197,19 @@ def _save_done(path: Path, done: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def run_encoder_spec(files: RunFiles) -> EncoderSpec:
+    """The VGG16 weights this run's feature cache was built with: export must rebuild exactly that network."""
+    features_cfg = read_json(files.config, "run config").get("features")
+    if not features_cfg:
+        raise FileNotFoundError(f"{files.config} has no features section: run `python -m train features` first")
+    spec = EncoderSpec(features_cfg["vgg_weights"], int(features_cfg.get("seed", 0)))
+    cached = read_json(cache_paths(files)["meta"], "feature cache meta")["weights"]
+    if spec.describe() != cached:
+        raise CacheMismatch(f"the VGG16 weights named in {files.config} ({spec.describe()}) are not the ones the "
+                            f"feature cache was built with ({cached}); re-run `python -m train features`")
+    return spec
+
+
 def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache:
     """Open a complete cache read-only; with `spec`, refuse one built with other weights."""
     paths = cache_paths(files)

@@ -10,12 +10,12 @@ from train.tf_import import import_keras
 class KerasStepModel:
     """State: the image features (constant per row) and the LSTM's h and c."""
 
-    def __init__(self, trained):
+    def __init__(self, trained=None, step_model=None):
         import tensorflow as tf
 
         from train.model import build_step_model
 
-        self.model = build_step_model(trained)
+        self.model = step_model if step_model is not None else build_step_model(trained)
         self.vocab_size = int(self.model.outputs[0].shape[-1])
         self.hidden_dim = int(self.model.inputs[2].shape[-1])
         self._call = tf.function(lambda inputs: self.model(inputs, training=False), reduce_retracing=True)

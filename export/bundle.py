@@ -1,0 +1,201 @@
+"""`python -m export`: build `RUN/onnx/` transactionally.
+
+Everything is written to `RUN/.onnx-tmp-PID/`, checked (onnx.checker, parity
+with Keras, the manifest's own hashes), and only then moved into place: the
+old bundle is renamed to `onnx.previous`, the new one to `onnx`, and the old
+one deleted. A failed or killed export leaves the previous good bundle where
+it was (after a kill between the two renames, the next export or loader
+finds `onnx.previous` and puts it back).
+
+The TensorFlow work runs in child processes (`export.tf_side`), one at a
+time; this process never imports TensorFlow, so memory peaks do not stack.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from demo.artifacts import atomic_write_json, read_json
+from demo.manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_record, io_record, verify_bundle
+from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
+from demo.vocab import Vocabulary
+from export.graph_edit import append_dense_layers
+from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity
+from train.config import ExportConfig
+from train.encoder import EncoderSpec, vgg16_weights
+from train.features import load_cache, run_encoder_spec
+from train.run_files import RunFiles
+
+
+class ExportError(RuntimeError):
+    """The export could not produce a bundle that passes its checks; nothing was installed."""
+
+
+def run_export(cfg: ExportConfig) -> dict:
+    files = RunFiles(Path(cfg.run))
+    _require(files)
+    bundle = files.root / "onnx"
+    restore_interrupted_install(bundle)
+    work = files.root / f".onnx-tmp-{os.getpid()}"
+    _remove_stale_work_dirs(files.root)
+    work.mkdir(parents=True)
+    started = time.perf_counter()
+    try:
+        manifest = _build(cfg, files, work)
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        atomic_write_json(work / MANIFEST, manifest)
+        verify_bundle(work)
+        install(work, bundle)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    print(f"export: bundle ready in {bundle} ({manifest['export_seconds']} s)")
+    return manifest
+
+
+def _require(files: RunFiles) -> None:
+    for path, fix in ((files.model, "python -m train fit"), (files.vocab, "python -m train prepare"),
+                      (files.features_dir / "meta.json", "python -m train features")):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `{fix} --run {files.root}` first")
+
+
+def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
+    vocab = Vocabulary.load(files.vocab)
+    doc = read_json(files.captions, "captions file")
+    root = Path(doc["image_root"])
+    by_split = {s: [e["id"] for e in doc["images"] if e["split"] == s] for s in ("train", "val", "test")}
+    parity_ids = (by_split["train"] + by_split["val"] + by_split["test"])[: cfg.parity_images]
+    peaks = {}
+    peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child, "encoder-conv",
+                                   files, work, cfg)
+    spec = run_encoder_spec(files)
+    _stage("appending fc1 and fc2 as Gemm nodes", append_dense_layers, work / "conv.onnx", vgg16_weights(spec),
+           work / "encoder.onnx")
+    (work / "conv.onnx").unlink()
+    peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
+                                        work, cfg, "--parity-images", *parity_ids)
+    peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
+                              files, work, cfg)
+    _stage("running onnx.checker", _check_models, work, ["encoder.onnx", "decoder_step.onnx"])
+    test_features = load_cache(files).lookup(by_split["test"])
+    parity = {
+        "encoder": _stage("checking encoder parity", encoder_parity, work),
+        "decoder": _stage("checking decoder parity", decoder_parity, work),
+        "captions": _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab),
+    }
+    if cfg.quantize == "int8":
+        from export.int8 import build_int8_encoder
+
+        parity["encoder_int8"] = _stage(
+            "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
+            [root / i for i in by_split["train"][: cfg.calibration_images]],
+            [root / i for i in by_split["test"][: cfg.int8_eval_images]],
+            [_references(doc, i) for i in by_split["test"][: cfg.int8_eval_images]])
+    for leftover in work.glob("reference_*"):
+        leftover.unlink()
+    shutil.copyfile(files.vocab, work / "vocab.json")
+    return _manifest(cfg, files, work, vocab, spec, parity, peaks)
+
+
+def _references(doc: dict, image_id: str) -> list[list[str]]:
+    entry = next(e for e in doc["images"] if e["id"] == image_id)
+    return [t.split() for t in entry["tokens"]]
+
+
+def _stage(title: str, function, *args):
+    started = time.perf_counter()
+    print(f"export: {title} ...", flush=True)
+    result = function(*args)
+    print(f"export:   done in {time.perf_counter() - started:.1f} s", flush=True)
+    return result
+
+
+def _child(part: str, files: RunFiles, work: Path, cfg: ExportConfig, *extra: str) -> float:
+    """Run one TensorFlow step in its own process; return its peak RSS in GiB."""
+    command = [sys.executable, "-m", "export.tf_side", part, "--run", str(files.root), "--out", str(work),
+               "--opset", str(cfg.opset), *extra]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ExportError(f"`{' '.join(command[1:4])}` failed (exit {result.returncode}): "
+                          + "\n".join(result.stderr.strip().splitlines()[-5:]))
+    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_gib"])
+
+
+def _check_models(work: Path, names: list[str]) -> None:
+    import onnx
+
+    for name in names:
+        onnx.checker.check_model(str(work / name), full_check=True)
+
+
+def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary, spec: EncoderSpec, parity: dict,
+              peaks: dict) -> dict:
+    from importlib import metadata
+
+    models = {}
+    for key, name in (("encoder", "encoder.onnx"), ("encoder_int8", "encoder.int8.onnx"),
+                      ("decoder_step", "decoder_step.onnx")):
+        if (work / name).is_file():
+            session = cpu_session(work / name)
+            models[key] = {"file": name, "inputs": io_record(session.get_inputs()),
+                           "outputs": io_record(session.get_outputs())}
+    hidden = next(i for i in models["decoder_step"]["inputs"] if i["name"] == "h")["shape"][-1]
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source_run": str(files.root.resolve()),
+        "opset": cfg.opset,
+        "vocab_size": len(vocab),
+        "hidden_size": hidden,
+        "max_length": vocab.max_length,
+        "image_size": IMAGE_SIZE,
+        "preprocess": PREPROCESS_VERSION,
+        "encoder_weights": spec.describe(),
+        "models": models,
+        "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != MANIFEST},
+        "parity": parity,
+        "export_peak_rss_gib": peaks,
+        "tools": {name: metadata.version(name) for name in ("tf2onnx", "onnx", "onnxruntime", "tensorflow-cpu")
+                  if _installed(name)},
+    }
+
+
+def _installed(name: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def install(work: Path, bundle: Path) -> None:
+    previous = bundle.with_name(bundle.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if bundle.exists():
+        os.rename(bundle, previous)
+    os.rename(work, bundle)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def restore_interrupted_install(bundle: Path) -> None:
+    previous = bundle.with_name(bundle.name + ".previous")
+    if previous.is_dir() and not bundle.exists():
+        os.rename(previous, bundle)
+        print(f"export: restored {bundle} from an interrupted install")
+
+
+def _remove_stale_work_dirs(root: Path) -> None:
+    """Work folders of exports that were killed (their process is gone)."""
+    for work in root.glob(".onnx-tmp-*"):
+        pid = work.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(work, ignore_errors=True)

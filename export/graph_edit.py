@@ -1,0 +1,54 @@
+"""ONNX graph surgery without TensorFlow: names, and the encoder's dense layers as Gemm nodes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+CONV_OUTPUT = "conv_flat"
+
+
+def rename_output(proto, old: str, new: str) -> None:
+    """Give a graph output (and every edge that carries it) a contract name."""
+    for node in proto.graph.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+    for output in proto.graph.output:
+        if output.name == old:
+            output.name = new
+
+
+def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
+    """encoder.onnx = conv.onnx + Gemm/Relu for fc1 and fc2 from the (name, kernel, bias) stream.
+
+    `weights` yields every VGG16 layer in model order; the conv layers (already
+    in conv.onnx) are skipped, one dense kernel is held at a time.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from train.encoder import FEATURE_DIM
+
+    proto = onnx.load_model(conv_path)
+    graph = proto.graph
+    if [o.name for o in graph.output] != [CONV_OUTPUT]:
+        raise ValueError(f"{conv_path} does not end in {CONV_OUTPUT!r}")
+    del graph.output[:]
+    previous = CONV_OUTPUT
+    for name, kernel, bias in weights:
+        if name not in ("fc1", "fc2"):
+            if name == "predictions":
+                break
+            continue
+        graph.initializer.extend([numpy_helper.from_array(kernel, f"{name}_kernel"),
+                                  numpy_helper.from_array(bias, f"{name}_bias")])
+        del kernel, bias
+        output = "features" if name == "fc2" else f"{name}_relu"
+        graph.node.extend([
+            helper.make_node("Gemm", [previous, f"{name}_kernel", f"{name}_bias"], [f"{name}_linear"], name=name),
+            helper.make_node("Relu", [f"{name}_linear"], [output], name=f"{name}_relu"),
+        ])
+        previous = output
+    if previous != "features":
+        raise ValueError("the weight stream ended before fc2")
+    graph.output.extend([helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", FEATURE_DIM])])
+    graph.name = "vgg16_fc2_encoder"
+    onnx.save_model(proto, out_path)

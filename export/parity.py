@@ -1,0 +1,90 @@
+"""Parity checks of the exported graphs against Keras, run by the export itself (ONNX Runtime only).
+
+Any check outside its bound fails the export: a bundle that does not caption
+like the trained model is never installed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from demo.artifacts import read_json
+from demo.beam_search import beam_search
+from demo.greedy_search import greedy_search
+from demo.onnx_step import OnnxStepModel
+from demo.step import SearchOptions
+from demo.vocab import Vocabulary
+
+ENCODER_RELATIVE_TOLERANCE = 1e-4  # max |onnx - keras| / max |keras|
+DECODER_TOLERANCE = 1e-4  # max |onnx - keras| on log-probabilities
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not compute what the Keras model computes."""
+
+
+def cpu_session(path: Path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def encode(session, pixels: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    return np.concatenate([session.run(["features"], {"pixels": pixels[i:i + batch_size]})[0]
+                           for i in range(0, len(pixels), batch_size)])
+
+
+def encoder_parity(work: Path) -> dict:
+    pixels = np.load(work / "reference_encoder_pixels.npy", allow_pickle=False)
+    reference = np.load(work / "reference_encoder_features.npy", allow_pickle=False)
+    features = encode(cpu_session(work / "encoder.onnx"), pixels)
+    scale = float(np.abs(reference).max())
+    relative = float(np.abs(features - reference).max()) / max(scale, 1e-12)
+    result = {"images": len(pixels), "max_abs_diff_relative_to_feature_scale": relative, "feature_scale": scale,
+              "tolerance": ENCODER_RELATIVE_TOLERANCE}
+    if not relative <= ENCODER_RELATIVE_TOLERANCE:
+        raise ParityError(f"encoder.onnx differs from Keras by {relative:.2e} of the feature scale "
+                          f"(allowed {ENCODER_RELATIVE_TOLERANCE:.0e})")
+    return result
+
+
+def decoder_parity(work: Path) -> dict:
+    reference = np.load(work / "reference_decoder.npz", allow_pickle=False)
+    outputs = cpu_session(work / "decoder_step.onnx").run(
+        ["log_probs", "h_out", "c_out"], {k: reference[k] for k in ("features", "token", "h", "c")})
+    diffs = {name: float(np.abs(out - reference[name]).max()) for name, out in zip(("log_probs", "h_out", "c_out"),
+                                                                                   outputs)}
+    if not diffs["log_probs"] <= DECODER_TOLERANCE:
+        raise ParityError(f"decoder_step.onnx log-probabilities differ from Keras by {diffs['log_probs']:.2e} "
+                          f"(allowed {DECODER_TOLERANCE:.0e})")
+    return {"rows": int(len(reference["token"])), "max_abs_diff": diffs, "tolerance": DECODER_TOLERANCE}
+
+
+def search_options(vocab: Vocabulary, num_beams: int) -> SearchOptions:
+    return SearchOptions(max_length=vocab.max_length, num_beams=num_beams,
+                         banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
+
+
+def decode_all(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, num_beams: int) -> list[list[int]]:
+    options = search_options(vocab, num_beams)
+    if num_beams == 1:
+        return [list(h.tokens) for h in greedy_search(step, features, vocab.start_id, vocab.end_id, options)]
+    return [list(n[0].tokens) for n in beam_search(step, features, vocab.start_id, vocab.end_id, options)]
+
+
+def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
+    """Greedy and beam-3 captions of the test split: identical between Keras and ONNX, or the export fails."""
+    reference = read_json(work / "reference_captions.json", "Keras reference captions")
+    step = OnnxStepModel(cpu_session(work / "decoder_step.onnx"))
+    result = {"images": len(features)}
+    for key, width in (("greedy", 1), ("beam_3", 3)):
+        onnx_captions = decode_all(step, features, vocab, width)
+        same = sum(a == b for a, b in zip(onnx_captions, reference[key]))
+        result[f"{key}_identical"] = same
+        if same != len(features):
+            raise ParityError(f"{len(features) - same} of {len(features)} {key} captions differ between Keras "
+                              "and decoder_step.onnx")
+    return result

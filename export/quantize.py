@@ -1,0 +1,50 @@
+"""int8 encoder: static quantization in QDQ format, calibrated on the run's training images.
+
+Per-channel int8 weights and uint8 activations (MinMax calibration): on an
+AVX-512 VNNI CPU ONNX Runtime runs the QDQ convolutions and Gemms as integer
+kernels, several times faster than fp32, and the file is a quarter the size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from demo.preprocess import load_image
+
+
+class _ImageReader:
+    """Feeds calibration images one at a time, as `pixels` (1, 224, 224, 3) uint8."""
+
+    def __init__(self, paths: list[Path]):
+        self._paths = iter(paths)
+
+    def get_next(self):
+        path = next(self._paths, None)
+        return None if path is None else {"pixels": load_image(path)[None]}
+
+    def rewind(self):  # pragma: no cover - required by older ORT versions' interface
+        raise NotImplementedError
+
+
+def quantize_encoder(fp32_path: Path, int8_path: Path, calibration_paths: list[Path]) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    reader_class = type("ImageReader", (_ImageReader, CalibrationDataReader), {})
+    quantize_static(
+        model_input=str(fp32_path),
+        model_output=str(int8_path),
+        calibration_data_reader=reader_class(calibration_paths),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+    )
+
+
+def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two feature matrices."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-30), 1.0)
