@@ -8,15 +8,18 @@ from pathlib import Path
 
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 
-BENCHMARKS = ("features", "training")
+BENCHMARKS = ("features", "training", "encoder", "export")
+QUICK_SKIPS = ("export",)  # over a minute on its own: run it with --only export
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer images and repetitions (CI smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS),
-                        help="run only these benchmarks")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None,
+                        help="run only these benchmarks (default: all; --quick leaves out export)")
+    parser.add_argument("--run", type=Path, default=Path("models/default"),
+                        help="trained run whose bundle and model the encoder and export benchmarks use")
     return parser.parse_args(argv)
 
 
@@ -33,6 +36,12 @@ def markdown(results: dict) -> str:
                          f"| {'yes' if entry['target']['met'] else 'no'} |")
         elif entry["name"] == "training_speed":
             lines.extend(_training_rows(entry))
+        elif entry.get("skipped") or entry.get("failed"):
+            lines.append(f"| {entry['name']} | not measured: {entry.get('skipped') or 'failed'} | | | |")
+        elif entry["name"] == "encoder_latency":
+            lines.extend(_encoder_rows(entry))
+        elif entry["name"] == "export":
+            lines.extend(_export_rows(entry))
     return "\n".join(lines) + "\n"
 
 
@@ -51,6 +60,37 @@ def _training_rows(entry: dict) -> list[str]:
     return lines
 
 
+def _encoder_rows(entry: dict) -> list[str]:
+    sizes = entry["bytes"]
+    lines = [f"| encoder (ONNX Runtime) | file MB fp32 / int8 | {sizes['fp32'] / 1e6:.0f} / {sizes['int8'] / 1e6:.0f} | | |"]
+    for batch, row in entry["batches"].items():
+        ms = row["ms_per_image"]
+        lines.append(f"| | batch {batch}: ms per image fp32 / int8 | {ms['fp32']:.1f} / {ms['int8']:.1f} | | |")
+        lines.append(f"| | batch {batch}: ratio int8 / fp32 | {row['ratio_int8_to_fp32']:.3f} "
+                     f"| <= {entry['target_ratio_at_most']} | {'yes' if entry['met'][batch] else 'no'} |")
+    return lines
+
+
+def _export_rows(entry: dict) -> list[str]:
+    met, targets = entry["met"], entry["targets"]
+    return [
+        f"| export (--quantize {entry['quantize']}) | wall s | {entry['seconds']:.1f} "
+        f"| <= {targets['seconds_at_most']:g} (aim {targets['seconds_aim']:g}) "
+        f"| {'yes' if met['seconds'] else 'no'}{' (aim too)' if met['seconds_aim'] else ''} |",
+        f"| | peak RSS GiB (largest process) | {entry['peak_rss_gib']:.2f} "
+        f"| <= {targets['peak_rss_gib_at_most']:g} (aim {targets['peak_rss_gib_aim']:g}) "
+        f"| {'yes' if met['peak_rss'] else 'no'}{' (aim too)' if met['peak_rss_aim'] else ''} |",
+        "| | stage peaks GiB | " + ", ".join(f"{k} {v:.2f}" for k, v in entry["stage_peak_rss_gib"].items())
+        + " | | |",
+    ]
+
+
+def selected(args: argparse.Namespace) -> list[str]:
+    if args.only:
+        return list(args.only)
+    return [b for b in BENCHMARKS if not (args.quick and b in QUICK_SKIPS)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from bench.machine import machine_info
@@ -58,14 +98,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                "machine": machine_info(), "benchmarks": []}
-    if "features" in args.only:
+    chosen = selected(args)
+    if "features" in chosen:
         from bench.feature_extraction import measure
 
         results["benchmarks"].append(measure(quick=args.quick))
-    if "training" in args.only:
+    if "training" in chosen:
         from bench.training_speed import measure as measure_training
 
         results["benchmarks"].append(measure_training(quick=args.quick))
+    if "encoder" in chosen:
+        from bench.encoder_latency import measure as measure_encoder
+
+        results["benchmarks"].append(measure_encoder(args.run / "onnx", quick=args.quick))
+    if "export" in chosen:
+        from bench.export_cost import measure as measure_export
+
+        results["benchmarks"].append(measure_export(args.run))
     results["seconds"] = round(time.time() - started, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "results.json", results)
