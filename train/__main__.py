@@ -1,4 +1,4 @@
-"""Command line of the training side: `python -m train {prepare,features} ...`."""
+"""Command line of the training side: `python -m train {prepare,features,fit,evaluate} ...`."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,22 @@ EPILOG = """examples:
   python -m train evaluate --run models/default --beam 1 3 5
 """
 
+# (command, its configuration, one-line help, description)
+COMMANDS = (
+    ("prepare", PrepareConfig, "read a dataset: captions, splits, vocabulary, report",
+     "Read captions, drop (and count) those whose image is missing or unreadable, assign splits where "
+     "the dataset has none, and build vocab.json."),
+    ("features", FeaturesConfig, "VGG16 fc2 feature cache (resumable)",
+     "Run VGG16 up to fc2 over every image of the run into a float16 cache. Interrupted runs resume "
+     "where they stopped."),
+    ("fit", FitConfig, "train the merge captioner (checkpoints, --resume)",
+     "Teacher-forced training over the feature cache: early stopping on validation loss, learning-rate "
+     "reduction, best and last checkpoints, CSV and TensorBoard logs."),
+    ("evaluate", EvaluateConfig, "BLEU-1..4 per beam width into RUN/metrics.json",
+     "Caption a split with greedy (--beam 1) and beam search and score it with NLTK's corpus BLEU "
+     "against all references of each image."),
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -23,30 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    prepare = commands.add_parser(
-        "prepare", help="read a dataset: captions, splits, vocabulary, report",
-        description="Read captions, drop (and count) those whose image is missing or unreadable, "
-                    "assign splits where the dataset has none, and build vocab.json.",
-    )
-    add_arguments(prepare, PrepareConfig)
-    features = commands.add_parser(
-        "features", help="VGG16 fc2 feature cache (resumable)",
-        description="Run VGG16 up to fc2 over every image of the run into a float16 cache. "
-                    "Interrupted runs resume where they stopped.",
-    )
-    add_arguments(features, FeaturesConfig)
-    fit = commands.add_parser(
-        "fit", help="train the merge captioner (checkpoints, --resume)",
-        description="Teacher-forced training over the feature cache: early stopping on validation "
-                    "loss, learning-rate reduction, best and last checkpoints, CSV and TensorBoard logs.",
-    )
-    add_arguments(fit, FitConfig)
-    evaluate = commands.add_parser(
-        "evaluate", help="BLEU-1..4 per beam width into RUN/metrics.json",
-        description="Caption a split with greedy (--beam 1) and beam search and score it with NLTK's "
-                    "corpus BLEU against all references of each image.",
-    )
-    add_arguments(evaluate, EvaluateConfig)
+    for name, config, summary, description in COMMANDS:
+        add_arguments(commands.add_parser(name, help=summary, description=description), config)
     return parser
 
 
