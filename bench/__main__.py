@@ -8,7 +8,7 @@ from pathlib import Path
 
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 
-BENCHMARKS = ("features", "training", "encoder", "export")
+BENCHMARKS = ("features", "training", "encoder", "decoding", "export")
 QUICK_SKIPS = ("export",)  # over a minute on its own: run it with --only export
 
 
@@ -42,6 +42,8 @@ def markdown(results: dict) -> str:
             lines.extend(_encoder_rows(entry))
         elif entry["name"] == "export":
             lines.extend(_export_rows(entry))
+        elif entry["name"] == "decoding":
+            lines.extend(_decoding_rows(entry))
     return "\n".join(lines) + "\n"
 
 
@@ -85,6 +87,21 @@ def _export_rows(entry: dict) -> list[str]:
     ]
 
 
+def _decoding_rows(entry: dict) -> list[str]:
+    ms, ratios, targets = entry["ms_per_caption"], entry["ratios"], entry["targets"]
+    lines = [f"| decoding (V={entry['vocab_size']}, H={entry['hidden_size']}, <= 20 words) | | | | |"]
+    lines += [f"| | {name}: ms per caption | {value:.2f} | | |" for name, value in ms.items()]
+    seed_ratio, beam_ratio = ratios["seed_loop_to_ort_greedy"], ratios["per_beam_to_batched_beam5"]
+    lines.append(f"| | seed loop / ORT greedy | {seed_ratio:.0f}x | >= {targets['seed_loop_to_ort_greedy_at_least']}x "
+                 f"| {'yes' if seed_ratio >= targets['seed_loop_to_ort_greedy_at_least'] else 'no'} |")
+    lines.append(f"| | beam 5 per-beam calls / batched | {beam_ratio:.1f}x | >= {targets['per_beam_to_batched_at_least']}x "
+                 f"| {'yes' if beam_ratio >= targets['per_beam_to_batched_at_least'] else 'no'} |")
+    beam_ms = ms["ort_beam5_batched"]
+    lines.append(f"| | ORT beam 5 batched ms | {beam_ms:.2f} | <= {targets['beam5_ms_at_most']} "
+                 f"| {'yes' if beam_ms <= targets['beam5_ms_at_most'] else 'no'} |")
+    return lines
+
+
 def selected(args: argparse.Namespace) -> list[str]:
     if args.only:
         return list(args.only)
@@ -111,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.encoder_latency import measure as measure_encoder
 
         results["benchmarks"].append(measure_encoder(args.run / "onnx", quick=args.quick))
+    if "decoding" in chosen:
+        from bench.decoding import measure as measure_decoding
+
+        results["benchmarks"].append(measure_decoding(args.run, quick=args.quick))
     if "export" in chosen:
         from bench.export_cost import measure as measure_export
 

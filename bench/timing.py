@@ -6,14 +6,18 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(sides: dict[str, Callable[[], int]], repeats: int) -> dict[str, dict]:
+def interleaved(sides: dict[str, Callable[[], int]], repeats: int, settle_s: float = 0.0) -> dict[str, dict]:
     """Run each side once per round, round after round; each call returns how many items it did.
 
-    Returns per side the median and spread of items per second.
+    `settle_s` pauses (untimed) before each side, so thread pools that spin
+    after work (TensorFlow's, ONNX Runtime's) go idle instead of competing with
+    the next side for the cores. Returns per side the median and spread of
+    items per second.
     """
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeats):
         for name, work in sides.items():
+            time.sleep(settle_s)
             started = time.perf_counter()
             items = work()
             rates[name].append(items / (time.perf_counter() - started))

@@ -1,27 +1,36 @@
-"""The exported decoder step behind the `demo.step.StepModel` interface (ONNX Runtime, no TensorFlow)."""
+"""The exported decoder behind the `demo.step.StepModel` interface (ONNX Runtime, no TensorFlow).
+
+Two forms, the same operations:
+- `decoder_step.onnx` alone: (features, token, h, c) -> (log_probs, h_out, c_out);
+- `image_projection.onnx` + `decoder_step_image.onnx`: the image's projection is
+  computed once per image and carried in the state, so each step skips the
+  4096 x H image Dense (the largest matrix of a step).
+"""
 from __future__ import annotations
 
 import numpy as np
 
 from demo.step import State
 
+OUTPUTS = ["log_probs", "h_out", "c_out"]
+
 
 class OnnxStepModel:
-    """`decoder_step.onnx`: (features, token, h, c) -> (log_probs, h_out, c_out), any batch size."""
-
-    def __init__(self, session):
-        self.session = session
-        inputs = {i.name: i for i in session.get_inputs()}
+    def __init__(self, step_session, projection_session=None):
+        self.session, self.projection = step_session, projection_session
+        inputs = {i.name: i for i in step_session.get_inputs()}
+        self.image_input = "image" if projection_session is not None else "features"
+        if self.image_input not in inputs:
+            raise ValueError(f"the decoder graph has no {self.image_input!r} input (inputs: {list(inputs)})")
         self.hidden_dim = int(inputs["h"].shape[-1])
-        self.vocab_size = int(session.get_outputs()[0].shape[-1])
+        self.vocab_size = int(step_session.get_outputs()[0].shape[-1])
 
     def initial_state(self, features: np.ndarray) -> State:
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        image = features if self.projection is None else self.projection.run(["image"], {"features": features})[0]
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {"features": np.ascontiguousarray(features, dtype=np.float32), "h": zeros, "c": zeros.copy()}
+        return {self.image_input: image, "h": zeros, "c": zeros.copy()}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        log_probs, h, c = self.session.run(
-            ["log_probs", "h_out", "c_out"],
-            {"features": state["features"], "token": tokens.astype(np.int64), "h": state["h"], "c": state["c"]},
-        )
-        return log_probs, {"features": state["features"], "h": h, "c": c}
+        log_probs, h, c = self.session.run(OUTPUTS, {**state, "token": tokens.astype(np.int64)})
+        return log_probs, {self.image_input: state[self.image_input], "h": h, "c": c}

@@ -79,7 +79,7 @@ def normalized(log_prob: float, num_words: int, alpha: float) -> float:
 
 
 def ban(log_probs: np.ndarray, banned_ids: tuple[int, ...]) -> np.ndarray:
+    """Make banned tokens impossible, in place: the array is the step model's fresh output."""
     if banned_ids:
-        log_probs = log_probs.copy()
         log_probs[:, list(banned_ids)] = -np.inf
     return log_probs

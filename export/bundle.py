@@ -24,8 +24,8 @@ from demo.artifacts import atomic_write_json, read_json
 from demo.manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_record, io_record, verify_bundle
 from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from demo.vocab import Vocabulary
-from export.graph_edit import append_dense_layers
-from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity
+from export.graph_edit import append_dense_layers, split_decoder
+from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, split_parity
 from train.config import ExportConfig
 from train.encoder import EncoderSpec, vgg16_weights
 from train.features import load_cache, run_encoder_spec
@@ -82,11 +82,15 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
                                         work, cfg, "--parity-images", *parity_ids)
     peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
                               files, work, cfg)
-    _stage("running onnx.checker", _check_models, work, ["encoder.onnx", "decoder_step.onnx"])
+    _stage("splitting the decoder after the image projection", split_decoder, work / "decoder_step.onnx",
+           work / "image_projection.onnx", work / "decoder_step_image.onnx")
+    _stage("running onnx.checker", _check_models, work, ["encoder.onnx", "decoder_step.onnx",
+                                                          "image_projection.onnx", "decoder_step_image.onnx"])
     test_features = load_cache(files).lookup(by_split["test"])
     parity = {
         "encoder": _stage("checking encoder parity", encoder_parity, work),
         "decoder": _stage("checking decoder parity", decoder_parity, work),
+        "decoder_split": _stage("checking the split decoder", split_parity, work),
         "captions": _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab),
     }
     if cfg.quantize == "int8":
@@ -140,7 +144,8 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
 
     models = {}
     for key, name in (("encoder", "encoder.onnx"), ("encoder_int8", "encoder.int8.onnx"),
-                      ("decoder_step", "decoder_step.onnx")):
+                      ("decoder_step", "decoder_step.onnx"), ("image_projection", "image_projection.onnx"),
+                      ("decoder_step_image", "decoder_step_image.onnx")):
         if (work / name).is_file():
             session = cpu_session(work / name)
             models[key] = {"file": name, "inputs": io_record(session.get_inputs()),

@@ -52,3 +52,35 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
     graph.output.extend([helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", FEATURE_DIM])])
     graph.name = "vgg16_fc2_encoder"
     onnx.save_model(proto, out_path)
+
+
+def split_decoder(decoder_path: Path, projection_path: Path, core_path: Path) -> None:
+    """Cut decoder_step.onnx after the image projection into two graphs of the same operations.
+
+    `image_projection.onnx`: features -> image (B, H), run once per image.
+    `decoder_step_image.onnx`: (image, token, h, c) -> (log_probs, h_out, c_out), run every step.
+    The per-step graph then skips the 4096 x H image Dense, the largest matrix of a step.
+    """
+    import onnx
+    from onnx.utils import extract_model
+
+    proto = onnx.load_model(decoder_path)
+    relus = [n.output[0] for n in proto.graph.node if n.op_type == "Relu" and "image_dense" in n.name]
+    if len(relus) != 1:
+        raise ValueError(f"{decoder_path}: cannot find the image projection to split at (found {relus})")
+    image = relus[0]
+    extract_model(str(decoder_path), str(projection_path), ["features"], [image])
+    extract_model(str(decoder_path), str(core_path), [image, "token", "h", "c"], ["log_probs", "h_out", "c_out"])
+    for path, rename in ((projection_path, lambda m: rename_output(m, image, "image")),
+                         (core_path, lambda m: _rename_input(m, image, "image"))):
+        model = onnx.load_model(path)
+        rename(model)
+        onnx.save_model(model, path)
+
+
+def _rename_input(proto, old: str, new: str) -> None:
+    for node in proto.graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+    for graph_input in proto.graph.input:
+        if graph_input.name == old:
+            graph_input.name = new

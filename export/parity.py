@@ -75,16 +75,36 @@ def decode_all(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, num
     return [list(n[0].tokens) for n in beam_search(step, features, vocab.start_id, vocab.end_id, options)]
 
 
+def split_step_model(work: Path) -> OnnxStepModel:
+    return OnnxStepModel(cpu_session(work / "decoder_step_image.onnx"), cpu_session(work / "image_projection.onnx"))
+
+
+def split_parity(work: Path) -> dict:
+    """The split decoder (projection once, then steps) must compute exactly what decoder_step.onnx does."""
+    reference = np.load(work / "reference_decoder.npz", allow_pickle=False)
+    split = split_step_model(work)
+    state = split.initial_state(reference["features"])
+    state["h"], state["c"] = reference["h"], reference["c"]
+    log_probs, _ = split.step(reference["token"], state)
+    whole = cpu_session(work / "decoder_step.onnx").run(["log_probs"], {k: reference[k] for k in
+                                                                        ("features", "token", "h", "c")})[0]
+    diff = float(np.abs(log_probs - whole).max())
+    if not diff <= DECODER_TOLERANCE:
+        raise ParityError(f"the split decoder differs from decoder_step.onnx by {diff:.2e}")
+    return {"max_abs_diff_vs_decoder_step": diff}
+
+
 def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
-    """Greedy and beam-3 captions of the test split: identical between Keras and ONNX, or the export fails."""
+    """Greedy and beam-3 captions of the test split, through both decoder forms: identical to Keras', or fail."""
     reference = read_json(work / "reference_captions.json", "Keras reference captions")
-    step = OnnxStepModel(cpu_session(work / "decoder_step.onnx"))
+    forms = {"decoder_step": OnnxStepModel(cpu_session(work / "decoder_step.onnx")), "split": split_step_model(work)}
     result = {"images": len(features)}
-    for key, width in (("greedy", 1), ("beam_3", 3)):
-        onnx_captions = decode_all(step, features, vocab, width)
-        same = sum(a == b for a, b in zip(onnx_captions, reference[key]))
-        result[f"{key}_identical"] = same
-        if same != len(features):
-            raise ParityError(f"{len(features) - same} of {len(features)} {key} captions differ between Keras "
-                              "and decoder_step.onnx")
+    for form, step in forms.items():
+        for key, width in (("greedy", 1), ("beam_3", 3)):
+            onnx_captions = decode_all(step, features, vocab, width)
+            same = sum(a == b for a, b in zip(onnx_captions, reference[key]))
+            result[f"{key}_identical" if form == "decoder_step" else f"{form}_{key}_identical"] = same
+            if same != len(features):
+                raise ParityError(f"{len(features) - same} of {len(features)} {key} captions differ between Keras "
+                                  f"and the exported decoder ({form})")
     return result

@@ -38,3 +38,17 @@ def synthetic_features_run(tmp_path_factory) -> Path:
         result = run_module("train", *args)
         assert result.returncode == 0, result.stderr[-3000:]
     return run
+
+
+@pytest.fixture(scope="session")
+def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
+    """The 600-scene run trained for two epochs and exported with the int8 encoder (~2 minutes, once)."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("export") / "run"
+    shutil.copytree(synthetic_features_run, run)
+    fit = run_module("train", "fit", "--run", str(run), "--epochs", "2")
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    result = run_module("export", "--run", str(run), "--quantize", "int8")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return run

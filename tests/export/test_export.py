@@ -20,17 +20,6 @@ from tests.conftest import REPO, run_module
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("export") / "run"
-    shutil.copytree(synthetic_features_run, run)
-    fit = run_module("train", "fit", "--run", str(run), "--epochs", "2")
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    result = run_module("export", "--run", str(run), "--quantize", "int8")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return run
-
-
 def test_bundle_has_every_file_with_matching_manifest(exported_run):
     from demo.artifacts import sha256_file
     from demo.manifest import verify_bundle

@@ -1,0 +1,142 @@
+"""Decoding one caption (20 words at most), image features given: where the search's time goes.
+
+Sides, all on the same trained weights and the same images (ONNX Runtime
+sides interleaved with each other, then the TensorFlow sides with each other):
+- seed loop: the seed's recipe, the full Keras model re-run with `predict` on
+  the padded prefix for every word, and the word found by a linear search of
+  the word index;
+- Keras step model, greedy (our step interface over Keras);
+- ONNX Runtime greedy, with the image projection computed once per image (the
+  runtime's split decoder) and, for comparison, every step (decoder_step.onnx);
+  ONNX Runtime beam 5 with every beam in one decoder call per step; and the
+  same beam search calling the decoder once per beam.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from demo.artifacts import read_json
+
+MAX_WORDS = 20
+
+
+class PerRowStepModel:
+    """The same decoder, called once per hypothesis: what batching the beams saves."""
+
+    def __init__(self, inner):
+        self.inner, self.vocab_size = inner, inner.vocab_size
+
+    def initial_state(self, features):
+        return self.inner.initial_state(features)
+
+    def step(self, tokens, state):
+        outputs = [self.inner.step(tokens[i:i + 1], {k: v[i:i + 1] for k, v in state.items()})
+                   for i in range(len(tokens))]
+        log_probs = np.concatenate([o[0] for o in outputs])
+        return log_probs, {k: np.concatenate([o[1][k] for o in outputs]) for k in state}
+
+
+def seed_loop(model, feature: np.ndarray, word_index: dict[str, int], vocab) -> list[str]:
+    """The seed's greedy decoding, kept faithful: predict on the whole padded prefix, linear word lookup."""
+    words, sequence = [], [vocab.start_id]
+    for _ in range(MAX_WORDS + 1):
+        padded = np.array([sequence + [0] * (MAX_WORDS + 1 - len(sequence))], dtype=np.int32)
+        logits = model.predict({"features": feature[None], "words": padded}, verbose=0)
+        token = int(np.argmax(logits[0, len(sequence) - 1]))
+        word = next((w for w, index in word_index.items() if index == token), None)
+        if word is None or token == vocab.end_id:
+            break
+        words.append(word)
+        sequence.append(token)
+    return words
+
+
+def measure(run: Path, quick: bool = False) -> dict:
+    from bench.timing import interleaved
+    from demo.beam_search import beam_search
+    from demo.greedy_search import greedy_search
+    from demo.onnx_step import OnnxStepModel
+    from demo.sessions import create_session
+    from demo.step import SearchOptions
+    from demo.vocab import Vocabulary
+    from train.features import load_cache
+    from train.run_files import RunFiles
+
+    files, bundle = RunFiles(run), run / "onnx"
+    if not (bundle / "decoder_step_image.onnx").is_file():
+        return {"name": "decoding", "skipped": f"no exported bundle in {bundle}"}
+    vocab = Vocabulary.load(files.vocab)
+    test_ids = [e["id"] for e in read_json(files.captions, "captions")["images"] if e["split"] == "test"]
+    features = load_cache(files).lookup(test_ids[: 3 if quick else 8])
+    whole_step = OnnxStepModel(create_session(bundle / "decoder_step.onnx", "cpu", threads=1)[0])
+    ort_step = OnnxStepModel(create_session(bundle / "decoder_step_image.onnx", "cpu", threads=1)[0],
+                             create_session(bundle / "image_projection.onnx", "cpu", threads=1)[0])
+    banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
+    greedy = SearchOptions(max_length=MAX_WORDS, num_beams=1, banned_ids=banned)
+    beam5 = SearchOptions(max_length=MAX_WORDS, num_beams=5, banned_ids=banned)
+
+    def each_image(search, model, options):
+        def run_all() -> int:
+            for feature in features:
+                search(model, feature[None], vocab.start_id, vocab.end_id, options)
+            return len(features)
+        return run_all
+
+    repeats = 2 if quick else 3
+    # ONNX Runtime first, before TensorFlow has run anything: measured here, one Keras `predict` leaves
+    # ORT in the same process about 2.7x slower for good, and a deployment never has TensorFlow loaded.
+    ort_sides = {
+        "ort_greedy_projection_every_step": each_image(greedy_search, whole_step, greedy),
+        "ort_greedy": each_image(greedy_search, ort_step, greedy),
+        "ort_beam5_batched": each_image(beam_search, ort_step, beam5),
+        "ort_beam5_per_beam_calls": each_image(beam_search, PerRowStepModel(ort_step), beam5),
+    }
+    rates = _warm_and_time(ort_sides, repeats, interleaved)
+    rates |= _warm_and_time(_keras_sides(files, features, vocab, greedy), repeats, interleaved)
+    ms = {name: 1000.0 / r["median_per_s"] for name, r in rates.items()}
+    return {
+        "name": "decoding",
+        "vocab_size": len(vocab),
+        "hidden_size": ort_step.hidden_dim,
+        "images": len(features),
+        "ms_per_caption": ms,
+        "ratios": {
+            "seed_loop_to_ort_greedy": ms["seed_loop"] / ms["ort_greedy"],
+            "per_beam_to_batched_beam5": ms["ort_beam5_per_beam_calls"] / ms["ort_beam5_batched"],
+        },
+        "targets": {"seed_loop_to_ort_greedy_at_least": 300, "per_beam_to_batched_at_least": 3,
+                    "beam5_ms_at_most": 5},
+    }
+
+
+def _warm_and_time(sides: dict, repeats: int, interleaved) -> dict:
+    for side in sides.values():  # warm-up: tracing, session initialisation
+        side()
+    return interleaved(sides, repeats=repeats)
+
+
+def _keras_sides(files, features: np.ndarray, vocab, greedy) -> dict:
+    from demo.greedy_search import greedy_search
+    from train.keras_step import KerasStepModel
+    from train.tf_import import import_keras
+
+    keras = import_keras()
+    import train.model  # noqa: F401  (custom layers)
+
+    trained = keras.models.load_model(files.model)
+    keras_step = KerasStepModel(trained)
+    word_index = {word: index for index, word in enumerate(vocab.tokens)}
+
+    def seed() -> int:
+        for feature in features:
+            seed_loop(trained, feature, word_index, vocab)
+        return len(features)
+
+    def keras_greedy() -> int:
+        for feature in features:
+            greedy_search(keras_step, feature[None], vocab.start_id, vocab.end_id, greedy)
+        return len(features)
+
+    return {"seed_loop": seed, "keras_step_greedy": keras_greedy}

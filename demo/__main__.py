@@ -1,0 +1,81 @@
+"""`python -m demo caption --model RUN/onnx IMAGE...`: captions from the shell, no TensorFlow."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo", description="Caption images with an exported bundle "
+                                     "on ONNX Runtime (CUDA or CPU). No TensorFlow needed.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    caption = commands.add_parser("caption", help="print a caption for each image",
+                                  description="Print one line per image (PATH<TAB>caption), or JSON with --json. "
+                                              "Unreadable images are reported and skipped; the exit status is 1 "
+                                              "if any image failed.")
+    caption.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    caption.add_argument("--model", type=Path, default=Path("models/default/onnx"),
+                         help="bundle folder made by `python -m export` (default: models/default/onnx)")
+    caption.add_argument("--num-beams", type=int, default=1, help="1 is greedy search (default: 1)")
+    caption.add_argument("--max-length", type=int, default=None, help="longest caption in words "
+                         "(default: the vocabulary's)")
+    caption.add_argument("--length-penalty", type=float, default=0.5, help="GNMT alpha for ranking beams "
+                         "(default: 0.5)")
+    caption.add_argument("--num-return-sequences", type=int, default=1, help="captions to list per image "
+                         "(at most --num-beams)")
+    caption.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto",
+                         help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
+    caption.add_argument("--variant", choices=("fp32", "int8"), default="fp32", help="encoder variant")
+    caption.add_argument("--batch-size", type=int, default=8, help="images encoded together (default: 8)")
+    caption.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")
+    return parser
+
+
+def caption_command(args: argparse.Namespace) -> int:
+    from demo.captioner import Captioner
+    from demo.preprocess import ImageError, load_image
+
+    captioner = Captioner(args.model, provider=args.provider, variant=args.variant)
+    options = captioner.options(args.num_beams, args.max_length, args.length_penalty, args.num_return_sequences)
+    failed, loaded = 0, []
+    for path in args.images:
+        try:
+            loaded.append((path, load_image(path)))
+        except ImageError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+    results = []
+    for start in range(0, len(loaded), args.batch_size):
+        batch = loaded[start:start + args.batch_size]
+        pixels = np.stack([pixels for _, pixels in batch])
+        results += zip([p for p, _ in batch], captioner.caption_pixels(pixels, options))
+    if args.json:
+        print(json.dumps({"provider": captioner.provider, "variant": captioner.variant,
+                          "images": [{"image": str(p), **r.to_json()} for p, r in results]}, indent=2))
+    else:
+        for path, result in results:
+            print(f"{path}\t{result.caption}")
+            for candidate in result.candidates[1:]:
+                print(f"{path}\t  alt ({candidate.score:.3f}): {candidate.caption}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from demo.manifest import BundleError
+    from demo.sessions import ProviderError
+    from demo.vocab import VocabularyError
+
+    try:
+        return caption_command(args)
+    except (BundleError, ProviderError, VocabularyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
