@@ -16,7 +16,7 @@ from tests.conftest import REPO, run_module
 pytestmark = pytest.mark.slow
 
 
-def test_images(run: Path, count: int = 30) -> list[Path]:
+def sample_images(run: Path, count: int = 30) -> list[Path]:
     captions = json.loads((run / "captions.json").read_text())
     root = Path(captions["image_root"])
     return [root / e["id"] for e in captions["images"] if e["split"] == "test"][:count]
@@ -47,7 +47,7 @@ def test_runtime_captions_equal_the_keras_evaluation(captioner, keras_captions, 
 
 
 def test_result_carries_scores_n_best_and_timings(captioner, exported_run):
-    (result,) = captioner.caption(test_images(exported_run, 1), num_beams=4, num_return_sequences=3)
+    (result,) = captioner.caption(sample_images(exported_run, 1), num_beams=4, num_return_sequences=3)
     assert result.caption == result.candidates[0].caption and len(result.candidates) == 3
     scores = [c.score for c in result.candidates]
     assert scores == sorted(scores, reverse=True) and result.log_prob < 0
@@ -57,7 +57,7 @@ def test_result_carries_scores_n_best_and_timings(captioner, exported_run):
 
 
 def test_batch_of_images_equals_one_at_a_time(captioner, exported_run):
-    images = test_images(exported_run, 4)
+    images = sample_images(exported_run, 4)
     together = captioner.caption(images, num_beams=3)
     alone = [captioner.caption([image], num_beams=3)[0] for image in images]
     assert [r.caption for r in together] == [r.caption for r in alone]
@@ -67,12 +67,12 @@ def test_int8_variant_captions(exported_run):
     from demo.captioner import Captioner
 
     int8 = Captioner(exported_run / "onnx", variant="int8", provider="cpu")
-    (result,) = int8.caption(test_images(exported_run, 1))
+    (result,) = int8.caption(sample_images(exported_run, 1))
     assert int8.variant == "int8" and result.caption
 
 
 def test_cli_captions_good_images_and_names_the_bad_one(exported_run, tmp_path):
-    good = test_images(exported_run, 2)
+    good = sample_images(exported_run, 2)
     bad = tmp_path / "broken.jpg"
     bad.write_text("not an image")
     result = run_module("demo", "caption", "--model", str(exported_run / "onnx"), str(good[0]), str(bad),
@@ -88,7 +88,7 @@ def test_cli_captions_good_images_and_names_the_bad_one(exported_run, tmp_path):
 
 def test_cuda_provider_on_a_cpu_only_machine_is_a_clear_error(exported_run):
     result = run_module("demo", "caption", "--model", str(exported_run / "onnx"), "--provider", "cuda",
-                        str(test_images(exported_run, 1)[0]))
+                        str(sample_images(exported_run, 1)[0]))
     assert result.returncode == 2 and "onnxruntime-gpu" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -102,7 +102,7 @@ print("HEAVY", heavy, "CODE", code)
 
 
 def test_runtime_and_cli_never_import_tensorflow(exported_run):
-    image = test_images(exported_run, 1)[0]
+    image = sample_images(exported_run, 1)[0]
     result = subprocess.run([sys.executable, "-c", NO_TF, "caption", "--model", str(exported_run / "onnx"),
                              "--num-beams", "3", str(image)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -154,5 +154,5 @@ def test_damaged_bundles_are_refused_naming_the_file(exported_run, tmp_path, dam
     with pytest.raises(BundleError, match=message) as info:
         Captioner(bundle)
     assert "export" in str(info.value)
-    result = run_module("demo", "caption", "--model", str(bundle), str(test_images(exported_run, 1)[0]))
+    result = run_module("demo", "caption", "--model", str(bundle), str(sample_images(exported_run, 1)[0]))
     assert result.returncode == 2 and message.split()[0] in result.stderr and "Traceback" not in result.stderr

@@ -26,7 +26,8 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
 
     bundle = exported_run / "onnx"
     manifest = verify_bundle(bundle)
-    assert sorted(manifest["files"]) == ["decoder_step.onnx", "encoder.int8.onnx", "encoder.onnx", "vocab.json"]
+    assert sorted(manifest["files"]) == ["decoder_step.onnx", "decoder_step_image.onnx", "encoder.int8.onnx",
+                                        "encoder.onnx", "image_projection.onnx", "vocab.json"]
     for name, record in manifest["files"].items():
         assert sha256_file(bundle / name) == record["sha256"]
     assert manifest["vocab_size"] == len(json.loads((bundle / "vocab.json").read_text())["tokens"])
@@ -54,7 +55,8 @@ def test_parity_figures_are_recorded_and_within_bounds(exported_run):
 def test_onnx_checker_passes_on_every_model(exported_run):
     import onnx
 
-    for name in ("encoder.onnx", "encoder.int8.onnx", "decoder_step.onnx"):
+    for name in ("encoder.onnx", "encoder.int8.onnx", "decoder_step.onnx", "image_projection.onnx",
+                 "decoder_step_image.onnx"):
         onnx.checker.check_model(str(exported_run / "onnx" / name), full_check=True)
 
 
