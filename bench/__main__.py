@@ -42,7 +42,7 @@ def markdown(results: dict) -> str:
             lines.extend(_encoder_rows(entry))
         elif entry["name"] == "export":
             lines.extend(_export_rows(entry))
-        elif entry["name"] == "decoding":
+        elif entry["name"] in ("decoding", "decoding_flickr_scale"):
             lines.extend(_decoding_rows(entry))
     return "\n".join(lines) + "\n"
 
@@ -89,7 +89,8 @@ def _export_rows(entry: dict) -> list[str]:
 
 def _decoding_rows(entry: dict) -> list[str]:
     ms, ratios, targets = entry["ms_per_caption"], entry["ratios"], entry["targets"]
-    lines = [f"| decoding (V={entry['vocab_size']}, H={entry['hidden_size']}, <= 20 words) | | | | |"]
+    kind = "trained default run" if entry["name"] == "decoding" else "Flickr-sized, random weights"
+    lines = [f"| decoding ({kind}: V={entry['vocab_size']}, H={entry['hidden_size']}, <= 20 words) | | | | |"]
     lines += [f"| | {name}: ms per caption | {value:.2f} | | |" for name, value in ms.items()]
     seed_ratio, beam_ratio = ratios["seed_loop_to_ort_greedy"], ratios["per_beam_to_batched_beam5"]
     lines.append(f"| | seed loop / ORT greedy | {seed_ratio:.0f}x | >= {targets['seed_loop_to_ort_greedy_at_least']}x "
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         results["benchmarks"].append(measure_encoder(args.run / "onnx", quick=args.quick))
     if "decoding" in chosen:
         from bench.decoding import measure as measure_decoding
+        from bench.decoding import measure_flickr_scale
 
         results["benchmarks"].append(measure_decoding(args.run, quick=args.quick))
+        results["benchmarks"].append(measure_flickr_scale(quick=args.quick))
     if "export" in chosen:
         from bench.export_cost import measure as measure_export
 

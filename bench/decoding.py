@@ -54,12 +54,7 @@ def seed_loop(model, feature: np.ndarray, word_index: dict[str, int], vocab) -> 
 
 
 def measure(run: Path, quick: bool = False) -> dict:
-    from bench.timing import interleaved
-    from demo.beam_search import beam_search
-    from demo.greedy_search import greedy_search
-    from demo.onnx_step import OnnxStepModel
-    from demo.sessions import create_session
-    from demo.step import SearchOptions
+    """The default run's trained decoder on its test images."""
     from demo.vocab import Vocabulary
     from train.features import load_cache
     from train.run_files import RunFiles
@@ -67,9 +62,37 @@ def measure(run: Path, quick: bool = False) -> dict:
     files, bundle = RunFiles(run), run / "onnx"
     if not (bundle / "decoder_step_image.onnx").is_file():
         return {"name": "decoding", "skipped": f"no exported bundle in {bundle}"}
-    vocab = Vocabulary.load(files.vocab)
     test_ids = [e["id"] for e in read_json(files.captions, "captions")["images"] if e["split"] == "test"]
     features = load_cache(files).lookup(test_ids[: 3 if quick else 8])
+    return {"name": "decoding", **_measure(bundle, files.model, Vocabulary.load(files.vocab), features, quick)}
+
+
+def measure_flickr_scale(quick: bool = False) -> dict:
+    """A Flickr-sized decoder (V=8485, random weights): the vocabulary size the targets were set at."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from bench.flickr_scale_model import FLICKR_VOCAB
+    from demo.vocab import SPECIAL_TOKENS, Vocabulary
+
+    with tempfile.TemporaryDirectory(prefix="bench-flickr-decoder-") as tmp:
+        subprocess.run([sys.executable, "-m", "bench.flickr_scale_model", "--out", tmp], check=True,
+                       capture_output=True, text=True)
+        vocab = Vocabulary(SPECIAL_TOKENS + tuple(f"w{i}" for i in range(FLICKR_VOCAB - 4)), max_length=MAX_WORDS)
+        features = np.random.default_rng(0).normal(0, 100, (3 if quick else 8, 4096)).astype(np.float32)
+        return {"name": "decoding_flickr_scale", **_measure(Path(tmp), Path(tmp) / "model.keras", vocab, features,
+                                                            quick)}
+
+
+def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick: bool) -> dict:
+    from bench.timing import interleaved
+    from demo.beam_search import beam_search
+    from demo.greedy_search import greedy_search
+    from demo.onnx_step import OnnxStepModel
+    from demo.sessions import create_session
+    from demo.step import SearchOptions
+
     whole_step = OnnxStepModel(create_session(bundle / "decoder_step.onnx", "cpu", threads=1)[0])
     ort_step = OnnxStepModel(create_session(bundle / "decoder_step_image.onnx", "cpu", threads=1)[0],
                              create_session(bundle / "image_projection.onnx", "cpu", threads=1)[0])
@@ -94,10 +117,9 @@ def measure(run: Path, quick: bool = False) -> dict:
         "ort_beam5_per_beam_calls": each_image(beam_search, PerRowStepModel(ort_step), beam5),
     }
     rates = _warm_and_time(ort_sides, repeats, interleaved)
-    rates |= _warm_and_time(_keras_sides(files, features, vocab, greedy), repeats, interleaved)
+    rates |= _warm_and_time(_keras_sides(keras_model, features, vocab, greedy), repeats, interleaved)
     ms = {name: 1000.0 / r["median_per_s"] for name, r in rates.items()}
     return {
-        "name": "decoding",
         "vocab_size": len(vocab),
         "hidden_size": ort_step.hidden_dim,
         "images": len(features),
@@ -117,7 +139,7 @@ def _warm_and_time(sides: dict, repeats: int, interleaved) -> dict:
     return interleaved(sides, repeats=repeats)
 
 
-def _keras_sides(files, features: np.ndarray, vocab, greedy) -> dict:
+def _keras_sides(model_path: Path, features: np.ndarray, vocab, greedy) -> dict:
     from demo.greedy_search import greedy_search
     from train.keras_step import KerasStepModel
     from train.tf_import import import_keras
@@ -125,7 +147,7 @@ def _keras_sides(files, features: np.ndarray, vocab, greedy) -> dict:
     keras = import_keras()
     import train.model  # noqa: F401  (custom layers)
 
-    trained = keras.models.load_model(files.model)
+    trained = keras.models.load_model(model_path)
     keras_step = KerasStepModel(trained)
     word_index = {word: index for index, word in enumerate(vocab.tokens)}
 

@@ -73,7 +73,15 @@ def convert_decoder(files: RunFiles, out: Path, opset: int) -> None:
 
     trained = keras.models.load_model(files.model)
     step = build_step_model(trained)
-    hidden = trained.get_layer("lstm").units
+    step_to_onnx(step, out / "decoder_step.onnx", opset)
+    _decoder_references(files, out, step, trained.get_layer("lstm").units)
+
+
+def step_to_onnx(step, path: Path, opset: int) -> None:
+    """tf2onnx conversion of a Keras step model with the contract's names and a dynamic batch axis."""
+    import onnx
+
+    hidden = int(step.inputs[2].shape[-1])
 
     @tf.function(input_signature=[tf.TensorSpec([None, FEATURE_DIM], tf.float32, name="features"),
                                   tf.TensorSpec([None], tf.int64, name="token"),
@@ -90,10 +98,7 @@ def convert_decoder(files: RunFiles, out: Path, opset: int) -> None:
     for value in [*proto.graph.input, *proto.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     proto.graph.name = "decoder_step"
-    import onnx
-
-    onnx.save_model(proto, out / "decoder_step.onnx")
-    _decoder_references(files, out, step, hidden)
+    onnx.save_model(proto, path)
 
 
 def _decoder_references(files: RunFiles, out: Path, step, hidden: int) -> None:
