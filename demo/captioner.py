@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.beam_search import beam_search
-from demo.greedy_search import greedy_search
 from demo.manifest import BundleError, verify_bundle
 from demo.onnx_step import OnnxStepModel
 from demo.preprocess import ImageSource, load_image
+from demo.search import generate, options_for
 from demo.sessions import create_session
 from demo.step import Hypothesis, SearchOptions
 from demo.vocab import Vocabulary
@@ -76,15 +75,17 @@ class Captioner:
         self.variant = variant
         self.encoder, self.provider = create_session(self.bundle / VARIANT_FILES[variant], provider, threads)
         self._check_io("encoder", self.encoder)
-        self.decoder = self._decoder(threads)
+        self.decoder = self._decoder()
         if self.decoder.vocab_size != len(self.vocab) or self.decoder.hidden_dim != self.manifest["hidden_size"]:
             raise BundleError(f"{self.bundle / 'decoder_step.onnx'} has vocabulary {self.decoder.vocab_size} and "
                               f"hidden size {self.decoder.hidden_dim}; the manifest says {len(self.vocab)} and "
                               f"{self.manifest['hidden_size']}")
 
-    def _decoder(self, threads: int | None) -> OnnxStepModel:
-        """The split decoder (image projection once per image) when exported, else decoder_step.onnx."""
-        del threads  # the decoder always runs on one thread; `threads` sizes the encoder
+    def _decoder(self) -> OnnxStepModel:
+        """The split decoder (image projection once per image) when exported, else decoder_step.onnx.
+
+        `threads` sizes the encoder only; the decoder runs on one thread (see below).
+        """
         def session(name: str):
             # One thread: a step's matrices are too small to split, and idle pools of several sessions
             # spinning beside each other cost more than they give (measured: beam 5 3.4 ms vs 4.9-6.2 ms).
@@ -104,10 +105,7 @@ class Captioner:
 
     def options(self, num_beams: int = 1, max_length: int | None = None, length_penalty: float = 0.5,
                 num_return_sequences: int = 1) -> SearchOptions:
-        v = self.vocab
-        return SearchOptions(max_length=max_length or v.max_length, num_beams=num_beams,
-                             length_penalty=length_penalty, num_return_sequences=num_return_sequences,
-                             banned_ids=(v.pad_id, v.start_id, v.unk_id))
+        return options_for(self.vocab, num_beams, max_length, length_penalty, num_return_sequences)
 
     def caption(self, images: Sequence[ImageSource], num_beams: int = 1, max_length: int | None = None,
                 length_penalty: float = 0.5, num_return_sequences: int = 1) -> list[CaptionResult]:
@@ -121,11 +119,7 @@ class Captioner:
         started = time.perf_counter()
         features = self.encoder.run(["features"], {"pixels": pixels})[0]
         encoded = time.perf_counter()
-        if options.num_beams == 1:
-            found = [[h] for h in greedy_search(self.decoder, features, self.vocab.start_id, self.vocab.end_id,
-                                                options)]
-        else:
-            found = beam_search(self.decoder, features, self.vocab.start_id, self.vocab.end_id, options)
+        found = generate(self.decoder, features, self.vocab.start_id, self.vocab.end_id, options)
         decoded = time.perf_counter()
         timings = {"preprocess": preprocess_ms, "encoder": (encoded - started) * 1000,
                    "decoder": (decoded - encoded) * 1000}

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from demo.artifacts import read_json
-from demo.beam_search import beam_search
-from demo.greedy_search import greedy_search
+from demo.search import best, options_for
 from demo.onnx_step import OnnxStepModel
-from demo.step import SearchOptions
 from demo.vocab import Vocabulary
 
 ENCODER_RELATIVE_TOLERANCE = 1e-4  # max |onnx - keras| / max |keras|
@@ -63,16 +61,9 @@ def decoder_parity(work: Path) -> dict:
     return {"rows": int(len(reference["token"])), "max_abs_diff": diffs, "tolerance": DECODER_TOLERANCE}
 
 
-def search_options(vocab: Vocabulary, num_beams: int) -> SearchOptions:
-    return SearchOptions(max_length=vocab.max_length, num_beams=num_beams,
-                         banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
-
-
 def decode_all(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, num_beams: int) -> list[list[int]]:
-    options = search_options(vocab, num_beams)
-    if num_beams == 1:
-        return [list(h.tokens) for h in greedy_search(step, features, vocab.start_id, vocab.end_id, options)]
-    return [list(n[0].tokens) for n in beam_search(step, features, vocab.start_id, vocab.end_id, options)]
+    options = options_for(vocab, num_beams)
+    return [list(h.tokens) for h in best(step, features, vocab.start_id, vocab.end_id, options)]
 
 
 def split_step_model(work: Path) -> OnnxStepModel:

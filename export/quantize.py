@@ -23,9 +23,6 @@ class _ImageReader:
         path = next(self._paths, None)
         return None if path is None else {"pixels": load_image(path)[None]}
 
-    def rewind(self):  # pragma: no cover - required by older ORT versions' interface
-        raise NotImplementedError
-
 
 def quantize_encoder(fp32_path: Path, int8_path: Path, calibration_paths: list[Path]) -> None:
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static

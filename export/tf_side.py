@@ -102,9 +102,7 @@ def step_to_onnx(step, path: Path, opset: int) -> None:
 
 
 def _decoder_references(files: RunFiles, out: Path, step, hidden: int) -> None:
-    from demo.beam_search import beam_search
-    from demo.greedy_search import greedy_search
-    from demo.step import SearchOptions
+    from demo.search import best, options_for
     from demo.vocab import Vocabulary
     from train.features import load_cache
     from train.keras_step import KerasStepModel
@@ -122,12 +120,7 @@ def _decoder_references(files: RunFiles, out: Path, step, hidden: int) -> None:
     keras_step = KerasStepModel(step_model=step)
     captions = {"image_ids": test_ids}
     for width in (1, 3):
-        options = SearchOptions(max_length=vocab.max_length, num_beams=width,
-                                banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
-        if width == 1:
-            found = greedy_search(keras_step, features, vocab.start_id, vocab.end_id, options)
-        else:
-            found = [n[0] for n in beam_search(keras_step, features, vocab.start_id, vocab.end_id, options)]
+        found = best(keras_step, features, vocab.start_id, vocab.end_id, options_for(vocab, width))
         captions["greedy" if width == 1 else "beam_3"] = [list(h.tokens) for h in found]
     atomic_write_json(out / "reference_captions.json", captions)
 

@@ -15,8 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from demo.artifacts import atomic_write_json, read_json
-from demo.beam_search import beam_search
-from demo.greedy_search import greedy_search
+from demo.search import best, options_for
 from demo.step import SearchOptions
 from demo.vocab import Vocabulary
 from train.coco_metrics import coco_scores
@@ -53,10 +52,7 @@ def caption_split(step_model, features: np.ndarray, vocab: Vocabulary, width: in
     captions = []
     for start in tqdm(range(0, len(features), batch_size), desc=search_key(width), unit="batch", leave=False):
         batch = features[start:start + batch_size]
-        if width == 1:
-            found = greedy_search(step_model, batch, vocab.start_id, vocab.end_id, options)
-        else:
-            found = [n_best[0] for n_best in beam_search(step_model, batch, vocab.start_id, vocab.end_id, options)]
+        found = best(step_model, batch, vocab.start_id, vocab.end_id, options)
         captions.extend(vocab.decode(h.tokens) for h in found)
     return captions
 
@@ -78,9 +74,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     step_model = KerasStepModel.load(files.model)
     metrics = {}
     for width in cfg.beam:
-        options = SearchOptions(max_length=cfg.max_length or vocab.max_length, num_beams=width,
-                                length_penalty=cfg.length_penalty,
-                                banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
+        options = options_for(vocab, width, cfg.max_length, cfg.length_penalty)
         started = time.perf_counter()
         hypotheses = caption_split(step_model, features, vocab, width, options, cfg.batch_size)
         elapsed = time.perf_counter() - started

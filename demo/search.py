@@ -1,0 +1,30 @@
+"""One entry point for caption search: greedy when `num_beams` is 1, beam search otherwise."""
+from __future__ import annotations
+
+import numpy as np
+
+from demo.beam_search import beam_search
+from demo.greedy_search import greedy_search
+from demo.step import Hypothesis, SearchOptions, StepModel
+
+
+def generate(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
+             options: SearchOptions) -> list[list[Hypothesis]]:
+    """The n-best list of each image (a single caption for greedy), best first."""
+    if options.num_beams == 1:
+        return [[h] for h in greedy_search(model, features, start_id, end_id, options)]
+    return beam_search(model, features, start_id, end_id, options)
+
+
+def best(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
+         options: SearchOptions) -> list[Hypothesis]:
+    """The best caption of each image."""
+    return [n_best[0] for n_best in generate(model, features, start_id, end_id, options)]
+
+
+def options_for(vocab, num_beams: int = 1, max_length: int | None = None, length_penalty: float = 0.5,
+                num_return_sequences: int = 1) -> SearchOptions:
+    """Search options for a vocabulary: never generate <pad>, <start> or <unk>; default length its maximum."""
+    return SearchOptions(max_length=max_length or vocab.max_length, num_beams=num_beams,
+                         length_penalty=length_penalty, num_return_sequences=num_return_sequences,
+                         banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
