@@ -1,4 +1,4 @@
-"""`python -m demo caption --model RUN/onnx IMAGE...`: captions from the shell, no TensorFlow."""
+"""`python -m demo caption|serve`: captions from the shell, or the web app. No TensorFlow."""
 from __future__ import annotations
 
 import argparse
@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--variant", choices=("fp32", "int8"), default="fp32", help="encoder variant")
     caption.add_argument("--batch-size", type=int, default=8, help="images encoded together (default: 8)")
     caption.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")
+    serve = commands.add_parser("serve", help="the Gradio app: greedy and beam search side by side",
+                                description="Serve the captioner web app (and its `caption` API endpoint).")
+    serve.add_argument("--model", type=Path, default=Path("models/default/onnx"), help="bundle folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    serve.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
+    serve.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto", help="execution provider")
     return parser
 
 
@@ -70,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     from demo.sessions import ProviderError
     from demo.vocab import VocabularyError
 
+    if args.command == "serve":
+        from demo.serve import ServeConfig, launch
+
+        launch(ServeConfig(args.model, args.host, args.port, args.share, args.provider))
+        return 0
     try:
         return caption_command(args)
     except (BundleError, ProviderError, VocabularyError, ValueError) as exc:

@@ -52,3 +52,44 @@ def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
     result = run_module("export", "--run", str(run), "--quantize", "int8")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return run
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(bundle: Path, *extra: str):
+    """`python -m demo serve` in a subprocess on a free loopback port; returns (process, url) once it answers."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "demo", "serve", "--model", str(bundle), "--port", str(port),
+                                *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stdout.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError("server did not answer within 120 s")
+
+
+@pytest.fixture(scope="session")
+def served_app(exported_run):
+    """The demo app serving the exported synthetic bundle on loopback."""
+    process, url = start_server(exported_run / "onnx")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)

@@ -1,0 +1,151 @@
+"""The Gradio page: greedy and beam search side by side, and the `caption` API endpoint.
+
+The page works without a bundle too: it says how to build one instead of failing.
+"""
+from __future__ import annotations
+
+import difflib
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from demo.captioner import VARIANT_FILES, Captioner, CaptionResult
+from demo.manifest import BundleError, verify_bundle
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
+            "`python -m export --run RUN`), then start the app again. Details: {why}")
+
+
+class CaptionerPool:
+    """One Captioner per encoder variant, created on first use and shared by all requests."""
+
+    def __init__(self, bundle: Path, provider: str = "auto"):
+        self.bundle, self.provider = Path(bundle), provider
+        self._loaded: dict[str, Captioner] = {}
+        self._lock = threading.Lock()
+        self.error: str | None = None
+        try:
+            files = verify_bundle(self.bundle)["files"]
+            self.variants = [v for v, name in VARIANT_FILES.items() if name in files]
+            self.get(self.variants[0])  # load now: a broken bundle shows on the page, not on the first request
+        except (BundleError, ValueError, OSError, IndexError) as exc:
+            self.variants, self.error = [], str(exc) or "the bundle has no encoder"
+
+    def get(self, variant: str) -> Captioner:
+        with self._lock:
+            if variant not in self._loaded:
+                self._loaded[variant] = Captioner(self.bundle, provider=self.provider, variant=variant)
+            return self._loaded[variant]
+
+
+def example_images() -> list[str]:
+    return sorted(str(p) for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def highlight(words: list[str], other: list[str]) -> list[tuple[str, str | None]]:
+    """Words of one caption, those not shared (in order) with the other caption labelled 'differs'."""
+    matcher = difflib.SequenceMatcher(a=words, b=other, autojunk=False)
+    shared = {i for block in matcher.get_matching_blocks() for i in range(block.a, block.a + block.size)}
+    return [(word + " ", None if i in shared else "differs") for i, word in enumerate(words)]
+
+
+def run_caption(pool: CaptionerPool, image: np.ndarray | None, num_beams: int, max_length: int,
+                length_penalty: float, num_return_sequences: int, variant: str) -> dict:
+    """Greedy and beam results for one image, as a JSON-able dict (what the API returns)."""
+    if pool.error:
+        raise ValueError(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
+    if image is None:
+        raise ValueError("upload an image first (or pick an example)")
+    captioner = pool.get(variant)
+    num_beams = int(num_beams)
+    greedy = captioner.caption([image], num_beams=1, max_length=int(max_length), length_penalty=length_penalty)[0]
+    beam = captioner.caption([image], num_beams=num_beams, max_length=int(max_length),
+                             length_penalty=length_penalty,
+                             num_return_sequences=min(int(num_return_sequences), num_beams))[0]
+    return {"greedy": _summary(greedy), "beam": _summary(beam) | {"num_beams": num_beams},
+            "provider": captioner.provider, "variant": captioner.variant,
+            "encoder_ms": beam.timings["encoder_ms_per_image"]}
+
+
+def _summary(result: CaptionResult) -> dict:
+    return {"caption": result.caption, "log_prob": result.log_prob, "score": result.score,
+            "decode_ms": result.timings["decoder_ms_per_image"],
+            "candidates": [{"caption": c.caption, "log_prob": c.log_prob, "score": c.score}
+                           for c in result.candidates]}
+
+
+def build_app(bundle: Path, provider: str = "auto"):
+    import gradio as gr
+
+    pool = CaptionerPool(bundle, provider)
+    variants = pool.variants or ["fp32"]
+    with gr.Blocks(title="VGG16 + LSTM captioner") as app:
+        gr.Markdown("# VGG16 + LSTM image captioner\nGreedy and beam search side by side, on ONNX Runtime. "
+                    "Words where the two captions differ are highlighted.")
+        if pool.error:
+            gr.Markdown(NO_MODEL.format(bundle=bundle, why=pool.error), elem_id="no-model")
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Image", type="numpy", sources=["upload", "webcam", "clipboard"],
+                                 elem_id="image-input")
+                examples = example_images()
+                if examples:
+                    gr.Examples(examples=examples, inputs=image, label="Examples")
+            with gr.Column(scale=1):
+                num_beams = gr.Slider(1, 10, value=3, step=1, label="Beam width")
+                max_length = gr.Slider(5, 40, value=20, step=1, label="Maximum length (words)")
+                length_penalty = gr.Slider(0.0, 2.0, value=0.5, step=0.1, label="Length penalty (GNMT alpha)")
+                num_return = gr.Slider(1, 10, value=3, step=1, label="Beams to list")
+                variant = gr.Radio(variants, value=variants[0], label="Encoder variant",
+                                   visible=len(variants) > 1)
+                button = gr.Button("Caption", variant="primary", elem_id="caption-button")
+        with gr.Row():
+            with gr.Column():
+                gr.Markdown("### Greedy")
+                greedy_text = gr.HighlightedText(label="Greedy caption", elem_id="greedy-caption",
+                                                 color_map={"differs": "orange"}, show_legend=False,
+                                                 show_inline_category=False)
+                greedy_info = gr.Markdown(elem_id="greedy-info")
+            with gr.Column():
+                gr.Markdown("### Beam")
+                beam_text = gr.HighlightedText(label="Beam caption", elem_id="beam-caption",
+                                               color_map={"differs": "orange"}, show_legend=False,
+                                               show_inline_category=False)
+                beam_list = gr.Dataframe(headers=["caption", "log-prob", "normalised"], label="n-best",
+                                         elem_id="beam-list", interactive=False, wrap=True,
+                                         column_widths=["70%", "15%", "15%"])
+                beam_info = gr.Markdown(elem_id="beam-info")
+        footer = gr.Markdown(elem_id="run-info")
+        api_result = gr.JSON(visible=False)
+
+        def on_click(*args):
+            try:
+                result = run_caption(pool, *args)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+            greedy, beam = result["greedy"], result["beam"]
+            greedy_words, beam_words = greedy["caption"].split(), beam["caption"].split()
+            return (
+                highlight(greedy_words, beam_words),
+                f"log-prob {greedy['log_prob']:.3f} · decode {greedy['decode_ms']:.1f} ms",
+                highlight(beam_words, greedy_words),
+                [[c["caption"], round(c["log_prob"], 3), round(c["score"], 3)] for c in beam["candidates"]],
+                f"beam {beam['num_beams']} · log-prob {beam['log_prob']:.3f} · decode {beam['decode_ms']:.1f} ms",
+                f"encoder {result['encoder_ms']:.1f} ms · provider **{result['provider']}** · "
+                f"variant **{result['variant']}**",
+            )
+
+        def api(*args) -> dict:
+            try:
+                return run_caption(pool, *args)
+            except ValueError as exc:
+                raise gr.Error(str(exc)) from None
+
+        inputs = [image, num_beams, max_length, length_penalty, num_return, variant]
+        button.click(on_click, inputs, [greedy_text, greedy_info, beam_text, beam_list, beam_info, footer],
+                     api_visibility="private")
+        gr.Button(visible=False).click(api, inputs, api_result, api_name="caption")
+    return app

@@ -1,0 +1,56 @@
+"""Serving the Gradio app: queue, upload limit, and a `--share` that degrades to a one-line warning."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_FILE_SIZE = "10mb"
+CONCURRENCY = 2  # two requests decode at once on a 2-core machine; the rest wait in the queue
+
+
+@dataclass
+class ServeConfig:
+    model: Path = Path("models/default/onnx")
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    provider: str = "auto"
+
+    @classmethod
+    def from_env(cls) -> "ServeConfig":
+        """The same settings from environment variables (Spaces and containers have no command line)."""
+        default = cls()
+        return cls(model=Path(os.environ.get("CAPTIONER_MODEL", default.model)),
+                   host=os.environ.get("CAPTIONER_HOST", "0.0.0.0"),
+                   port=int(os.environ.get("CAPTIONER_PORT", os.environ.get("PORT", default.port))),
+                   share=os.environ.get("CAPTIONER_SHARE", "").lower() in ("1", "true", "yes"),
+                   provider=os.environ.get("CAPTIONER_PROVIDER", default.provider))
+
+
+def launch(cfg: ServeConfig, block: bool = True):
+    """Start the app; returns (app, local URL). With `block`, serves until interrupted."""
+    from demo.app_ui import build_app
+
+    app = build_app(cfg.model, cfg.provider)
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):  # Gradio explains a failed tunnel in a dozen lines
+        _, local_url, share_url = app.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
+                                             max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, quiet=True,
+                                             footer_links=["api"])
+    print(f"serving on {local_url}", flush=True)
+    if cfg.share:
+        print(f"public link: {share_url}" if share_url else
+              "share: no public link (Gradio's tunnel could not be set up: no internet, or its frpc binary "
+              "could not be downloaded); still serving on the local URL above", flush=True)
+    if block:
+        try:
+            app.block_thread()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            app.close()
+    return app, local_url

@@ -1,0 +1,119 @@
+"""The Gradio app on a real server: the API endpoint, a real browser, --share offline, no bundle.
+
+Slow: starts servers and drives headless Chromium.
+"""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, start_server
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def captioner(exported_run):
+    from demo.captioner import Captioner
+
+    return Captioner(exported_run / "onnx")
+
+
+def example_image() -> Path:
+    from demo.app_ui import example_images
+
+    return Path(example_images()[0])
+
+
+def test_api_endpoint_returns_the_runtime_captions(served_app, captioner):
+    from gradio_client import Client, handle_file
+
+    image = example_image()
+    result = Client(served_app, verbose=False).predict(handle_file(str(image)), 3, 20, 0.5, 3, "fp32",
+                                                        api_name="/caption")
+    assert result["greedy"]["caption"] == captioner.caption([image])[0].caption
+    expected = captioner.caption([image], num_beams=3, num_return_sequences=3)[0]
+    assert result["beam"]["caption"] == expected.caption and result["beam"]["num_beams"] == 3
+    assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in expected.candidates]
+    assert result["provider"] == "cpu" and result["variant"] == "fp32" and result["encoder_ms"] > 0
+    json.dumps(result)  # JSON-able as promised
+
+
+def test_browser_uploads_an_example_and_reads_both_captions(served_app, captioner):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    image = example_image()
+    greedy = captioner.caption([image])[0].caption
+    beam = captioner.caption([image], num_beams=3, num_return_sequences=3)[0].caption
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(served_app)
+        page.locator("#image-input input[type=file]").set_input_files(str(image))
+        page.locator("#image-input img").first.wait_for(timeout=30_000)
+        page.locator("#caption-button").click()
+        page.wait_for_function("document.querySelector('#run-info') && "
+                               "document.querySelector('#run-info').innerText.includes('provider')", timeout=60_000)
+        shown_greedy = " ".join(page.locator("#greedy-caption").inner_text().split())
+        shown_beam = " ".join(page.locator("#beam-caption").inner_text().split())
+        footer = page.locator("#run-info").inner_text()
+        page.screenshot(path=str(ARTIFACTS / "demo_page.png"), full_page=True)
+        browser.close()
+    assert greedy in shown_greedy, (greedy, shown_greedy)
+    assert beam in shown_beam, (beam, shown_beam)
+    assert "cpu" in footer and "fp32" in footer
+
+
+def test_share_offline_is_one_line_and_keeps_serving(exported_run):
+    import urllib.request
+
+    process, url = start_server(exported_run / "onnx", "--share")
+    try:
+        assert urllib.request.urlopen(url, timeout=10).status == 200
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "Traceback" not in output
+    share_lines = [line for line in output.splitlines() if line.startswith(("share:", "public link:"))]
+    assert len(share_lines) == 1, output
+
+
+def test_page_without_a_bundle_says_how_to_build_one(tmp_path):
+    import urllib.request
+
+    process, url = start_server(tmp_path / "missing")
+    try:
+        config = urllib.request.urlopen(url + "config", timeout=10).read().decode()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert "make demo" in config and "Traceback" not in output
+
+
+def test_files_outside_the_app_are_not_served(served_app):
+    import urllib.error
+    import urllib.request
+
+    for path in ("gradio_api/file=/etc/passwd", f"gradio_api/file={REPO / 'README.md'}", "file=/etc/passwd"):
+        try:
+            status = urllib.request.urlopen(served_app + path, timeout=10).status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        assert status in (403, 404), (path, status)
+
+
+def test_highlight_marks_the_words_that_differ():
+    from demo.app_ui import highlight
+
+    marked = highlight("a big red circle".split(), "a small red circle".split())
+    assert [label for _, label in marked] == [None, "differs", None, None]
+    assert re.sub(r"\s+", " ", "".join(w for w, _ in marked)).strip() == "a big red circle"

@@ -1,0 +1,74 @@
+"""`python -m export.space`: the folder is a complete Space that serves captions on its own.
+
+Slow: uses the session's exported run and starts the Space's app.py.
+"""
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import free_port, run_module
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def space(exported_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("space") / "space"
+    result = run_module("export.space", "--run", str(exported_run), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_space_folder_has_everything_and_no_tensorflow(space):
+    assert {p.name for p in space.iterdir()} >= {"app.py", "requirements.txt", "README.md", ".gitattributes", "demo",
+                                                  "onnx"}
+    lines = (space / "requirements.txt").read_text().lower().splitlines()
+    requirements = "\n".join(line for line in lines if not line.startswith("#"))
+    assert "onnxruntime" in requirements and "gradio" in requirements
+    assert "tensorflow" not in requirements and "keras" not in requirements and "tf2onnx" not in requirements
+    front = (space / "README.md").read_text().split("---")[1]
+    assert "sdk: gradio" in front and "app_file: app.py" in front
+    assert "*.onnx filter=lfs" in (space / ".gitattributes").read_text()
+    shipped = {p.name for p in (space / "onnx").iterdir()}
+    assert "encoder.int8.onnx" in shipped and "encoder.onnx" not in shipped, "int8 by default, to keep it light"
+    from demo.manifest import verify_bundle
+
+    assert set(verify_bundle(space / "onnx")["files"]) == shipped - {"manifest.json"}
+
+
+def test_space_app_serves_captions_from_its_own_folder(space, tmp_path):
+    from gradio_client import Client, handle_file
+
+    port = free_port()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CAPTIONER_PORT": str(port),
+           "CAPTIONER_HOST": "127.0.0.1"}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stdout.read()[-3000:]
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the Space did not start"
+                time.sleep(0.5)
+        example = sorted((space / "demo" / "examples").glob("*.png"))[0]
+        result = Client(url, verbose=False).predict(handle_file(str(example)), 3, 20, 0.5, 2, "int8",
+                                                    api_name="/caption")
+        assert result["variant"] == "int8" and result["greedy"]["caption"] and len(result["beam"]["candidates"]) == 2
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_space_into_a_non_empty_folder_is_refused(exported_run, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    result = run_module("export.space", "--run", str(exported_run), "--out", str(tmp_path))
+    assert result.returncode == 1 and "not empty" in result.stderr and (tmp_path / "keep.txt").read_text() == "mine"
