@@ -6,7 +6,15 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: venv test test-fast clean-venv
+# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy] [DATA_DIR=...] [NUM_IMAGES=3000] [PORT=7860]
+DATASET ?= synthetic
+DATA_DIR ?=
+NUM_IMAGES ?= 3000
+EPOCHS ?= 15
+PORT ?= 7860
+RUN ?= models/$(if $(filter synthetic,$(DATASET)),default,$(DATASET))
+
+.PHONY: venv test test-fast clean-venv demo
 
 venv: $(STAMP)
 
@@ -24,3 +32,8 @@ test-fast: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+demo: venv
+	$(PY) -m train.pipeline --dataset $(DATASET) --run $(RUN) --num-images $(NUM_IMAGES) --epochs $(EPOCHS) \
+		$(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+	$(PY) -m demo serve --model $(RUN)/onnx --port $(PORT)

@@ -64,15 +64,20 @@ def free_port() -> int:
 
 def start_server(bundle: Path, *extra: str):
     """`python -m demo serve` in a subprocess on a free loopback port; returns (process, url) once it answers."""
-    import subprocess
     import sys
+
+    port = free_port()
+    command = [sys.executable, "-m", "demo", "serve", "--model", str(bundle), "--port", str(port), *extra]
+    return wait_for_server(command, f"http://127.0.0.1:{port}/")
+
+
+def wait_for_server(command: list[str], url: str, cwd: Path = REPO, env: dict | None = None):
+    """Start `command` and wait (120 s at most) until `url` answers; returns (process, url)."""
+    import subprocess
     import time
     import urllib.request
 
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "demo", "serve", "--model", str(bundle), "--port", str(port),
-                                *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -83,7 +88,7 @@ def start_server(bundle: Path, *extra: str):
         except OSError:
             time.sleep(0.5)
     process.kill()
-    raise AssertionError("server did not answer within 120 s")
+    raise AssertionError(f"{url} did not answer within 120 s")
 
 
 @pytest.fixture(scope="session")

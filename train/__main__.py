@@ -30,6 +30,12 @@ COMMANDS = (
      "against all references of each image."),
 )
 
+# ImageError and VocabularyError are ValueErrors; anything else is a bug and keeps its traceback.
+from train.encoder import WeightsUnavailable  # noqa: E402  (both modules import no TensorFlow at load)
+from train.features import CacheMismatch  # noqa: E402
+
+KNOWN_ERRORS = (FileNotFoundError, ValueError, CacheMismatch, WeightsUnavailable)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -46,11 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from train.encoder import WeightsUnavailable
-    from train.features import CacheMismatch
-
-    # ImageError and VocabularyError are ValueErrors; anything else is a bug and keeps its traceback.
-    known_errors = (FileNotFoundError, ValueError, CacheMismatch, WeightsUnavailable)
+    known_errors = KNOWN_ERRORS
     try:
         if args.command == "prepare":
             from train.prepare import run_prepare

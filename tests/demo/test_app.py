@@ -5,6 +5,7 @@ Slow: starts servers and drives headless Chromium.
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -74,14 +75,23 @@ def test_browser_uploads_an_example_and_reads_both_captions(served_app, captione
 
 
 def test_share_offline_is_one_line_and_keeps_serving(exported_run):
+    import threading
     import urllib.request
 
     process, url = start_server(exported_run / "onnx", "--share")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120  # the share attempt ends after the local server is up
+    while time.monotonic() < deadline and not any(line.startswith(("share:", "public link:")) for line in lines):
+        time.sleep(0.5)
     try:
-        assert urllib.request.urlopen(url, timeout=10).status == 200
+        assert urllib.request.urlopen(url, timeout=10).status == 200, "still serving after the share attempt"
     finally:
         process.terminate()
-        output = process.communicate(timeout=30)[0]
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+    output = "".join(lines)
     assert "Traceback" not in output
     share_lines = [line for line in output.splitlines() if line.startswith(("share:", "public link:"))]
     assert len(share_lines) == 1, output

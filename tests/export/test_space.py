@@ -3,14 +3,11 @@
 Slow: uses the session's exported run and starts the Space's app.py.
 """
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
-from tests.conftest import free_port, run_module
+from tests.conftest import free_port, run_module, wait_for_server
 
 pytestmark = pytest.mark.slow
 
@@ -46,19 +43,8 @@ def test_space_app_serves_captions_from_its_own_folder(space, tmp_path):
     port = free_port()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CAPTIONER_PORT": str(port),
            "CAPTIONER_HOST": "127.0.0.1"}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
+    process, url = wait_for_server([sys.executable, "app.py"], f"http://127.0.0.1:{port}/", cwd=space, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, process.stdout.read()[-3000:]
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the Space did not start"
-                time.sleep(0.5)
         example = sorted((space / "demo" / "examples").glob("*.png"))[0]
         result = Client(url, verbose=False).predict(handle_file(str(example)), 3, 20, 0.5, 2, "int8",
                                                     api_name="/caption")
