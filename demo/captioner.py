@@ -116,14 +116,22 @@ class Captioner:
         return self.caption_pixels(pixels, options, preprocess_ms=(time.perf_counter() - started) * 1000)
 
     def caption_pixels(self, pixels: np.ndarray, options: SearchOptions, preprocess_ms: float = 0.0):
+        features, encoder_ms = self.encode(pixels)
+        return self.caption_features(features, options, {"preprocess": preprocess_ms, "encoder": encoder_ms})
+
+    def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
+        """Features of a batch of preprocessed images, and the encoder's time in ms (the batch's)."""
         started = time.perf_counter()
         features = self.encoder.run(["features"], {"pixels": pixels})[0]
-        encoded = time.perf_counter()
+        return features, (time.perf_counter() - started) * 1000
+
+    def caption_features(self, features: np.ndarray, options: SearchOptions,
+                         timings_ms: dict[str, float]) -> list[CaptionResult]:
+        """Search captions for already encoded images: several searches can share one encoder pass."""
+        started = time.perf_counter()
         found = generate(self.decoder, features, self.vocab.start_id, self.vocab.end_id, options)
-        decoded = time.perf_counter()
-        timings = {"preprocess": preprocess_ms, "encoder": (encoded - started) * 1000,
-                   "decoder": (decoded - encoded) * 1000}
-        return [self._result(n_best, {k: v / len(pixels) for k, v in timings.items()}) for n_best in found]
+        timings = timings_ms | {"decoder": (time.perf_counter() - started) * 1000}
+        return [self._result(n_best, {k: v / len(features) for k, v in timings.items()}) for n_best in found]
 
     def _result(self, n_best: list[Hypothesis], timings: dict[str, float]) -> CaptionResult:
         candidates = []
