@@ -11,18 +11,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-
-def _photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> None:
-    """Flickr-sized (500x375) JPEGs with fine texture, so decoding costs what real photos cost."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        base = rng.integers(0, 255, (375 // 5 + 1, 500 // 5 + 1, 3), dtype=np.uint8)
-        smooth = np.asarray(Image.fromarray(base).resize((500, 375), Image.Resampling.BICUBIC))
-        noise = rng.integers(-20, 20, smooth.shape)
-        Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+from bench.images import photo_like_jpegs
 
 
 def _prepared_run(root: Path, count: int) -> Path:
@@ -30,7 +20,7 @@ def _prepared_run(root: Path, count: int) -> Path:
     from train.prepare import run_prepare
 
     data = root / "data"
-    _photo_like_jpegs(data / "flickr30k_images", count)
+    photo_like_jpegs(data / "flickr30k_images", count)
     rows = ["image_name| comment_number| comment"]
     rows += [f"{i}.jpg| 0| a photo number {i}" for i in range(count)]
     (data / "results.csv").write_text("\n".join(rows) + "\n")

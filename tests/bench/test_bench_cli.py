@@ -1,4 +1,7 @@
-"""`python -m bench --quick` runs, and reports the feature-extraction ratio with the machine it ran on."""
+"""`python -m bench --quick` on a trained, exported run: every benchmark reports, with the machine it ran on.
+
+Slow (~2.5 minutes): it runs each benchmark in its own process, a real server included.
+"""
 import json
 import subprocess
 import sys
@@ -7,17 +10,70 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow
 
-@pytest.mark.slow
-def test_quick_bench_writes_json_and_markdown(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["machine"]["cores"] >= 1 and "numpy" in results["machine"]["packages"]
-    (features,) = [b for b in results["benchmarks"] if b["name"] == "feature_extraction"]
+
+@pytest.fixture(scope="module")
+def quick_results(exported_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--run", str(exported_run), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, json.loads((out / "results.json").read_text())
+
+
+def by_name(results: dict, name: str) -> dict:
+    (entry,) = [b for b in results["benchmarks"] if b["name"] == name]
+    assert "skipped" not in entry and "failed" not in entry, entry
+    return entry
+
+
+def test_machine_and_every_quick_benchmark_are_reported(quick_results):
+    out, results = quick_results
+    assert results["machine"]["cores"] >= 1 and "onnxruntime" in results["machine"]["packages"]
+    names = {b["name"] for b in results["benchmarks"]}
+    assert names == {"feature_extraction", "training_speed", "encoder_latency", "decoding", "end_to_end",
+                     "serving_load"}
+    table = (out / "results.md").read_text()
+    for row in ("ratio pipeline / bare", "ratio seed / ours", "ratio ORT int8 / ORT fp32", "seed loop / ORT greedy",
+                "p50 / p95 ms", "8 callers"):
+        assert row in table, row
+    assert (out / "latency_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ratios_are_computed_from_the_measured_sides(quick_results):
+    _, results = quick_results
+    features = by_name(results, "feature_extraction")
     rates = features["images_per_s"]
-    assert rates["extract_features"]["median_per_s"] > 0 and rates["bare_forward"]["median_per_s"] > 0
     assert features["ratio_pipeline_to_bare"] == pytest.approx(
         rates["extract_features"]["median_per_s"] / rates["bare_forward"]["median_per_s"])
-    assert "ratio pipeline / bare" in (tmp_path / "results.md").read_text()
+    encoder = by_name(results, "encoder_latency")
+    for row in encoder["batches"].values():
+        ms = row["ms_per_image"]
+        assert set(ms) == {"keras_fp32", "ort_fp32", "ort_int8"} and min(ms.values()) > 0
+        assert row["ratio_int8_to_fp32"] == pytest.approx(ms["ort_int8"] / ms["ort_fp32"])
+        assert row["gflops"]["ort_fp32"] == pytest.approx(encoder["gflop_per_image"] / ms["ort_fp32"] * 1000)
+    assert 15.4 < encoder["gflop_per_image"] / 2 < 15.6  # VGG16 to fc2: ~15.5 GMACs
+
+
+def test_end_to_end_runs_without_tensorflow_and_serving_has_no_errors(quick_results):
+    _, results = quick_results
+    end_to_end = by_name(results, "end_to_end")
+    for variant in ("fp32", "int8"):
+        row = end_to_end["variants"][variant]
+        assert not row["tensorflow_loaded"]
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["peak_rss_mib"] > 0 and row["cold_start_s"] > 0
+    # the int8 encoder is a quarter of the fp32 file; its process must show it
+    assert end_to_end["variants"]["int8"]["peak_rss_mib"] < end_to_end["variants"]["fp32"]["peak_rss_mib"]
+    serving = by_name(results, "serving_load")
+    assert [level["callers"] for level in serving["levels"]] == [1, 4, 8]
+    assert all(level["errors"] == 0 for level in serving["levels"]), serving["levels"]
+
+
+def test_without_a_bundle_the_run_dependent_benchmarks_say_skipped(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench", "--only", "end_to_end", "serving", "--run",
+                             str(tmp_path / "nothing"), "--out", str(tmp_path / "out")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert table.count("not measured: ") == 2 and "export --quantize int8" in table

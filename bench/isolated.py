@@ -1,0 +1,90 @@
+"""Run one benchmark in a fresh process: `python -m bench.isolated NAME --run R [--quick] --json OUT`.
+
+Each benchmark gets its own interpreter because TensorFlow, once it has run
+in a process, leaves thread pools that slow ONNX Runtime there for good
+(measured: 2.7x on the decoder), and memory peaks should be a benchmark's own.
+Within a benchmark, both sides of every comparison still share one process.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from demo.artifacts import atomic_write_json, read_json
+
+
+def _features(run: Path, quick: bool) -> list[dict]:
+    from bench.feature_extraction import measure
+
+    return [measure(quick=quick)]
+
+
+def _training(run: Path, quick: bool) -> list[dict]:
+    from bench.training_speed import measure
+
+    return [measure(quick=quick)]
+
+
+def _encoder(run: Path, quick: bool) -> list[dict]:
+    from bench.encoder_latency import measure
+
+    return [measure(run / "onnx", quick=quick)]
+
+
+def _decoding(run: Path, quick: bool) -> list[dict]:
+    from bench.decoding import measure, measure_flickr_scale
+
+    if quick:  # building the Flickr-sized decoder takes TensorFlow and tf2onnx ~20 s: full runs only
+        return [measure(run, quick=True)]
+    return [measure(run), measure_flickr_scale()]
+
+
+def _end_to_end(run: Path, quick: bool) -> list[dict]:
+    from bench.end_to_end import measure
+
+    return [measure(run / "onnx", quick=quick)]
+
+
+def _serving(run: Path, quick: bool) -> list[dict]:
+    from bench.serving_load import measure
+
+    return [measure(run / "onnx", quick=quick)]
+
+
+def _export(run: Path, quick: bool) -> list[dict]:
+    from bench.export_cost import measure
+
+    return [measure(run)]
+
+
+RUNNERS: dict[str, Callable[[Path, bool], list[dict]]] = {
+    "features": _features, "training": _training, "encoder": _encoder, "decoding": _decoding,
+    "end_to_end": _end_to_end, "serving": _serving, "export": _export,
+}
+
+
+def run_isolated(name: str, run: Path, quick: bool, out: Path) -> list[dict]:
+    """Run benchmark `name` in a child process; a failure becomes an entry saying so, not a lost report."""
+    command = [sys.executable, "-m", "bench.isolated", name, "--run", str(run), "--json", str(out)]
+    result = subprocess.run(command + (["--quick"] if quick else []), capture_output=True, text=True)
+    if result.returncode != 0:
+        return [{"name": name, "failed": (result.stderr or result.stdout).strip()[-2000:]}]
+    return read_json(out, f"{name} benchmark results")["entries"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.isolated")
+    parser.add_argument("name", choices=sorted(RUNNERS))
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path, required=True)
+    args = parser.parse_args()
+    atomic_write_json(args.json, {"entries": RUNNERS[args.name](args.run, args.quick)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

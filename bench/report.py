@@ -1,0 +1,122 @@
+"""results.md: one table row per measure, with the target it answers to and whether it is met."""
+from __future__ import annotations
+
+
+def _met(ok: bool) -> str:
+    return "yes" if ok else "no"
+
+
+def markdown(results: dict) -> str:
+    machine = results["machine"]
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
+    lines = [f"# Benchmarks ({machine['cpu']}, {machine['cores']} cores, {' '.join(machine['cpu_flags'])})", "",
+             f"`{results['command']}`, {results.get('seconds', 0):.0f} s. Python {machine['python']}; {packages}.", "",
+             "| benchmark | measure | value | target | met |", "| --- | --- | --- | --- | --- |"]
+    for entry in results["benchmarks"]:
+        if entry.get("skipped") or entry.get("failed"):
+            lines.append(f"| {entry['name']} | not measured: {entry.get('skipped') or 'failed'} | | | |")
+        else:
+            lines.extend(ROWS[entry["name"]](entry))
+    return "\n".join(lines) + "\n"
+
+
+def _features_rows(entry: dict) -> list[str]:
+    rates = entry["images_per_s"]
+    return [f"| feature extraction (batch {entry['batch_size']}) | extract_features images/s "
+            f"| {rates['extract_features']['median_per_s']:.2f} | | |",
+            f"| | bare VGG16 forward images/s | {rates['bare_forward']['median_per_s']:.2f} | | |",
+            f"| | ratio pipeline / bare | {entry['ratio_pipeline_to_bare']:.3f} | >= 0.85 "
+            f"| {_met(entry['target']['met'])} |"]
+
+
+def _training_rows(entry: dict) -> list[str]:
+    model, rates, epoch = entry["model"], entry["samples_per_s"], entry["seconds_per_epoch"]
+    samples = entry["samples_per_epoch"]
+    lines = [f"| training (batch {entry['batch_size']}, E={model['embed_dim']} H={model['hidden_dim']} "
+             f"V={model['vocab_size']}, {entry['captions']} captions) | | | | |"]
+    for side, label, unit in (("ours", "ours (whole sequence)", "captions"),
+                              ("seed", "seed (one sample per prefix)", "prefixes")):
+        lines.append(f"| | {label}: {unit} per epoch | {samples[side]} | | |")
+        lines.append(f"| | {label}: samples/s | {rates[side]['median_per_s']:.1f} | | |")
+        lines.append(f"| | {label}: s per epoch | {epoch[side]:.2f} | | |")
+    lines.append(f"| | ratio seed / ours s per epoch | {entry['ratio_seed_to_ours']:.2f} "
+                 f"| >= {entry['target']['ratio_at_least']:g} | {_met(entry['target']['met'])} |")
+    return lines
+
+
+def _encoder_rows(entry: dict) -> list[str]:
+    sizes, peak = entry["bytes"], entry["gemm_peak"]
+    lines = [f"| encoder (VGG16 to fc2, {entry['gflop_per_image']:.1f} GFLOP per image) | file MB fp32 / int8 "
+             f"| {sizes['fp32'] / 1e6:.0f} / {sizes['int8'] / 1e6:.0f} | | |",
+             f"| | fp32 GEMM peak GFLOP/s ({peak['n']}^3: numpy {peak['gflops']['numpy']:.0f}, "
+             f"ORT {peak['gflops']['onnxruntime']:.0f}) | {peak['peak_gflops']:.0f} | | |"]
+    for batch, row in entry["batches"].items():
+        ms, gflops, fraction = row["ms_per_image"], row["gflops"], row["fraction_of_fp32_peak"]
+        lines.append(f"| | batch {batch}: ms per image Keras fp32 / ORT fp32 / ORT int8 "
+                     f"| {ms['keras_fp32']:.1f} / {ms['ort_fp32']:.1f} / {ms['ort_int8']:.1f} | | |")
+        lines.append(f"| | batch {batch}: GFLOP/s (share of fp32 peak) Keras / ORT fp32 / ORT int8 "
+                     f"| {gflops['keras_fp32']:.0f} ({fraction['keras_fp32']:.2f}) / {gflops['ort_fp32']:.0f} "
+                     f"({fraction['ort_fp32']:.2f}) / {gflops['ort_int8']:.0f} ({fraction['ort_int8']:.2f}) | | |")
+        lines.append(f"| | batch {batch}: ratio ORT int8 / ORT fp32 | {row['ratio_int8_to_fp32']:.3f} "
+                     f"| <= {entry['target_ratio_at_most']} | {_met(entry['met'][batch])} |")
+    return lines
+
+
+def _end_to_end_rows(entry: dict) -> list[str]:
+    lines = [f"| end to end, file to caption ({entry['images']} JPEGs {entry['image_size'][0]}x{entry['image_size'][1]},"
+             f" greedy + beam {entry['beams']}, one process per variant x {entry['rounds']}) | | | | |"]
+    for variant, row in entry["variants"].items():
+        stages = row["stage_median_ms"]
+        lines += [
+            f"| | {variant}: p50 / p95 ms | {row['p50_ms']:.0f} / {row['p95_ms']:.0f} | | |",
+            f"| | {variant}: median ms decode+resize / encoder / greedy / beam | "
+            + " / ".join(f"{stages[s]:.1f}" for s in ("preprocess", "encoder", "greedy", "beam3")) + " | | |",
+            f"| | {variant}: peak RSS MiB | {row['peak_rss_mib']:.0f} | | |",
+            f"| | {variant}: cold start s (process start to first caption) | {row['cold_start_s']:.2f} | | |",
+        ]
+    return lines
+
+
+def _serving_rows(entry: dict) -> list[str]:
+    lines = [f"| serving under load (`python -m demo serve`, {entry['variant']}, greedy + beam {entry['beams']}) "
+             f"| cold start s / peak RSS MiB | {entry['cold_start_s']:.1f} / {entry['peak_rss_mib']:.0f} | | |"]
+    for level in entry["levels"]:
+        lines.append(f"| | {level['callers']} callers: requests/s, p50 / p95 ms, errors "
+                     f"| {level['throughput_per_s']:.2f}, {level['p50_ms']:.0f} / {level['p95_ms']:.0f}, "
+                     f"{level['errors']} of {level['requests']} | 0 errors | {_met(level['errors'] == 0)} |")
+    return lines
+
+
+def _export_rows(entry: dict) -> list[str]:
+    met, targets = entry["met"], entry["targets"]
+    return [
+        f"| export (--quantize {entry['quantize']}) | wall s | {entry['seconds']:.1f} "
+        f"| <= {targets['seconds_at_most']:g} (aim {targets['seconds_aim']:g}) "
+        f"| {'yes' if met['seconds'] else 'no'}{' (aim too)' if met['seconds_aim'] else ''} |",
+        f"| | peak RSS GiB (largest process) | {entry['peak_rss_gib']:.2f} "
+        f"| <= {targets['peak_rss_gib_at_most']:g} (aim {targets['peak_rss_gib_aim']:g}) "
+        f"| {'yes' if met['peak_rss'] else 'no'}{' (aim too)' if met['peak_rss_aim'] else ''} |",
+        "| | stage peaks GiB | " + ", ".join(f"{k} {v:.2f}" for k, v in entry["stage_peak_rss_gib"].items())
+        + " | | |",
+    ]
+
+
+def _decoding_rows(entry: dict) -> list[str]:
+    ms, ratios, targets = entry["ms_per_caption"], entry["ratios"], entry["targets"]
+    kind = "trained default run" if entry["name"] == "decoding" else "Flickr-sized, random weights"
+    lines = [f"| decoding ({kind}: V={entry['vocab_size']}, H={entry['hidden_size']}, <= 20 words) | | | | |"]
+    lines += [f"| | {name}: ms per caption | {value:.2f} | | |" for name, value in ms.items()]
+    seed_ratio, beam_ratio = ratios["seed_loop_to_ort_greedy"], ratios["per_beam_to_batched_beam5"]
+    lines.append(f"| | seed loop / ORT greedy | {seed_ratio:.0f}x | >= {targets['seed_loop_to_ort_greedy_at_least']}x "
+                 f"| {'yes' if seed_ratio >= targets['seed_loop_to_ort_greedy_at_least'] else 'no'} |")
+    lines.append(f"| | beam 5 per-beam calls / batched | {beam_ratio:.1f}x | >= {targets['per_beam_to_batched_at_least']}x "
+                 f"| {'yes' if beam_ratio >= targets['per_beam_to_batched_at_least'] else 'no'} |")
+    beam_ms = ms["ort_beam5_batched"]
+    lines.append(f"| | ORT beam 5 batched ms | {beam_ms:.2f} | <= {targets['beam5_ms_at_most']} "
+                 f"| {'yes' if beam_ms <= targets['beam5_ms_at_most'] else 'no'} |")
+    return lines
+
+
+ROWS = {"feature_extraction": _features_rows, "training_speed": _training_rows, "encoder_latency": _encoder_rows,
+        "export": _export_rows, "decoding": _decoding_rows, "decoding_flickr_scale": _decoding_rows,
+        "end_to_end": _end_to_end_rows, "serving_load": _serving_rows}

@@ -1,0 +1,131 @@
+"""The real server under load: throughput and p95 latency for 1, 4 and 8 concurrent `gradio_client` callers.
+
+`python -m demo serve` runs in its own process on a loopback port, as a user
+starts it; each caller is a thread with its own Client sending Flickr-sized
+JPEGs to the `caption` endpoint (greedy and beam 3, one encoder pass) one
+after another. Also measured: the server's cold start (process start to the
+first caption answered) and its peak RSS (VmHWM) after all the load.
+"""
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+CALLERS = (1, 4, 8)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """`python -m demo serve` in a child process; `cold_start_s` once the first caption came back."""
+
+    def __init__(self, bundle: Path, first_image: Path, variant: str):
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}/"
+        started = time.perf_counter()
+        self.process = subprocess.Popen([sys.executable, "-m", "demo", "serve", "--model", str(bundle),
+                                         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_until_up(started + 180)
+        self.variant = variant
+        call(self.client(), first_image, variant)
+        self.cold_start_s = time.perf_counter() - started
+
+    def _wait_until_up(self, deadline: float) -> None:
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"`python -m demo serve` exited with {self.process.returncode}")
+            try:
+                urllib.request.urlopen(self.url, timeout=2)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.url} did not answer in time")
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False)
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def call(client, image: Path, variant: str) -> float:
+    """One caption request; returns its latency in seconds."""
+    from gradio_client import handle_file
+
+    started = time.perf_counter()
+    client.predict(handle_file(str(image)), 3, 20, 0.5, 1, variant, api_name="/caption")
+    return time.perf_counter() - started
+
+
+def _load(server: Server, callers: int, per_caller: int, images: list[Path]) -> dict:
+    clients = [server.client() for _ in range(callers)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def caller(index: int) -> None:
+        for i in range(per_caller):
+            try:
+                seconds = call(clients[index], images[(index * per_caller + i) % len(images)], server.variant)
+            except Exception as exc:  # noqa: BLE001 - a failed request is a result here, not a crash
+                with lock:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            with lock:
+                latencies.append(seconds)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {"callers": callers, "requests": callers * per_caller, "errors": len(errors), "error_samples": errors[:3],
+            "throughput_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)) * 1000,
+            "p95_ms": float(np.percentile(latencies, 95)) * 1000}
+
+
+def measure(bundle: Path, quick: bool = False, variant: str = "fp32") -> dict:
+    from bench.images import photo_like_jpegs
+
+    if not (bundle / "manifest.json").is_file():
+        return {"name": "serving_load", "skipped": f"no exported bundle in {bundle}"}
+    requests = 8 if quick else 24  # per level; split over the callers
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        images = photo_like_jpegs(Path(tmp), 16, seed=11)
+        server = Server(bundle, images[0], variant)
+        try:
+            for image in images[:2]:  # warm-up: first requests of each thread pool
+                call(server.client(), image, variant)
+            levels = [_load(server, n, max(2, requests // n), images) for n in CALLERS]
+            peak = _peak_rss_mib(server.process.pid)
+        finally:
+            server.close()
+    return {"name": "serving_load", "variant": variant, "beams": 3, "cold_start_s": server.cold_start_s,
+            "peak_rss_mib": peak, "levels": levels,
+            "throughput_gain_8_to_1": levels[-1]["throughput_per_s"] / levels[0]["throughput_per_s"]}
