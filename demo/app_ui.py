@@ -5,15 +5,15 @@ The page works without a bundle too: it says how to build one instead of failing
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from demo.captioner import VARIANT_FILES, Captioner, CaptionResult
 from demo.manifest import BundleError, verify_bundle
-from demo.preprocess import load_image
+from demo.preprocess import ImageSource, load_image
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -54,9 +54,12 @@ def highlight(words: list[str], other: list[str]) -> list[tuple[str, str | None]
     return [(word + " ", None if i in shared else "differs") for i, word in enumerate(words)]
 
 
-def run_caption(pool: CaptionerPool, image: np.ndarray | None, num_beams: int, max_length: int,
+def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, max_length: int,
                 length_penalty: float, num_return_sequences: int, variant: str) -> dict:
-    """Greedy and beam results for one image, as a JSON-able dict (what the API returns)."""
+    """Greedy and beam results for one image, as a JSON-able dict (what the API returns).
+
+    `image` is the upload undecoded (see `demo.upload`), so `load_image` alone decides what is an image.
+    """
     if pool.error:
         raise ValueError(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
     if image is None:
@@ -64,7 +67,7 @@ def run_caption(pool: CaptionerPool, image: np.ndarray | None, num_beams: int, m
     captioner = pool.get(variant)
     num_beams = int(num_beams)
     started = time.perf_counter()
-    pixels = load_image(image)[None]
+    pixels = load_image(image, name=_upload_name(image))[None]
     timings = {"preprocess": (time.perf_counter() - started) * 1000}
     features, timings["encoder"] = captioner.encode(pixels)  # one encoder pass serves both searches
     greedy_options = captioner.options(1, int(max_length), length_penalty)
@@ -77,6 +80,26 @@ def run_caption(pool: CaptionerPool, image: np.ndarray | None, num_beams: int, m
             "encoder_ms": beam.timings["encoder_ms_per_image"]}
 
 
+def caption_or_explain(pool: CaptionerPool, *args) -> dict:
+    """`run_caption`, with a bad input shown to the user as its message and logged as one line.
+
+    Gradio prints a full traceback for every `gr.Error` by default: a page of noise per bad upload in
+    the server log, and a server whose output pipe nobody reads stalls once the pipe fills.
+    """
+    import gradio as gr
+
+    try:
+        return run_caption(pool, *args)
+    except ValueError as exc:
+        print(f"caption refused: {exc}", file=sys.stderr, flush=True)
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
+def _upload_name(image: ImageSource) -> str | None:
+    """The uploaded file's own name for error messages (the folder is the server's upload cache)."""
+    return Path(image).name if isinstance(image, (str, os.PathLike)) else None
+
+
 def _summary(result: CaptionResult) -> dict:
     return {"caption": result.caption, "log_prob": result.log_prob, "score": result.score,
             "decode_ms": result.timings["decoder_ms_per_image"],
@@ -87,6 +110,8 @@ def _summary(result: CaptionResult) -> dict:
 def build_app(bundle: Path, provider: str = "auto"):
     import gradio as gr
 
+    from demo.upload import ImageUpload
+
     pool = CaptionerPool(bundle, provider)
     variants = pool.variants or ["fp32"]
     with gr.Blocks(title="VGG16 + LSTM captioner") as app:
@@ -96,8 +121,8 @@ def build_app(bundle: Path, provider: str = "auto"):
             gr.Markdown(NO_MODEL.format(bundle=bundle, why=pool.error), elem_id="no-model")
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(label="Image", type="numpy", sources=["upload", "webcam", "clipboard"],
-                                 elem_id="image-input")
+                image = ImageUpload(label="Image", type="filepath", image_mode=None,
+                                    sources=["upload", "webcam", "clipboard"], elem_id="image-input")
                 examples = example_images()
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
@@ -129,10 +154,7 @@ def build_app(bundle: Path, provider: str = "auto"):
         api_result = gr.JSON(visible=False)
 
         def on_click(*args):
-            try:
-                result = run_caption(pool, *args)
-            except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+            result = caption_or_explain(pool, *args)
             greedy, beam = result["greedy"], result["beam"]
             greedy_words, beam_words = greedy["caption"].split(), beam["caption"].split()
             return (
@@ -146,10 +168,7 @@ def build_app(bundle: Path, provider: str = "auto"):
             )
 
         def api(*args) -> dict:
-            try:
-                return run_caption(pool, *args)
-            except ValueError as exc:
-                raise gr.Error(str(exc)) from None
+            return caption_or_explain(pool, *args)
 
         inputs = [image, num_beams, max_length, length_penalty, num_return, variant]
         button.click(on_click, inputs, [greedy_text, greedy_info, beam_text, beam_list, beam_info, footer],

@@ -38,9 +38,13 @@ class ImageError(ValueError):
     """An input that cannot be turned into pixels; the message says which and why."""
 
 
-def load_image(source: ImageSource, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Decode `source` (path, bytes, PIL image or HxWxC array) into a (size, size, 3) uint8 RGB array."""
-    name = _describe(source)
+def load_image(source: ImageSource, size: int = IMAGE_SIZE, name: str | None = None) -> np.ndarray:
+    """Decode `source` (path, bytes, PIL image or HxWxC array) into a (size, size, 3) uint8 RGB array.
+
+    `name` is what error messages call the image (default: the path): a server names the user's file,
+    not its own upload folder.
+    """
+    name = name or _describe(source)
     image = _open(source, name, size)
     try:
         image = ImageOps.exif_transpose(image)
@@ -99,7 +103,7 @@ def _open(source: ImageSource, name: str, size: int) -> Image.Image:
             raise ImageError(f"{name}: no such file")
         data = path.read_bytes()
     if not data:
-        raise ImageError(f"{name}: empty file")
+        raise ImageError(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -112,12 +116,14 @@ def _open(source: ImageSource, name: str, size: int) -> Image.Image:
         if image.format == "JPEG":
             image.draft("RGB", (2 * size, 2 * size))
         image.load()
+    except ImageError:
+        raise  # already says what is wrong (it is a ValueError: keep it out of the clause below)
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image is too large to decode safely ({exc})") from exc
+        raise ImageError(f"{name}: image is too large to decode safely ({exc}); resize it first") from exc
     except UnidentifiedImageError as exc:
-        raise ImageError(f"{name}: not an image file Pillow can read") from exc
+        raise ImageError(f"{name}: not an image file Pillow can read (use JPEG, PNG, WebP, GIF, BMP or TIFF)") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"{name}: cannot decode image ({exc})") from exc
+        raise ImageError(f"{name}: cannot decode image ({exc}); the file is damaged or incomplete") from exc
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name}: image has no pixels")
     return image

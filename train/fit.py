@@ -4,10 +4,14 @@ After every epoch, atomically: `checkpoints/last.keras` (model + optimizer),
 `checkpoints/state.json` (epochs done, the early-stopping and learning-rate
 schedulers' counters), and `model.keras` when validation loss improved.
 `--resume` reloads all three and continues with the next epoch, so an
-interrupted run ends where an uninterrupted one would.
+interrupted run ends where an uninterrupted one would. `logs/training.csv`
+gets each epoch's row before the checkpoint; a resume drops the rows of
+epochs after the checkpoint (a kill between the two writes), so the log
+lists every epoch exactly once.
 """
 from __future__ import annotations
 
+import csv
 import os
 import sys
 import time
@@ -124,10 +128,12 @@ def run_fit(cfg: FitConfig):
         stopper.restore = state["stopper"]
         reducer.restore = state["reducer"]
     files.logs_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = [
+    if state:
+        trim_epoch_log(files.logs_dir / "training.csv", state["epochs_done"])
+    callbacks = [  # in this order: the CSV row of an epoch lands before its checkpoint
         stopper, reducer,
-        RunCheckpoint(files, stopper, reducer, state["best_val_loss"] if state else np.inf),
         keras.callbacks.CSVLogger(str(files.logs_dir / "training.csv"), append=bool(state)),
+        RunCheckpoint(files, stopper, reducer, state["best_val_loss"] if state else np.inf),
         keras.callbacks.TensorBoard(str(files.logs_dir / "tensorboard"), write_graph=False),
     ]
     initial_epoch = state["epochs_done"] if state else 0
@@ -146,6 +152,28 @@ def run_fit(cfg: FitConfig):
     )
     print(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
     return model
+
+
+def trim_epoch_log(path: Path, epochs_done: int) -> None:
+    """Keep the log rows of checkpointed epochs only: the epochs after them are trained again on resume.
+
+    A run killed after an epoch's CSV row but before its checkpoint would otherwise log that epoch twice.
+    """
+    if not path.is_file():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    kept = [row for row in body if row and row[0].isdigit() and int(row[0]) < epochs_done]
+    if len(kept) == len(body):
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *kept])
+    os.replace(tmp, path)
+    print(f"fit: dropped {len(body) - len(kept)} log row(s) of epochs after the checkpoint from {path}")
 
 
 def _resume_state(files: RunFiles) -> dict | None:
