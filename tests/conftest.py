@@ -93,8 +93,11 @@ def wait_for_server(command: list[str], url: str, cwd: Path = REPO, env: dict | 
 
 @pytest.fixture(scope="session")
 def served_app(exported_run):
-    """The demo app serving the exported synthetic bundle on loopback."""
+    """The demo app serving the exported synthetic bundle on loopback; its output is drained so it never stalls."""
+    import threading
+
     process, url = start_server(exported_run / "onnx")
+    threading.Thread(target=process.stdout.read, daemon=True).start()  # a full pipe would block the server
     yield url
     process.terminate()
     process.wait(timeout=30)
