@@ -51,7 +51,7 @@ def _end_to_end(run: Path, quick: bool) -> list[dict]:
 def _serving(run: Path, quick: bool) -> list[dict]:
     from bench.serving_load import measure
 
-    return [measure(run / "onnx", quick=quick)]
+    return [measure(run, quick=quick)]
 
 
 def _export(run: Path, quick: bool) -> list[dict]:

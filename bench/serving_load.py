@@ -1,10 +1,12 @@
 """The real server under load: throughput and p95 latency for 1, 4 and 8 concurrent `gradio_client` callers.
 
 `python -m demo serve` runs in its own process on a loopback port, as a user
-starts it; each caller is a thread with its own Client sending Flickr-sized
-JPEGs to the `caption` endpoint (greedy and beam 3, one encoder pass) one
-after another. Also measured: the server's cold start (process start to the
-first caption answered) and its peak RSS (VmHWM) after all the load.
+starts it, once per encoder variant on a bundle holding that variant alone
+(the bundle `python -m export.space` ships), so its memory is that variant's.
+Each caller is a thread with its own Client sending Flickr-sized JPEGs to the
+`caption` endpoint (greedy and beam 3, one encoder pass) one after another.
+Also measured: the server's cold start (process start to the first caption
+answered) and its peak RSS (VmHWM) after all the load.
 """
 from __future__ import annotations
 
@@ -72,31 +74,37 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def call(client, image: Path, variant: str) -> float:
-    """One caption request; returns its latency in seconds."""
+def call(client, image: Path, variant: str) -> tuple[float, float]:
+    """One caption request; returns its latency in seconds and the ms the server says the model took.
+
+    The difference is what HTTP, the upload and Gradio's queue cost on top of the model.
+    """
     from gradio_client import handle_file
 
     started = time.perf_counter()
-    client.predict(handle_file(str(image)), 3, 20, 0.5, 1, variant, api_name="/caption")
-    return time.perf_counter() - started
+    result = client.predict(handle_file(str(image)), 3, 20, 0.5, 1, variant, api_name="/caption")
+    seconds = time.perf_counter() - started
+    return seconds, result["encoder_ms"] + result["greedy"]["decode_ms"] + result["beam"]["decode_ms"]
 
 
 def _load(server: Server, callers: int, per_caller: int, images: list[Path]) -> dict:
     clients = [server.client() for _ in range(callers)]
     latencies: list[float] = []
+    model_ms: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
     def caller(index: int) -> None:
         for i in range(per_caller):
             try:
-                seconds = call(clients[index], images[(index * per_caller + i) % len(images)], server.variant)
+                seconds, model = call(clients[index], images[(index * per_caller + i) % len(images)], server.variant)
             except Exception as exc:  # noqa: BLE001 - a failed request is a result here, not a crash
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             with lock:
                 latencies.append(seconds)
+                model_ms.append(model)
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
     started = time.perf_counter()
@@ -107,25 +115,32 @@ def _load(server: Server, callers: int, per_caller: int, images: list[Path]) -> 
     wall = time.perf_counter() - started
     return {"callers": callers, "requests": callers * per_caller, "errors": len(errors), "error_samples": errors[:3],
             "throughput_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)) * 1000,
-            "p95_ms": float(np.percentile(latencies, 95)) * 1000}
+            "p95_ms": float(np.percentile(latencies, 95)) * 1000, "model_p50_ms": float(np.percentile(model_ms, 50))}
 
 
-def measure(bundle: Path, quick: bool = False, variant: str = "fp32") -> dict:
+def measure(run: Path, quick: bool = False) -> dict:
     from bench.images import photo_like_jpegs
+    from export.space import build_space
 
-    if not (bundle / "manifest.json").is_file():
-        return {"name": "serving_load", "skipped": f"no exported bundle in {bundle}"}
-    requests = 8 if quick else 24  # per level; split over the callers
+    if not (run / "onnx" / "encoder.int8.onnx").is_file():
+        return {"name": "serving_load", "skipped": f"{run / 'onnx'} has no fp32 and int8 encoders "
+                                                   "(export --quantize int8)"}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        images = photo_like_jpegs(Path(tmp), 16, seed=11)
-        server = Server(bundle, images[0], variant)
-        try:
-            for image in images[:2]:  # warm-up: first requests of each thread pool
-                call(server.client(), image, variant)
-            levels = [_load(server, n, max(2, requests // n), images) for n in CALLERS]
-            peak = _peak_rss_mib(server.process.pid)
-        finally:
-            server.close()
-    return {"name": "serving_load", "variant": variant, "beams": 3, "cold_start_s": server.cold_start_s,
-            "peak_rss_mib": peak, "levels": levels,
+        images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
+        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / "onnx", v, images, quick)
+                    for v in ("fp32", "int8")}
+    return {"name": "serving_load", "beams": 3, "variants": variants}
+
+
+def _one_variant(bundle: Path, variant: str, images: list[Path], quick: bool) -> dict:
+    requests = 8 if quick else 24  # per level, split over the callers
+    server = Server(bundle, images[0], variant)
+    try:
+        for image in images[:2]:  # warm-up: first requests of each thread pool
+            call(server.client(), image, variant)
+        levels = [_load(server, n, max(2, requests // n), images) for n in CALLERS]
+        peak = _peak_rss_mib(server.process.pid)
+    finally:
+        server.close()
+    return {"cold_start_s": server.cold_start_s, "peak_rss_mib": peak, "levels": levels,
             "throughput_gain_8_to_1": levels[-1]["throughput_per_s"] / levels[0]["throughput_per_s"]}

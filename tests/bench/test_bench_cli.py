@@ -36,7 +36,7 @@ def test_machine_and_every_quick_benchmark_are_reported(quick_results):
                      "serving_load"}
     table = (out / "results.md").read_text()
     for row in ("ratio pipeline / bare", "ratio seed / ours", "ratio ORT int8 / ORT fp32", "seed loop / ORT greedy",
-                "p50 / p95 ms", "8 callers"):
+                "p50 / p95 ms", "int8, 8 callers"):
         assert row in table, row
     assert (out / "latency_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -65,9 +65,12 @@ def test_end_to_end_runs_without_tensorflow_and_serving_has_no_errors(quick_resu
         assert 0 < row["p50_ms"] <= row["p95_ms"] and row["peak_rss_mib"] > 0 and row["cold_start_s"] > 0
     # the int8 encoder is a quarter of the fp32 file; its process must show it
     assert end_to_end["variants"]["int8"]["peak_rss_mib"] < end_to_end["variants"]["fp32"]["peak_rss_mib"]
-    serving = by_name(results, "serving_load")
-    assert [level["callers"] for level in serving["levels"]] == [1, 4, 8]
-    assert all(level["errors"] == 0 for level in serving["levels"]), serving["levels"]
+    serving = by_name(results, "serving_load")["variants"]
+    for variant in ("fp32", "int8"):
+        levels = serving[variant]["levels"]
+        assert [level["callers"] for level in levels] == [1, 4, 8]
+        assert all(level["errors"] == 0 and level["throughput_per_s"] > 0 for level in levels), levels
+    assert serving["int8"]["peak_rss_mib"] < serving["fp32"]["peak_rss_mib"]
 
 
 def test_without_a_bundle_the_run_dependent_benchmarks_say_skipped(tmp_path):
