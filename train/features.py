@@ -94,7 +94,7 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
     image_root, image_ids = run_image_list(files)
     spec = EncoderSpec(cfg.vgg_weights, cfg.seed)
     meta = _open_or_start(paths, expected_meta(spec, image_ids, cfg.batch_size), image_ids, cfg.overwrite)
-    done = np.load(paths["done"], allow_pickle=False)
+    done = load_array(paths["done"], "finished-batch list")
     batch_size = meta["batch_size"]
     todo = [b for b in range(len(done)) if not done[b]]
     update_run_config(files, "features", to_json(cfg))
@@ -103,7 +103,7 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
         encoder = build_encoder(spec) if encoder is None else encoder
         print(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
               f"({meta['weights']}), cache {paths['array']}")
-        array = np.load(paths["array"], mmap_mode="r+", allow_pickle=False)
+        array = load_array(paths["array"], "feature array", mmap_mode="r+")
         num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
         with tqdm(total=num_todo, desc="fc2 features", unit="img") as bar:
             for b, pixels in decoded_batches(todo, batch_size, image_root, image_ids, cfg.workers):
@@ -210,6 +210,15 @@ def run_encoder_spec(files: RunFiles) -> EncoderSpec:
     return spec
 
 
+def load_array(path: Path, what: str, mmap_mode: str | None = None) -> np.ndarray:
+    """np.load that never unpickles, and names the file and the fix when it is not a plain array."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CacheMismatch(f"{path} is not a readable {what} ({exc}); "
+                            "run `python -m train features --overwrite` to rebuild the cache") from exc
+
+
 def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache:
     """Open a complete cache read-only; with `spec`, refuse one built with other weights."""
     paths = cache_paths(files)
@@ -231,7 +240,7 @@ def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache
     if problems:
         raise CacheMismatch(f"the feature cache in {paths['meta'].parent} does not match this run:\n  "
                             + "\n  ".join(problems) + "\nRun `python -m train features --overwrite`.")
-    features = np.load(paths["array"], mmap_mode="r", allow_pickle=False)
+    features = load_array(paths["array"], "feature array", mmap_mode="r")
     if features.shape != (len(image_ids), FEATURE_DIM) or features.dtype != np.float16:
         raise CacheMismatch(f"{paths['array']} has shape {features.shape} {features.dtype}, expected "
                             f"({len(image_ids)}, {FEATURE_DIM}) float16: run features with --overwrite")
