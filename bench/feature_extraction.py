@@ -37,7 +37,7 @@ def measure(quick: bool = False, batch_size: int = 16) -> dict:
     from train.features import extract_features, run_image_list
     from train.run_files import RunFiles
 
-    count = batch_size * (2 if quick else 4)
+    count = batch_size * (1 if quick else 4)
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         run = _prepared_run(Path(tmp), count)
         encoder = build_encoder(EncoderSpec("none", 0))

@@ -133,7 +133,7 @@ def measure(run: Path, quick: bool = False) -> dict:
 
 
 def _one_variant(bundle: Path, variant: str, images: list[Path], quick: bool) -> dict:
-    requests = 8 if quick else 24  # per level, split over the callers
+    requests = 4 if quick else 24  # per level, split over the callers (at least 2 each)
     server = Server(bundle, images[0], variant)
     try:
         for image in images[:2]:  # warm-up: first requests of each thread pool
