@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_FILE_SIZE = "10mb"
+MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes, for uploaded files and (demo.upload) inline images alike
 CONCURRENCY = 2  # two requests decode at once on a 2-core machine; the rest wait in the queue
 
 

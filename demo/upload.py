@@ -15,6 +15,8 @@ import binascii
 import gradio as gr
 from gradio.data_classes import ImageData
 
+from demo.serve import MAX_FILE_SIZE as MAX_UPLOAD_BYTES  # inline data: URLs are held to the upload limit too
+
 
 class ImageUpload(gr.Image):
     """`gr.Image` whose handler receives the upload undecoded: a file path, or bytes for a data: URL.
@@ -37,8 +39,16 @@ class ImageUpload(gr.Image):
 
 
 def _data_url_bytes(url: str) -> bytes:
-    """The bytes of a base64 `data:` URL (what a webcam or clipboard may send instead of a file)."""
+    """The bytes of a base64 `data:` URL (what a webcam or clipboard may send instead of a file).
+
+    Gradio's max_file_size applies to uploaded files only; without this check an inline image
+    would be decoded whatever its size.
+    """
+    encoded = url.partition(",")[2]
+    if len(encoded) * 3 // 4 > MAX_UPLOAD_BYTES:
+        raise gr.Error(f"the inline image is over the {MAX_UPLOAD_BYTES // 2**20} MB upload limit; "
+                       "send a smaller image")
     try:
-        return base64.b64decode(url.partition(",")[2], validate=True)
+        return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise gr.Error("the image data sent by the browser is not valid base64; upload the file instead") from exc

@@ -404,3 +404,5 @@ def test_a_data_url_upload_reaches_load_image_as_its_bytes(inputs):
     assert component.preprocess(ImageData(path=str(inputs.files["cmyk.jpg"]))) == str(inputs.files["cmyk.jpg"])
     with pytest.raises(gr.Error, match="not valid base64"):
         component.preprocess(ImageData(url="data:image/png;base64,not base64!"))
+    with pytest.raises(gr.Error, match="over the 10 MB upload limit"):
+        component.preprocess(ImageData(url="data:image/png;base64," + "A" * (11 * 2**20 * 4 // 3)))
