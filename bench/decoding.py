@@ -116,8 +116,8 @@ def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick
         "ort_beam5_batched": each_image(beam_search, ort_step, beam5),
         "ort_beam5_per_beam_calls": each_image(beam_search, PerRowStepModel(ort_step), beam5),
     }
-    rates = _warm_and_time(ort_sides, repeats, interleaved)
-    rates |= _warm_and_time(_keras_sides(keras_model, features, vocab, greedy), repeats, interleaved)
+    rates = interleaved(ort_sides, repeats, warm_up=True)
+    rates |= interleaved(_keras_sides(keras_model, features, vocab, greedy), repeats, warm_up=True)
     ms = {name: 1000.0 / r["median_per_s"] for name, r in rates.items()}
     return {
         "vocab_size": len(vocab),
@@ -131,12 +131,6 @@ def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick
         "targets": {"seed_loop_to_ort_greedy_at_least": 300, "per_beam_to_batched_at_least": 3,
                     "beam5_ms_at_most": 5},
     }
-
-
-def _warm_and_time(sides: dict, repeats: int, interleaved) -> dict:
-    for side in sides.values():  # warm-up: tracing, session initialisation
-        side()
-    return interleaved(sides, repeats=repeats)
 
 
 def _keras_sides(model_path: Path, features: np.ndarray, vocab, greedy) -> dict:

@@ -9,10 +9,8 @@ the measured fp32 GEMM peak says how close each side gets to the hardware.
 """
 from __future__ import annotations
 
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ SETTLE_S = 0.3
 
 
 class KerasEncoder:
-    """Handle on the worker process: `seconds(batch)` runs one forward pass there."""
+    """Handle on the worker process: `forward(batch)` runs one forward pass there and waits for it."""
 
     def __init__(self):
         self.process = subprocess.Popen([sys.executable, "-m", "bench.keras_encoder_worker"], stdin=subprocess.PIPE,
@@ -30,10 +28,12 @@ class KerasEncoder:
         if self.process.stdout.readline().strip() != "ready":
             raise RuntimeError("the Keras encoder worker did not start (is TensorFlow installed?)")
 
-    def seconds(self, batch: int) -> float:
+    def forward(self, batch: int) -> int:
         self.process.stdin.write(f"{batch}\n")
         self.process.stdin.flush()
-        return float(self.process.stdout.readline())
+        if self.process.stdout.readline().strip() != "done":
+            raise RuntimeError("the Keras encoder worker stopped answering")
+        return batch
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -43,26 +43,15 @@ class KerasEncoder:
 def _ort_side(session, batch: int):
     pixels = np.random.default_rng(batch).integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8)
 
-    def run() -> float:
-        started = time.perf_counter()
+    def run() -> int:
         session.run(["features"], {"pixels": pixels})
-        return time.perf_counter() - started
+        return batch
     return run
-
-
-def _time_rounds(sides: dict, repeats: int) -> dict[str, list[float]]:
-    for side in sides.values():
-        side()  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, side in sides.items():
-            time.sleep(SETTLE_S)
-            seconds[name].append(side())
-    return seconds
 
 
 def measure(bundle: Path, quick: bool = False) -> dict:
     from bench.gemm_peak import best_of, measure_peak, vgg16_fc2_macs
+    from bench.timing import interleaved
     from demo.sessions import create_session
 
     paths = {"ort_fp32": bundle / "encoder.onnx", "ort_int8": bundle / "encoder.int8.onnx"}
@@ -75,27 +64,28 @@ def measure(bundle: Path, quick: bool = False) -> dict:
     keras = KerasEncoder()
     result = {"name": "encoder_latency", "bytes": {k.removeprefix("ort_"): p.stat().st_size for k, p in paths.items()},
               "gflop_per_image": flop_per_image / 1e9, "batches": {}}
-    seconds = {}
+    rates = {}
     try:
         for batch in (1, 8):
             sides = {name: _ort_side(session, batch) for name, session in sessions.items()}
-            sides["keras_fp32"] = lambda b=batch: keras.seconds(b)
-            seconds[batch] = _time_rounds(sides, 2 if quick else 7)
+            sides["keras_fp32"] = lambda b=batch: keras.forward(b)
+            rates[batch] = interleaved(sides, 2 if quick else 7, settle_s=SETTLE_S, warm_up=True)
     finally:
         keras.close()
     result["gemm_peak"] = peak = best_of(before, measure_peak(size, repeats=2 if quick else 3))
-    for batch, timed in seconds.items():
-        result["batches"][str(batch)] = _summarise(timed, batch, flop_per_image, peak["peak_gflops"])
+    for batch, timed in rates.items():
+        result["batches"][str(batch)] = _summarise(timed, flop_per_image, peak["peak_gflops"])
     result["target_ratio_at_most"] = TARGET_RATIO
     result["met"] = {b: r["ratio_int8_to_fp32"] <= TARGET_RATIO for b, r in result["batches"].items()}
     return result
 
 
-def _summarise(seconds: dict[str, list[float]], batch: int, flop_per_image: float, peak: float) -> dict:
-    ms = {name: [s / batch * 1000 for s in values] for name, values in seconds.items()}
-    median = {name: statistics.median(values) for name, values in ms.items()}
+def _summarise(rates: dict[str, dict], flop_per_image: float, peak: float) -> dict:
+    """Images/s per side (from `interleaved`) as ms per image, GFLOP/s and ratios."""
+    median = {name: 1000 / r["median_per_s"] for name, r in rates.items()}
     gflops = {name: flop_per_image / (value / 1000) / 1e9 for name, value in median.items()}
-    return {"ms_per_image": median, "spread_ms": {n: [min(v), max(v)] for n, v in ms.items()},
+    return {"ms_per_image": median,
+            "spread_ms": {n: [1000 / r["max_per_s"], 1000 / r["min_per_s"]] for n, r in rates.items()},
             "gflops": gflops, "fraction_of_fp32_peak": {n: g / peak for n, g in gflops.items()},
             "ratio_int8_to_fp32": median["ort_int8"] / median["ort_fp32"],
             "ratio_keras_to_ort_fp32": median["keras_fp32"] / median["ort_fp32"]}

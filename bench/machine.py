@@ -35,3 +35,12 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "packages": versions,
     }
+
+
+def peak_rss_mib(pid: int | str = "self") -> float:
+    """VmHWM of a process (this one by default): the most resident memory it has held, in MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")

@@ -96,10 +96,10 @@ def _export_rows(entry: dict) -> list[str]:
     return [
         f"| export (--quantize {entry['quantize']}) | wall s | {entry['seconds']:.1f} "
         f"| <= {targets['seconds_at_most']:g} (aim {targets['seconds_aim']:g}) "
-        f"| {'yes' if met['seconds'] else 'no'}{' (aim too)' if met['seconds_aim'] else ''} |",
+        f"| {_met(met['seconds'])}{' (aim too)' if met['seconds_aim'] else ''} |",
         f"| | peak RSS GiB (largest process) | {entry['peak_rss_gib']:.2f} "
         f"| <= {targets['peak_rss_gib_at_most']:g} (aim {targets['peak_rss_gib_aim']:g}) "
-        f"| {'yes' if met['peak_rss'] else 'no'}{' (aim too)' if met['peak_rss_aim'] else ''} |",
+        f"| {_met(met['peak_rss'])}{' (aim too)' if met['peak_rss_aim'] else ''} |",
         "| | stage peaks GiB | " + ", ".join(f"{k} {v:.2f}" for k, v in entry["stage_peak_rss_gib"].items())
         + " | | |",
     ]
@@ -112,12 +112,12 @@ def _decoding_rows(entry: dict) -> list[str]:
     lines += [f"| | {name}: ms per caption | {value:.2f} | | |" for name, value in ms.items()]
     seed_ratio, beam_ratio = ratios["seed_loop_to_ort_greedy"], ratios["per_beam_to_batched_beam5"]
     lines.append(f"| | seed loop / ORT greedy | {seed_ratio:.0f}x | >= {targets['seed_loop_to_ort_greedy_at_least']}x "
-                 f"| {'yes' if seed_ratio >= targets['seed_loop_to_ort_greedy_at_least'] else 'no'} |")
+                 f"| {_met(seed_ratio >= targets['seed_loop_to_ort_greedy_at_least'])} |")
     lines.append(f"| | beam 5 per-beam calls / batched | {beam_ratio:.1f}x | >= {targets['per_beam_to_batched_at_least']}x "
-                 f"| {'yes' if beam_ratio >= targets['per_beam_to_batched_at_least'] else 'no'} |")
+                 f"| {_met(beam_ratio >= targets['per_beam_to_batched_at_least'])} |")
     beam_ms = ms["ort_beam5_batched"]
     lines.append(f"| | ORT beam 5 batched ms | {beam_ms:.2f} | <= {targets['beam5_ms_at_most']} "
-                 f"| {'yes' if beam_ms <= targets['beam5_ms_at_most'] else 'no'} |")
+                 f"| {_met(beam_ms <= targets['beam5_ms_at_most'])} |")
     return lines
 
 

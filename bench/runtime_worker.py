@@ -14,14 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-
-def peak_rss_mib() -> float:
-    """VmHWM of this process: the most resident memory it has held."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from bench.machine import peak_rss_mib
 
 
 def caption_file(captioner, path: Path, greedy, beam) -> dict[str, float]:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import peak_rss_mib
+
 CALLERS = (1, 4, 8)
 
 
@@ -29,14 +31,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _peak_rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Server:
@@ -139,7 +133,7 @@ def _one_variant(bundle: Path, variant: str, images: list[Path], quick: bool) ->
         for image in images[:2]:  # warm-up: first requests of each thread pool
             call(server.client(), image, variant)
         levels = [_load(server, n, max(2, requests // n), images) for n in CALLERS]
-        peak = _peak_rss_mib(server.process.pid)
+        peak = peak_rss_mib(server.process.pid)
     finally:
         server.close()
     return {"cold_start_s": server.cold_start_s, "peak_rss_mib": peak, "levels": levels,

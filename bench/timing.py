@@ -6,14 +6,18 @@ import time
 from collections.abc import Callable
 
 
-def interleaved(sides: dict[str, Callable[[], int]], repeats: int, settle_s: float = 0.0) -> dict[str, dict]:
+def interleaved(sides: dict[str, Callable[[], int]], repeats: int, settle_s: float = 0.0,
+                warm_up: bool = False) -> dict[str, dict]:
     """Run each side once per round, round after round; each call returns how many items it did.
 
-    `settle_s` pauses (untimed) before each side, so thread pools that spin
+    `warm_up` runs every side once, untimed, first (tracing, session and thread-pool start-up are not
+    throughput). `settle_s` pauses (untimed) before each side, so thread pools that spin
     after work (TensorFlow's, ONNX Runtime's) go idle instead of competing with
     the next side for the cores. Returns per side the median and spread of
     items per second.
     """
+    for work in sides.values() if warm_up else ():
+        work()
     rates: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeats):
         for name, work in sides.items():
