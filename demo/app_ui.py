@@ -38,8 +38,9 @@ class CaptionerPool:
 
     def get(self, variant: str) -> Captioner:
         with self._lock:
-            if variant not in self._loaded:
-                self._loaded[variant] = Captioner(self.bundle, provider=self.provider, variant=variant)
+            if variant not in self._loaded:  # every file's sha256 was checked once, at start; sizes again here
+                self._loaded[variant] = Captioner(self.bundle, provider=self.provider, variant=variant,
+                                                  check_hashes=False)
             return self._loaded[variant]
 
 
