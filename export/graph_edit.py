@@ -6,14 +6,14 @@ from pathlib import Path
 CONV_OUTPUT = "conv_flat"
 
 
-def rename_output(proto, old: str, new: str) -> None:
-    """Give a graph output (and every edge that carries it) a contract name."""
+def rename_value(proto, old: str, new: str) -> None:
+    """Give a graph input or output (and every edge that carries it) a contract name."""
     for node in proto.graph.node:
         node.output[:] = [new if o == old else o for o in node.output]
         node.input[:] = [new if i == old else i for i in node.input]
-    for output in proto.graph.output:
-        if output.name == old:
-            output.name = new
+    for value in [*proto.graph.input, *proto.graph.output]:
+        if value.name == old:
+            value.name = new
 
 
 def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
@@ -71,16 +71,7 @@ def split_decoder(decoder_path: Path, projection_path: Path, core_path: Path) ->
     image = relus[0]
     extract_model(str(decoder_path), str(projection_path), ["features"], [image])
     extract_model(str(decoder_path), str(core_path), [image, "token", "h", "c"], ["log_probs", "h_out", "c_out"])
-    for path, rename in ((projection_path, lambda m: rename_output(m, image, "image")),
-                         (core_path, lambda m: _rename_input(m, image, "image"))):
+    for path in (projection_path, core_path):  # the cut edge is the projection's output, the step's input
         model = onnx.load_model(path)
-        rename(model)
+        rename_value(model, image, "image")
         onnx.save_model(model, path)
-
-
-def _rename_input(proto, old: str, new: str) -> None:
-    for node in proto.graph.node:
-        node.input[:] = [new if i == old else i for i in node.input]
-    for graph_input in proto.graph.input:
-        if graph_input.name == old:
-            graph_input.name = new

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from demo.artifacts import read_json
-from demo.search import best, options_for
 from demo.onnx_step import OnnxStepModel
+from demo.search import best, options_for
+from demo.sessions import create_session
 from demo.vocab import Vocabulary
 
 ENCODER_RELATIVE_TOLERANCE = 1e-4  # max |onnx - keras| / max |keras|
@@ -23,11 +24,8 @@ class ParityError(RuntimeError):
 
 
 def cpu_session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """The checks run on the CPU whatever the machine has, with the runtime's own session settings."""
+    return create_session(path, "cpu")[0]
 
 
 def encode(session, pixels: np.ndarray, batch_size: int = 8) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 
 from demo.artifacts import atomic_write_json, read_json
 from demo.preprocess import IMAGE_SIZE, load_image
-from export.graph_edit import CONV_OUTPUT, rename_output
+from export.graph_edit import CONV_OUTPUT, rename_value
 from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, vgg16_architecture, vgg16_weights
 from train.features import run_encoder_spec
 from train.run_files import RunFiles
@@ -52,7 +52,7 @@ def convert_conv_part(files: RunFiles, out: Path, opset: int) -> None:
         return conv(bgr, training=False)
 
     proto, _ = tf2onnx.convert.from_function(conv_part, input_signature=conv_part.input_signature, opset=opset)
-    rename_output(proto, proto.graph.output[0].name, CONV_OUTPUT)
+    rename_value(proto, proto.graph.output[0].name, CONV_OUTPUT)
     proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.save_model(proto, out / "conv.onnx")
 
@@ -94,7 +94,7 @@ def step_to_onnx(step, path: Path, opset: int) -> None:
 
     proto, _ = tf2onnx.convert.from_function(decoder_step, input_signature=decoder_step.input_signature, opset=opset)
     for old, new in zip([o.name for o in proto.graph.output], ("log_probs", "h_out", "c_out")):
-        rename_output(proto, old, new)
+        rename_value(proto, old, new)
     for value in [*proto.graph.input, *proto.graph.output]:
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     proto.graph.name = "decoder_step"
