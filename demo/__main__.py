@@ -77,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     from demo.sessions import ProviderError
     from demo.vocab import VocabularyError
 
-    if args.command == "serve":
-        from demo.serve import ServeConfig, launch
-
-        launch(ServeConfig(args.model, args.host, args.port, args.share, args.provider))
-        return 0
     try:
+        if args.command == "serve":
+            from demo.serve import ServeConfig, launch
+
+            launch(ServeConfig(args.model, args.host, args.port, args.share, args.provider))
+            return 0
         return caption_command(args)
-    except (BundleError, ProviderError, VocabularyError, ValueError) as exc:
+    except (BundleError, ProviderError, VocabularyError, ValueError) as exc:  # serve: e.g. --provider cuda, no GPU
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
