@@ -14,7 +14,11 @@ EPOCHS ?= 15
 PORT ?= 7860
 RUN ?= models/$(if $(filter synthetic,$(DATASET)),default,$(DATASET))
 
-.PHONY: venv test test-fast clean-venv demo
+# Every requirements file a user or a Space installs; check-requirements resolves each for Linux x86_64,
+# Python 3.11, against the package index (wheel metadata only: no GPU, no gigabytes of CUDA wheels).
+REQUIREMENT_FILES := requirements.txt requirements-gpu.txt demo/requirements.txt demo/requirements-gpu.txt
+
+.PHONY: venv test test-fast clean-venv demo check-requirements gpu-check
 
 venv: $(STAMP)
 
@@ -23,6 +27,17 @@ $(STAMP): requirements.txt requirements/common.txt
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
 	touch $(STAMP)
+
+check-requirements: venv
+	@for file in $(REQUIREMENT_FILES); do \
+		$(VENV)/bin/uv pip compile --quiet --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+			--output-file /dev/null $$file || { echo "check-requirements: $$file does not resolve" >&2; exit 1; }; \
+		echo "check-requirements: $$file resolves"; \
+	done
+
+# On a CUDA machine: fresh env from requirements-gpu.txt, train/export/serve/bench on CUDA, one table (~10 min)
+gpu-check:
+	$(PYTHON_BOOT) scripts/gpu_check.py
 
 test: venv
 	$(PY) -m pytest

@@ -29,6 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, default=Path("models/default"),
                         help="trained run with an int8 bundle (`make demo` builds it); benchmarks that need it "
                              "say 'skipped' without it (default: %(default)s)")
+    parser.add_argument("--provider", choices=("cpu", "auto", "cuda"), default="cpu",
+                        help="ONNX Runtime provider for the decoding and end-to-end benchmarks (default: %(default)s; "
+                             "cuda on a GPU machine, as `make gpu-check` does)")
     return parser.parse_args(argv)
 
 
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected(args):
         print(f"bench: {name} ...", end=" ", flush=True)
         begun = time.time()
-        entries = run_isolated(name, args.run, args.quick, args.out / f".{name}.json")
+        entries = run_isolated(name, args.run, args.quick, args.out / f".{name}.json", args.provider)
         (args.out / f".{name}.json").unlink(missing_ok=True)
         results["benchmarks"].extend(entries)
         state = "failed" if any("failed" in e for e in entries) else "skipped" if all("skipped" in e for e in entries) \

@@ -53,7 +53,7 @@ def seed_loop(model, feature: np.ndarray, word_index: dict[str, int], vocab) -> 
     return words
 
 
-def measure(run: Path, quick: bool = False) -> dict:
+def measure(run: Path, quick: bool = False, provider: str = "cpu") -> dict:
     """The default run's trained decoder on its test images."""
     from demo.vocab import Vocabulary
     from train.features import load_cache
@@ -64,10 +64,11 @@ def measure(run: Path, quick: bool = False) -> dict:
         return {"name": "decoding", "skipped": f"no exported bundle in {bundle}"}
     test_ids = [e["id"] for e in read_json(files.captions, "captions")["images"] if e["split"] == "test"]
     features = load_cache(files).lookup(test_ids[: 3 if quick else 8])
-    return {"name": "decoding", **_measure(bundle, files.model, Vocabulary.load(files.vocab), features, quick)}
+    return {"name": "decoding", **_measure(bundle, files.model, Vocabulary.load(files.vocab), features, quick,
+                                           provider)}
 
 
-def measure_flickr_scale(quick: bool = False) -> dict:
+def measure_flickr_scale(quick: bool = False, provider: str = "cpu") -> dict:
     """A Flickr-sized decoder (V=8485, random weights): the vocabulary size the targets were set at."""
     import subprocess
     import sys
@@ -82,10 +83,11 @@ def measure_flickr_scale(quick: bool = False) -> dict:
         vocab = Vocabulary(SPECIAL_TOKENS + tuple(f"w{i}" for i in range(FLICKR_VOCAB - 4)), max_length=MAX_WORDS)
         features = np.random.default_rng(0).normal(0, 100, (3 if quick else 8, 4096)).astype(np.float32)
         return {"name": "decoding_flickr_scale", **_measure(Path(tmp), Path(tmp) / "model.keras", vocab, features,
-                                                            quick)}
+                                                            quick, provider)}
 
 
-def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick: bool) -> dict:
+def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick: bool,
+             provider: str) -> dict:
     from bench.timing import interleaved
     from demo.beam_search import beam_search
     from demo.greedy_search import greedy_search
@@ -93,9 +95,10 @@ def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick
     from demo.sessions import create_session
     from demo.step import SearchOptions
 
-    whole_step = OnnxStepModel(create_session(bundle / "decoder_step.onnx", "cpu", threads=1)[0])
-    ort_step = OnnxStepModel(create_session(bundle / "decoder_step_image.onnx", "cpu", threads=1)[0],
-                             create_session(bundle / "image_projection.onnx", "cpu", threads=1)[0])
+    whole_step = OnnxStepModel(create_session(bundle / "decoder_step.onnx", provider, threads=1)[0])
+    (image_step, used), projection = (create_session(bundle / name, provider, threads=1)
+                                      for name in ("decoder_step_image.onnx", "image_projection.onnx"))
+    ort_step = OnnxStepModel(image_step, projection[0])
     banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
     greedy = SearchOptions(max_length=MAX_WORDS, num_beams=1, banned_ids=banned)
     beam5 = SearchOptions(max_length=MAX_WORDS, num_beams=5, banned_ids=banned)
@@ -120,6 +123,7 @@ def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick
     rates |= interleaved(_keras_sides(keras_model, features, vocab, greedy), repeats, warm_up=True)
     ms = {name: 1000.0 / r["median_per_s"] for name, r in rates.items()}
     return {
+        "provider": used,
         "vocab_size": len(vocab),
         "hidden_size": ort_step.hidden_dim,
         "images": len(features),

@@ -21,10 +21,11 @@ VARIANTS = ("fp32", "int8")
 STAGES = ("preprocess", "encoder", "greedy", "beam3")
 
 
-def _one_process(bundle: Path, variant: str, images: list[Path]) -> dict:
+def _one_process(bundle: Path, variant: str, images: list[Path], provider: str) -> dict:
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "bench.runtime_worker", "--bundle", str(bundle),
-                                "--variant", variant, *map(str, images)], stdout=subprocess.PIPE, text=True)
+                                "--variant", variant, "--provider", provider, *map(str, images)],
+                               stdout=subprocess.PIPE, text=True)
     first = process.stdout.readline()
     cold_start_s = time.perf_counter() - started
     report = process.stdout.readline()
@@ -49,10 +50,11 @@ def _summarise(runs: list[dict]) -> dict:
         "cold_start_s": statistics.median(run["cold_start_s"] for run in runs),
         "cold_start_spread_s": [min(r["cold_start_s"] for r in runs), max(r["cold_start_s"] for r in runs)],
         "tensorflow_loaded": any(run["tensorflow_loaded"] for run in runs),
+        "provider": runs[0]["provider"],
     }
 
 
-def measure(bundle: Path, quick: bool = False) -> dict:
+def measure(bundle: Path, quick: bool = False, provider: str = "cpu") -> dict:
     from bench.images import photo_like_jpegs
     from demo.captioner import VARIANT_FILES
 
@@ -64,6 +66,6 @@ def measure(bundle: Path, quick: bool = False) -> dict:
         runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
         for _ in range(rounds):
             for variant in VARIANTS:
-                runs[variant].append(_one_process(bundle, variant, images))
+                runs[variant].append(_one_process(bundle, variant, images, provider))
     return {"name": "end_to_end", "images": count, "rounds": rounds, "image_size": [500, 375],
             "beams": 3, "variants": {v: _summarise(r) for v, r in runs.items()}}

@@ -16,59 +16,61 @@ from pathlib import Path
 from demo.artifacts import atomic_write_json, read_json
 
 
-def _features(run: Path, quick: bool) -> list[dict]:
+def _features(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.feature_extraction import measure
 
     return [measure(quick=quick)]
 
 
-def _training(run: Path, quick: bool) -> list[dict]:
+def _training(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.training_speed import measure
 
     return [measure(quick=quick)]
 
 
-def _encoder(run: Path, quick: bool) -> list[dict]:
+def _encoder(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.encoder_latency import measure
 
     return [measure(run / "onnx", quick=quick)]
 
 
-def _decoding(run: Path, quick: bool) -> list[dict]:
+def _decoding(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.decoding import measure, measure_flickr_scale
 
     if quick:  # building the Flickr-sized decoder takes TensorFlow and tf2onnx ~20 s: full runs only
-        return [measure(run, quick=True)]
-    return [measure(run), measure_flickr_scale()]
+        return [measure(run, quick=True, provider=provider)]
+    return [measure(run, provider=provider), measure_flickr_scale(provider=provider)]
 
 
-def _end_to_end(run: Path, quick: bool) -> list[dict]:
+def _end_to_end(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.end_to_end import measure
 
-    return [measure(run / "onnx", quick=quick)]
+    return [measure(run / "onnx", quick=quick, provider=provider)]
 
 
-def _serving(run: Path, quick: bool) -> list[dict]:
+def _serving(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.serving_load import measure
 
     return [measure(run, quick=quick)]
 
 
-def _export(run: Path, quick: bool) -> list[dict]:
+def _export(run: Path, quick: bool, provider: str) -> list[dict]:
     from bench.export_cost import measure
 
     return [measure(run)]
 
 
-RUNNERS: dict[str, Callable[[Path, bool], list[dict]]] = {
+# provider: the ONNX Runtime provider of the decoding and end-to-end runtimes (the others measure the CPU)
+RUNNERS: dict[str, Callable[[Path, bool, str], list[dict]]] = {
     "features": _features, "training": _training, "encoder": _encoder, "decoding": _decoding,
     "end_to_end": _end_to_end, "serving": _serving, "export": _export,
 }
 
 
-def run_isolated(name: str, run: Path, quick: bool, out: Path) -> list[dict]:
+def run_isolated(name: str, run: Path, quick: bool, out: Path, provider: str = "cpu") -> list[dict]:
     """Run benchmark `name` in a child process; a failure becomes an entry saying so, not a lost report."""
-    command = [sys.executable, "-m", "bench.isolated", name, "--run", str(run), "--json", str(out)]
+    command = [sys.executable, "-m", "bench.isolated", name, "--run", str(run), "--json", str(out),
+               "--provider", provider]
     result = subprocess.run(command + (["--quick"] if quick else []), capture_output=True, text=True)
     if result.returncode != 0:
         return [{"name": name, "failed": (result.stderr or result.stdout).strip()[-2000:]}]
@@ -81,8 +83,9 @@ def main() -> int:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--provider", choices=("cpu", "auto", "cuda"), default="cpu")
     args = parser.parse_args()
-    atomic_write_json(args.json, {"entries": RUNNERS[args.name](args.run, args.quick)})
+    atomic_write_json(args.json, {"entries": RUNNERS[args.name](args.run, args.quick, args.provider)})
     return 0
 
 

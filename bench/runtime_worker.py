@@ -37,16 +37,18 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--variant", default="fp32")
+    parser.add_argument("--provider", choices=("cpu", "auto", "cuda"), default="cpu")
     parser.add_argument("images", type=Path, nargs="+")
     args = parser.parse_args()
     from demo.captioner import Captioner
 
-    captioner = Captioner(args.bundle, provider="cpu", variant=args.variant)
+    captioner = Captioner(args.bundle, provider=args.provider, variant=args.variant)
     greedy, beam = captioner.options(1), captioner.options(3)
     rows = [caption_file(captioner, args.images[0], greedy, beam)]
     print("first-caption", flush=True)
     rows += [caption_file(captioner, path, greedy, beam) for path in args.images[1:]]
     print(json.dumps({"ms": rows[1:], "first_ms": rows[0], "peak_rss_mib": peak_rss_mib(),
+                      "provider": captioner.provider,
                       "tensorflow_loaded": "tensorflow" in sys.modules}), flush=True)
     return 0
 

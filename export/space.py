@@ -1,6 +1,7 @@
 """`python -m export.space --run RUN --out DIR`: a folder that is a complete Hugging Face Space.
 
-DIR gets `app.py`, `requirements.txt` (the TF-free runtime only), `README.md`
+DIR gets `app.py`, `requirements.txt` (the TF-free runtime only: `demo/requirements.txt`,
+or with `--gpu` `demo/requirements-gpu.txt`, for a Space on GPU hardware), `README.md`
 with the Space front matter, `.gitattributes` sending the ONNX files to Git
 LFS, the runtime package `demo/` with its examples, and `onnx/`: the bundle,
 by default with the int8 encoder alone (a quarter the size) when the run has
@@ -36,19 +37,19 @@ colorTo: indigo
 sdk: gradio
 sdk_version: {gradio_version}
 app_file: app.py
-pinned: false
+pinned: false{hardware}
 ---
 
 # VGG16 + LSTM image captioner
 
-Greedy and beam search side by side on ONNX Runtime ({encoder} encoder). The model came from the run
+Greedy and beam search side by side on ONNX Runtime ({encoder} encoder, {device}). The model came from the run
 `{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export.
 
 API: `gradio_client.Client(URL).predict(handle_file("photo.jpg"), 3, 20, 0.5, 3, "{variant}", api_name="/caption")`.
 """
 
 
-def build_space(run: Path, out: Path, variant: str = "auto") -> Path:
+def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False) -> Path:
     bundle = run / "onnx"
     manifest = verify_bundle(bundle)
     if variant == "auto":
@@ -65,14 +66,15 @@ def build_space(run: Path, out: Path, variant: str = "auto") -> Path:
     kept_models = {k: v for k, v in manifest["models"].items() if v["file"] in shipped}
     atomic_write_json(out / "onnx" / MANIFEST, manifest | {"files": {n: manifest["files"][n] for n in shipped},
                                                           "models": kept_models})
-    shutil.copytree(REPO / "demo", out / "demo", ignore=shutil.ignore_patterns("__pycache__", "requirements.txt"))
-    shutil.copyfile(REPO / "demo" / "requirements.txt", out / "requirements.txt")
+    shutil.copytree(REPO / "demo", out / "demo", ignore=shutil.ignore_patterns("__pycache__", "requirements*.txt"))
+    shutil.copyfile(REPO / "demo" / ("requirements-gpu.txt" if gpu else "requirements.txt"), out / "requirements.txt")
     atomic_write_bytes(out / "app.py", APP.encode("utf-8"))
     atomic_write_bytes(out / ".gitattributes", b"*.onnx filter=lfs diff=lfs merge=lfs -text\n")
     import gradio
 
     readme = README.format(gradio_version=gradio.__version__, encoder=variant, run=run.resolve().name,
-                           variant=variant)
+                           variant=variant, hardware="\nsuggested_hardware: t4-small" if gpu else "",
+                           device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU")
     atomic_write_bytes(out / "README.md", readme.encode("utf-8"))
     verify_bundle(out / "onnx")
     return out
@@ -86,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="new, empty folder for the Space")
     parser.add_argument("--variant", choices=("auto", "int8", "fp32"), default="auto",
                         help="encoder to ship (auto: int8 when the bundle has it)")
+    parser.add_argument("--gpu", action="store_true", help="for GPU hardware: onnxruntime-gpu with its CUDA and "
+                        "cuDNN packages (demo/requirements-gpu.txt); without a GPU it still captions, on the CPU")
     args = parser.parse_args(argv)
     from demo.manifest import BundleError
 
     try:
-        out = build_space(args.run, args.out, args.variant)
+        out = build_space(args.run, args.out, args.variant, args.gpu)
     except (BundleError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,80 @@
+"""The real onnxruntime-gpu wheel where no GPU can be used: a GPU Space while it builds, a driver missing.
+
+A fresh virtual environment gets `demo/requirements-gpu.txt` (onnxruntime-gpu with CUDA and cuDNN
+from pip) and nothing else. There `--provider auto` must caption on the CPU, the same captions as the
+CPU build gives, saying why in one line; `--provider cuda` must stop with one line naming what is
+missing, for the caption CLI and the server alike. No traceback, no page of ONNX Runtime's log.
+
+Slow: installs about 1.5 GB of wheels into the venv (a minute or two; pip's cache makes reruns quicker).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.slow
+ORT_LOG_MARKS = ("[E:onnxruntime", "[W:onnxruntime", "Traceback")
+
+
+@pytest.fixture(scope="module")
+def gpu_venv(tmp_path_factory) -> Path:
+    if Path("/dev/nvidiactl").exists():
+        pytest.skip("this machine has an NVIDIA driver: the GPU check (make gpu-check) covers it")
+    venv = tmp_path_factory.mktemp("gpu-wheel") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r",
+                              str(REPO / "demo" / "requirements-gpu.txt")], capture_output=True, text=True,
+                             timeout=1800)
+    assert install.returncode == 0, install.stderr[-3000:]
+    return venv
+
+
+def in_venv(venv: Path, *args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(venv / "bin" / "python"), "-m", "demo", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home)})
+
+
+def an_image(run: Path) -> Path:
+    captions = json.loads((run / "captions.json").read_text())
+    return Path(captions["image_root"]) / captions["images"][0]["id"]
+
+
+def test_the_venv_has_the_gpu_build_alone(gpu_venv):
+    listed = subprocess.run([str(gpu_venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
+                            capture_output=True, text=True, check=True).stdout
+    names = {p["name"].lower() for p in json.loads(listed)}
+    assert "onnxruntime-gpu" in names and "onnxruntime" not in names
+    assert not names & {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx"}
+
+
+def test_auto_captions_on_the_cpu_and_says_why_once(gpu_venv, exported_run, tmp_path):
+    from demo.captioner import Captioner
+
+    image = an_image(exported_run)
+    result = in_venv(gpu_venv, "caption", "--model", str(exported_run / "onnx"), str(image), str(image),
+                     "--num-beams", "3", "--json", home=tmp_path)
+    print(result.stderr)
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = json.loads(result.stdout)
+    assert output["provider"] == "cpu"
+    cpu_build = Captioner(exported_run / "onnx", provider="cpu").caption([image], num_beams=3)[0].caption
+    assert [entry["caption"] for entry in output["images"]] == [cpu_build, cpu_build], "same release, same captions"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("note: ONNX Runtime runs on the CPU, not CUDA: "), lines
+    assert "libcuda.so.1" in lines[0] and not any(mark in result.stderr for mark in ORT_LOG_MARKS)
+
+
+@pytest.mark.parametrize("command", ["caption", "serve"])
+def test_cuda_stops_with_one_line_naming_what_is_missing(gpu_venv, exported_run, tmp_path, command):
+    target = [str(an_image(exported_run))] if command == "caption" else ["--port", str(free_port())]
+    result = in_venv(gpu_venv, command, "--model", str(exported_run / "onnx"), "--provider", "cuda", *target,
+                     home=tmp_path)
+    print(result.stderr)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: provider 'cuda' cannot run here: "), lines
+    assert "libcuda.so.1" in lines[0] and not any(mark in result.stderr for mark in ORT_LOG_MARKS)
