@@ -65,6 +65,8 @@ def _library_problem(ort) -> str | None:
         ctypes.CDLL(str(provider))
     except OSError as exc:
         missing = _first_line(exc).split(":")[0]
+        if missing.startswith("libcuda.so"):
+            return None  # the driver itself: _driver_problem says so
         wanted = f"CUDA {getattr(build, 'cuda_version', '?').split('.')[0]} and cuDNN 9"
         return (f"ONNX Runtime {ort.__version__} needs {wanted}, and {missing} cannot be loaded: install "
                 f"onnxruntime-gpu with its [cuda,cudnn] extras ({GPU_REQUIREMENTS}) or the CUDA toolkit")

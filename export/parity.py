@@ -1,7 +1,14 @@
 """Parity checks of the exported graphs against Keras, run by the export itself (ONNX Runtime only).
 
 Any check outside its bound fails the export: a bundle that does not caption
-like the trained model is never installed.
+like the trained model is never installed. Captions must be identical, except
+where the search met a near-tie: two graphs that agree to 1e-4 may choose
+differently between words whose scores differ by less than that, and whether a
+trained model has such a tie on some test image depends on its weights, and so
+on the CPU that trained it. A differing caption passes only if the exported
+decoder itself chooses the reference caption once its log-probabilities are
+moved by at most TIE_TOLERANCE (a few seeded tries): a real conversion error
+is far outside that.
 """
 from __future__ import annotations
 
@@ -17,6 +24,8 @@ from demo.vocab import Vocabulary
 
 ENCODER_RELATIVE_TOLERANCE = 1e-4  # max |onnx - keras| / max |keras|
 DECODER_TOLERANCE = 1e-4  # max |onnx - keras| on log-probabilities
+TIE_TOLERANCE = 4 * DECODER_TOLERANCE  # log-prob jitter under which a differing caption counts as a near-tie
+TIE_TRIES = 8
 
 
 class ParityError(RuntimeError):
@@ -64,6 +73,38 @@ def decode_all(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, num
     return [list(h.tokens) for h in best(step, features, vocab.start_id, vocab.end_id, options)]
 
 
+class JitteredStep:
+    """A step model whose log-probabilities move by at most `scale`, at random (seeded): another decoder
+    that agrees with this one to within `scale`."""
+
+    def __init__(self, inner, scale: float, seed: int):
+        self.inner, self.scale, self.rng = inner, scale, np.random.default_rng(seed)
+        self.vocab_size = inner.vocab_size
+
+    def initial_state(self, features: np.ndarray):
+        return self.inner.initial_state(features)
+
+    def step(self, tokens: np.ndarray, state):
+        log_probs, state = self.inner.step(tokens, state)
+        return log_probs + self.rng.uniform(-self.scale, self.scale, log_probs.shape).astype(log_probs.dtype), state
+
+
+def is_near_tie(step, feature: np.ndarray, vocab: Vocabulary, num_beams: int, wanted: list[int]) -> bool:
+    """True when `step`, its log-probs jittered by at most TIE_TOLERANCE, decodes `wanted` for this image."""
+    return any(decode_all(JitteredStep(step, TIE_TOLERANCE, seed), feature[None], vocab, num_beams)[0] == wanted
+               for seed in range(TIE_TRIES))
+
+
+def compare_captions(step, features: np.ndarray, vocab: Vocabulary, num_beams: int, reference: list[list[int]],
+                     got: list[list[int]] | None = None) -> dict:
+    """How many of `step`'s captions equal the reference, how many differ by a near-tie, how many really differ."""
+    got = decode_all(step, features, vocab, num_beams) if got is None else got
+    differing = [i for i, (a, b) in enumerate(zip(got, reference)) if a != b]
+    ties = [i for i in differing if is_near_tie(step, features[i], vocab, num_beams, reference[i])]
+    return {"identical": len(features) - len(differing), "near_ties": len(ties),
+            "different": sorted(set(differing) - set(ties))}
+
+
 def split_step_model(work: Path) -> OnnxStepModel:
     return OnnxStepModel(cpu_session(work / "decoder_step_image.onnx"), cpu_session(work / "image_projection.onnx"))
 
@@ -87,13 +128,13 @@ def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
     """Greedy and beam-3 captions of the test split, through both decoder forms: identical to Keras', or fail."""
     reference = read_json(work / "reference_captions.json", "Keras reference captions")
     forms = {"decoder_step": OnnxStepModel(cpu_session(work / "decoder_step.onnx")), "split": split_step_model(work)}
-    result = {"images": len(features)}
+    result = {"images": len(features), "near_tie_tolerance": TIE_TOLERANCE}
     for form, step in forms.items():
         for key, width in (("greedy", 1), ("beam_3", 3)):
-            onnx_captions = decode_all(step, features, vocab, width)
-            same = sum(a == b for a, b in zip(onnx_captions, reference[key]))
-            result[f"{key}_identical" if form == "decoder_step" else f"{form}_{key}_identical"] = same
-            if same != len(features):
-                raise ParityError(f"{len(features) - same} of {len(features)} {key} captions differ between Keras "
-                                  f"and the exported decoder ({form})")
+            compared = compare_captions(step, features, vocab, width, reference[key])
+            prefix = key if form == "decoder_step" else f"{form}_{key}"
+            result[f"{prefix}_identical"], result[f"{prefix}_near_ties"] = compared["identical"], compared["near_ties"]
+            if compared["different"]:
+                raise ParityError(f"{len(compared['different'])} of {len(features)} {key} captions differ between "
+                                  f"Keras and the exported decoder ({form}), beyond near-ties of {TIE_TOLERANCE:.0e}")
     return result

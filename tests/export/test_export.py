@@ -47,7 +47,8 @@ def test_parity_figures_are_recorded_and_within_bounds(exported_run):
     assert parity["encoder"]["max_abs_diff_relative_to_feature_scale"] <= 1e-4
     assert parity["decoder"]["max_abs_diff"]["log_probs"] <= 1e-4
     captions = parity["captions"]
-    assert captions["greedy_identical"] == captions["beam_3_identical"] == captions["images"] > 0
+    for key in ("greedy", "beam_3", "split_greedy", "split_beam_3"):  # near-ties: see test_near_ties.py
+        assert captions[f"{key}_identical"] + captions[f"{key}_near_ties"] == captions["images"] > 0, key
     int8 = parity["encoder_int8"]
     assert int8["cosine_mean"] >= 0.99 and int8["bytes"]["int8"] < int8["bytes"]["fp32"] / 3
 
@@ -92,10 +93,15 @@ def test_bundle_captions_with_onnx_runtime_alone(exported_run):
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout)
     assert output["tensorflow_loaded"] is False
-    vocab = json.loads((exported_run / "vocab.json").read_text())["tokens"]
-    for caption in output["captions"]:
-        words = caption.split()
-        assert 2 <= len(words) and all(w in vocab for w in words)
+    from demo.captioner import Captioner
+    from demo.preprocess import load_image
+    from export.parity import compare_captions
+
+    captioner = Captioner(exported_run / "onnx", provider="cpu")  # the split decoder; the script used the whole one
+    runtime = [captioner.vocab.encode(r.tokens, add_special=False) for r in captioner.caption(images)]
+    alone = [captioner.vocab.encode(caption.split(), add_special=False) for caption in output["captions"]]
+    features, _ = captioner.encode(np.stack([load_image(image) for image in images]))
+    assert not compare_captions(captioner.decoder, features, captioner.vocab, 1, alone, got=runtime)["different"]
 
 
 def test_a_failed_export_leaves_the_previous_bundle_untouched(exported_run, tmp_path):

@@ -48,10 +48,25 @@ def test_space_app_serves_captions_from_its_own_folder(space, tmp_path):
         example = sorted((space / "demo" / "examples").glob("*.png"))[0]
         result = Client(url, verbose=False).predict(handle_file(str(example)), 3, 20, 0.5, 2, "int8",
                                                     api_name="/caption")
-        assert result["variant"] == "int8" and result["greedy"]["caption"] and len(result["beam"]["candidates"]) == 2
+        from demo.captioner import Captioner
+
+        here = Captioner(space / "onnx", variant="int8", provider="cpu")
+        assert result["variant"] == "int8" and len(result["beam"]["candidates"]) == 2
+        assert result["greedy"]["caption"] == here.caption([example], max_length=20)[0].caption
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_gpu_space_ships_the_cuda_runtime(exported_run, tmp_path):
+    from tests.conftest import REPO
+
+    result = run_module("export.space", "--run", str(exported_run), "--out", str(tmp_path / "gpu"), "--gpu")
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped = (tmp_path / "gpu" / "requirements.txt").read_text()
+    assert shipped == (REPO / "demo" / "requirements-gpu.txt").read_text() and "onnxruntime-gpu" in shipped
+    assert "suggested_hardware:" in (tmp_path / "gpu" / "README.md").read_text().split("---")[1]
+    assert not list((tmp_path / "gpu" / "demo").glob("requirements*.txt")), "one requirements file, at the top"
 
 
 def test_space_into_a_non_empty_folder_is_refused(exported_run, tmp_path):
