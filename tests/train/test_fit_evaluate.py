@@ -106,7 +106,13 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(synthetic_features_run, tm
 
 
 def test_trained_model_describes_its_own_image(synthetic_features_run, tmp_path):
-    """BLEU against the image's references must clearly beat BLEU against other images' references."""
+    """BLEU against the image's references must clearly beat BLEU against other images' references.
+
+    The bars hold for weights trained on any CPU: on one machine (AMD EPYC) four seeds gave val BLEU-4
+    0.40-0.52 greedy (0.41-0.52 beam 3) and margins over shuffled references of 0.25-0.35; another
+    CPU's floating point moves the weights about as much as another seed. The bars sit about three
+    of those seeds' standard deviations (0.05) below their mean.
+    """
     run = copy_run(synthetic_features_run, tmp_path / "learn")
     fit(run, "--epochs", "12")
     result = run_module("train", "evaluate", "--run", str(run), "--beam", "1", "3", "--split", "val")
@@ -118,7 +124,7 @@ def test_trained_model_describes_its_own_image(synthetic_features_run, tmp_path)
         print(f"{key}: BLEU-4 {scores['bleu_4']:.3f}, against shuffled references "
               f"{scores['bleu_4_shuffled_references']:.3f}")
         assert 0 <= scores["bleu_4"] <= scores["bleu_3"] <= scores["bleu_2"] <= scores["bleu_1"] <= 1
-        assert scores["bleu_4"] >= 0.35, scores
+        assert scores["bleu_4"] >= 0.30, scores
         assert scores["bleu_4"] - scores["bleu_4_shuffled_references"] >= 0.15, scores
         assert len(scores["samples"]) == 8 and all(s["caption"] for s in scores["samples"])
     assert "BLEU-4" in result.stdout
