@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from demo.artifacts import atomic_write_bytes, atomic_write_json
+from demo.sessions import PROVIDERS
 
 BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "export")
 QUICK_SKIPS = ("export",)  # over a minute on its own: run it with --only export
@@ -29,7 +30,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, default=Path("models/default"),
                         help="trained run with an int8 bundle (`make demo` builds it); benchmarks that need it "
                              "say 'skipped' without it (default: %(default)s)")
-    parser.add_argument("--provider", choices=("cpu", "auto", "cuda"), default="cpu",
+    parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
                         help="ONNX Runtime provider for the decoding and end-to-end benchmarks (default: %(default)s; "
                              "cuda on a GPU machine, as `make gpu-check` does)")
     return parser.parse_args(argv)

@@ -96,9 +96,9 @@ def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick
     from demo.step import SearchOptions
 
     whole_step = OnnxStepModel(create_session(bundle / "decoder_step.onnx", provider, threads=1)[0])
-    (image_step, used), projection = (create_session(bundle / name, provider, threads=1)
-                                      for name in ("decoder_step_image.onnx", "image_projection.onnx"))
-    ort_step = OnnxStepModel(image_step, projection[0])
+    image_step, used = create_session(bundle / "decoder_step_image.onnx", provider, threads=1)
+    projection, _ = create_session(bundle / "image_projection.onnx", provider, threads=1)
+    ort_step = OnnxStepModel(image_step, projection)
     banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
     greedy = SearchOptions(max_length=MAX_WORDS, num_beams=1, banned_ids=banned)
     beam5 = SearchOptions(max_length=MAX_WORDS, num_beams=5, banned_ids=banned)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from demo.artifacts import atomic_write_json, read_json
+from demo.sessions import PROVIDERS
 
 
 def _features(run: Path, quick: bool, provider: str) -> list[dict]:
@@ -83,7 +84,7 @@ def main() -> int:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--provider", choices=("cpu", "auto", "cuda"), default="cpu")
+    parser.add_argument("--provider", choices=PROVIDERS, default="cpu")
     args = parser.parse_args()
     atomic_write_json(args.json, {"entries": RUNNERS[args.name](args.run, args.quick, args.provider)})
     return 0

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from bench.machine import peak_rss_mib
+from demo.sessions import PROVIDERS
 
 
 def caption_file(captioner, path: Path, greedy, beam) -> dict[str, float]:
@@ -37,7 +38,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--variant", default="fp32")
-    parser.add_argument("--provider", choices=("cpu", "auto", "cuda"), default="cpu")
+    parser.add_argument("--provider", choices=PROVIDERS, default="cpu")
     parser.add_argument("images", type=Path, nargs="+")
     args = parser.parse_args()
     from demo.captioner import Captioner

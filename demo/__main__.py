@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from demo.sessions import PROVIDERS
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m demo", description="Caption images with an exported bundle "
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: 0.5)")
     caption.add_argument("--num-return-sequences", type=int, default=1, help="captions to list per image "
                          "(at most --num-beams)")
-    caption.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto",
+    caption.add_argument("--provider", choices=PROVIDERS, default="auto",
                          help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
     caption.add_argument("--variant", choices=("fp32", "int8"), default="fp32", help="encoder variant")
     caption.add_argument("--batch-size", type=int, default=8, help="images encoded together (default: 8)")
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
     serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     serve.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
-    serve.add_argument("--provider", choices=("auto", "cuda", "cpu"), default="auto", help="execution provider")
+    serve.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider")
     return parser
 
 

@@ -54,6 +54,22 @@ def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
     return run
 
 
+def caption_differences(captioner, images: list, reference: list[str], got: list[str], num_beams: int) -> list[int]:
+    """Indices of `images` whose caption in `got` differs from `reference` by more than a near-tie of the
+    captioner's own decoder (export.parity): which images have near-ties depends on the weights, so the CPU."""
+    import numpy as np
+
+    from demo.preprocess import load_image
+    from export.parity import compare_captions
+
+    def tokens(captions: list[str]) -> list[list[int]]:
+        return [captioner.vocab.encode(caption.split(), add_special=False) for caption in captions]
+
+    features, _ = captioner.encode(np.stack([load_image(image) for image in images]))
+    return compare_captions(captioner.decoder, features, captioner.vocab, num_beams, tokens(reference),
+                            got=tokens(got))["different"]
+
+
 def free_port() -> int:
     import socket
 

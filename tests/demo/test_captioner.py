@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, caption_differences, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -40,21 +39,16 @@ def captioner(exported_run):
 
 def test_runtime_captions_equal_the_keras_evaluation(captioner, keras_captions, exported_run):
     """Identical, but for near-ties: which test images have one depends on the weights (and the CPU)."""
-    from demo.preprocess import load_image
-    from export.parity import compare_captions
-
     captions = json.loads((exported_run / "captions.json").read_text())
     root = Path(captions["image_root"])
     ids = [e["id"] for e in captions["images"] if e["split"] == "test"]
-    features, _ = captioner.encode(np.stack([load_image(root / i) for i in ids]))
+    images = [root / i for i in ids]
     for key, beams in (("greedy", 1), ("beam_3", 3)):
-        results = captioner.caption([root / i for i in ids], num_beams=beams)
-        reference = [captioner.vocab.encode(keras_captions[key][i].split(), add_special=False) for i in ids]
-        compared = compare_captions(captioner.decoder, features, captioner.vocab, beams, reference,
-                                    got=[captioner.vocab.encode(r.tokens, add_special=False) for r in results])
-        print(f"\n{key}: {compared}")
-        assert not compared["different"], [(ids[i], results[i].caption, keras_captions[key][ids[i]])
-                                           for i in compared["different"]]
+        got = [r.caption for r in captioner.caption(images, num_beams=beams)]
+        want = [keras_captions[key][i] for i in ids]
+        print(f"\n{key}: {sum(a == b for a, b in zip(got, want))} of {len(ids)} identical")
+        different = caption_differences(captioner, images, want, got, beams)
+        assert not different, [(ids[i], got[i], want[i]) for i in different]
 
 
 def test_result_carries_scores_n_best_and_timings(captioner, exported_run):
@@ -69,16 +63,10 @@ def test_result_carries_scores_n_best_and_timings(captioner, exported_run):
 
 def test_batch_of_images_equals_one_at_a_time(captioner, exported_run):
     """Equal but for near-ties: a batch of 4 and a batch of 1 take other kernel paths (last-bit differences)."""
-    from demo.preprocess import load_image
-    from export.parity import compare_captions
-
     images = sample_images(exported_run, 4)
-    together = captioner.caption(images, num_beams=3)
-    alone = [captioner.caption([image], num_beams=3)[0] for image in images]
-    features = np.concatenate([captioner.encode(load_image(image)[None])[0] for image in images])
-    tokens = [[captioner.vocab.encode(r.tokens, add_special=False) for r in results] for results in (together, alone)]
-    compared = compare_captions(captioner.decoder, features, captioner.vocab, 3, tokens[0], got=tokens[1])
-    assert not compared["different"], ([r.caption for r in together], [r.caption for r in alone])
+    together = [r.caption for r in captioner.caption(images, num_beams=3)]
+    alone = [captioner.caption([image], num_beams=3)[0].caption for image in images]
+    assert not caption_differences(captioner, images, together, alone, 3), (together, alone)
 
 
 def test_int8_variant_captions(exported_run):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, run_module
+from tests.conftest import REPO, caption_differences, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -94,14 +94,10 @@ def test_bundle_captions_with_onnx_runtime_alone(exported_run):
     output = json.loads(result.stdout)
     assert output["tensorflow_loaded"] is False
     from demo.captioner import Captioner
-    from demo.preprocess import load_image
-    from export.parity import compare_captions
 
     captioner = Captioner(exported_run / "onnx", provider="cpu")  # the split decoder; the script used the whole one
-    runtime = [captioner.vocab.encode(r.tokens, add_special=False) for r in captioner.caption(images)]
-    alone = [captioner.vocab.encode(caption.split(), add_special=False) for caption in output["captions"]]
-    features, _ = captioner.encode(np.stack([load_image(image) for image in images]))
-    assert not compare_captions(captioner.decoder, features, captioner.vocab, 1, alone, got=runtime)["different"]
+    runtime = [r.caption for r in captioner.caption(images)]
+    assert not caption_differences(captioner, images, output["captions"], runtime, 1), (output["captions"], runtime)
 
 
 def test_a_failed_export_leaves_the_previous_bundle_untouched(exported_run, tmp_path):
