@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy] [DATA_DIR=...] [NUM_IMAGES=3000] [PORT=7860]
+# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy] [DATA_DIR=...] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
 DATASET ?= synthetic
 DATA_DIR ?=
 NUM_IMAGES ?= 3000
-EPOCHS ?= 15
+# EPOCHS empty: fit's own default (python -m train fit --help), the same for make demo and train fit
+EPOCHS ?=
 PORT ?= 7860
 RUN ?= models/$(if $(filter synthetic,$(DATASET)),default,$(DATASET))
 
@@ -18,7 +19,7 @@ RUN ?= models/$(if $(filter synthetic,$(DATASET)),default,$(DATASET))
 # Python 3.11, against the package index (wheel metadata only: no GPU, no gigabytes of CUDA wheels).
 REQUIREMENT_FILES := requirements.txt requirements-gpu.txt demo/requirements.txt demo/requirements-gpu.txt
 
-.PHONY: venv test test-fast clean-venv demo check-requirements gpu-check
+.PHONY: venv test test-fast clean-venv demo check-requirements gpu-check lint
 
 venv: $(STAMP)
 
@@ -39,6 +40,9 @@ check-requirements: venv
 gpu-check:
 	$(PYTHON_BOOT) scripts/gpu_check.py
 
+lint: venv
+	$(VENV)/bin/ruff check .
+
 test: venv
 	$(PY) -m pytest
 
@@ -49,6 +53,6 @@ clean-venv:
 	rm -rf $(VENV)
 
 demo: venv
-	$(PY) -m train.pipeline --dataset $(DATASET) --run $(RUN) --num-images $(NUM_IMAGES) --epochs $(EPOCHS) \
-		$(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+	$(PY) -m pipeline --dataset $(DATASET) --run $(RUN) --num-images $(NUM_IMAGES) \
+		$(if $(EPOCHS),--epochs $(EPOCHS),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 	$(PY) -m demo serve --model $(RUN)/onnx --port $(PORT)

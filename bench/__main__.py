@@ -12,6 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from bench.isolated import run_isolated
+from bench.machine import machine_info
+from bench.plot import plot_stages
+from bench.report import markdown
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.sessions import PROVIDERS
 
@@ -44,31 +48,27 @@ def selected(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from bench.isolated import run_isolated
-    from bench.machine import machine_info
-    from bench.plot import plot_stages
-    from bench.report import markdown
 
     started = time.time()
     results = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                "machine": machine_info(), "benchmarks": []}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in selected(args):
-        print(f"bench: {name} ...", end=" ", flush=True)
+        print(f"bench: {name} ...", end=" ", flush=True, file=sys.stderr)  # stdout: the table alone
         begun = time.time()
         entries = run_isolated(name, args.run, args.quick, args.out / f".{name}.json", args.provider)
         (args.out / f".{name}.json").unlink(missing_ok=True)
         results["benchmarks"].extend(entries)
         state = "failed" if any("failed" in e for e in entries) else "skipped" if all("skipped" in e for e in entries) \
             else "done"
-        print(f"{state} in {time.time() - begun:.0f} s", flush=True)
+        print(f"{state} in {time.time() - begun:.0f} s", flush=True, file=sys.stderr)
     results["seconds"] = round(time.time() - started, 1)
     atomic_write_json(args.out / "results.json", results)
     table = markdown(results)
     atomic_write_bytes(args.out / "results.md", table.encode("utf-8"))
     plot = plot_stages(results, args.out / "latency_per_stage.png")
     print(table)
-    print(f"results: {args.out / 'results.json'}" + (f", plot: {plot}" if plot else ""))
+    print(f"results: {args.out / 'results.json'}" + (f", plot: {plot}" if plot else ""), file=sys.stderr)
     return 1 if any("failed" in e for e in results["benchmarks"]) else 0
 
 

@@ -13,13 +13,29 @@ sides interleaved with each other, then the TensorFlow sides with each other):
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from demo.artifacts import read_json
+from bench.timing import interleaved
+from demo import bundle_layout as layout
+from demo.beam_search import beam_search
+from demo.greedy_search import greedy_search
+from demo.onnx_step import OnnxStepModel
+from demo.search import options_for
+from demo.sessions import create_session
+from demo.vocab import SPECIAL_TOKENS, Vocabulary
+from train.captions_file import read_captions
+from train.features import load_cache
+from train.keras_step import KerasStepModel
+from train.run_files import RunFiles
+from train.tf_import import import_keras
 
 MAX_WORDS = 20
+FLICKR_VOCAB = 8485  # Flickr30K words seen >= 5 times, as in the spike the targets come from
 
 
 class PerRowStepModel:
@@ -55,14 +71,11 @@ def seed_loop(model, feature: np.ndarray, word_index: dict[str, int], vocab) -> 
 
 def measure(run: Path, quick: bool = False, provider: str = "cpu") -> dict:
     """The default run's trained decoder on its test images."""
-    from demo.vocab import Vocabulary
-    from train.features import load_cache
-    from train.run_files import RunFiles
-
-    files, bundle = RunFiles(run), run / "onnx"
-    if not (bundle / "decoder_step_image.onnx").is_file():
+    files = RunFiles(run)
+    bundle = files.bundle
+    if not (bundle / layout.DECODER_STEP_IMAGE).is_file():
         return {"name": "decoding", "skipped": f"no exported bundle in {bundle}"}
-    test_ids = [e["id"] for e in read_json(files.captions, "captions")["images"] if e["split"] == "test"]
+    test_ids = read_captions(files.captions).ids("test")
     features = load_cache(files).lookup(test_ids[: 3 if quick else 8])
     return {"name": "decoding", **_measure(bundle, files.model, Vocabulary.load(files.vocab), features, quick,
                                            provider)}
@@ -70,13 +83,6 @@ def measure(run: Path, quick: bool = False, provider: str = "cpu") -> dict:
 
 def measure_flickr_scale(quick: bool = False, provider: str = "cpu") -> dict:
     """A Flickr-sized decoder (V=8485, random weights): the vocabulary size the targets were set at."""
-    import subprocess
-    import sys
-    import tempfile
-
-    from bench.flickr_scale_model import FLICKR_VOCAB
-    from demo.vocab import SPECIAL_TOKENS, Vocabulary
-
     with tempfile.TemporaryDirectory(prefix="bench-flickr-decoder-") as tmp:
         subprocess.run([sys.executable, "-m", "bench.flickr_scale_model", "--out", tmp], check=True,
                        capture_output=True, text=True)
@@ -88,20 +94,11 @@ def measure_flickr_scale(quick: bool = False, provider: str = "cpu") -> dict:
 
 def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick: bool,
              provider: str) -> dict:
-    from bench.timing import interleaved
-    from demo.beam_search import beam_search
-    from demo.greedy_search import greedy_search
-    from demo.onnx_step import OnnxStepModel
-    from demo.sessions import create_session
-    from demo.step import SearchOptions
-
-    whole_step = OnnxStepModel(create_session(bundle / "decoder_step.onnx", provider, threads=1)[0])
-    image_step, used = create_session(bundle / "decoder_step_image.onnx", provider, threads=1)
-    projection, _ = create_session(bundle / "image_projection.onnx", provider, threads=1)
+    whole_step = OnnxStepModel(create_session(bundle / layout.DECODER_STEP, provider, threads=1)[0])
+    image_step, used = create_session(bundle / layout.DECODER_STEP_IMAGE, provider, threads=1)
+    projection, _ = create_session(bundle / layout.IMAGE_PROJECTION, provider, threads=1)
     ort_step = OnnxStepModel(image_step, projection)
-    banned = (vocab.pad_id, vocab.start_id, vocab.unk_id)
-    greedy = SearchOptions(max_length=MAX_WORDS, num_beams=1, banned_ids=banned)
-    beam5 = SearchOptions(max_length=MAX_WORDS, num_beams=5, banned_ids=banned)
+    greedy, beam5 = options_for(vocab, 1, MAX_WORDS), options_for(vocab, 5, MAX_WORDS)
 
     def each_image(search, model, options):
         def run_all() -> int:
@@ -138,12 +135,8 @@ def _measure(bundle: Path, keras_model: Path, vocab, features: np.ndarray, quick
 
 
 def _keras_sides(model_path: Path, features: np.ndarray, vocab, greedy) -> dict:
-    from demo.greedy_search import greedy_search
-    from train.keras_step import KerasStepModel
-    from train.tf_import import import_keras
-
-    keras = import_keras()
-    import train.model  # noqa: F401  (custom layers)
+    keras = import_keras()  # TensorFlow only now, after the ONNX Runtime sides (it slows ORT in its process)
+    import train.model  # noqa: F401  (lazy, for the same reason; importing it registers the custom layers)
 
     trained = keras.models.load_model(model_path)
     keras_step = KerasStepModel(trained)

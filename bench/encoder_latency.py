@@ -15,6 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.gemm_peak import best_of, measure_peak, vgg16_fc2_macs
+from bench.timing import interleaved
+from demo import bundle_layout as layout
+from demo.sessions import create_session
+
 TARGET_RATIO = 0.35  # int8 / fp32 latency, from the export issue
 SETTLE_S = 0.3
 
@@ -44,19 +49,16 @@ def _ort_side(session, batch: int):
     pixels = np.random.default_rng(batch).integers(0, 255, (batch, 224, 224, 3), dtype=np.uint8)
 
     def run() -> int:
-        session.run(["features"], {"pixels": pixels})
+        session.run([layout.FEATURES], {layout.PIXELS: pixels})
         return batch
     return run
 
 
 def measure(bundle: Path, quick: bool = False) -> dict:
-    from bench.gemm_peak import best_of, measure_peak, vgg16_fc2_macs
-    from bench.timing import interleaved
-    from demo.sessions import create_session
-
-    paths = {"ort_fp32": bundle / "encoder.onnx", "ort_int8": bundle / "encoder.int8.onnx"}
+    paths = {f"ort_{variant}": bundle / layout.encoder_file(variant) for variant in layout.VARIANTS}
     if not all(p.is_file() for p in paths.values()):
-        return {"name": "encoder_latency", "skipped": f"{bundle} has no fp32 and int8 encoders (export --quantize int8)"}
+        return {"name": "encoder_latency", "skipped": f"{bundle} has no fp32 and int8 encoders "
+                                                      "(export --quantize int8)"}
     size = 2048 if quick else 3072
     before = measure_peak(size, repeats=2 if quick else 3)
     flop_per_image = 2.0 * vgg16_fc2_macs()

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = ("fp32", "int8")
+from bench.images import photo_like_jpegs
+from demo import bundle_layout as layout
+from demo.generation import DEFAULTS
+
+VARIANTS = layout.VARIANTS
 STAGES = ("preprocess", "encoder", "greedy", "beam3")
 
 
@@ -55,10 +59,7 @@ def _summarise(runs: list[dict]) -> dict:
 
 
 def measure(bundle: Path, quick: bool = False, provider: str = "cpu") -> dict:
-    from bench.images import photo_like_jpegs
-    from demo.captioner import VARIANT_FILES
-
-    if not all((bundle / VARIANT_FILES[v]).is_file() for v in VARIANTS):
+    if not all((bundle / layout.encoder_file(v)).is_file() for v in VARIANTS):
         return {"name": "end_to_end", "skipped": f"{bundle} has no fp32 and int8 encoders (export --quantize int8)"}
     count, rounds = (20, 1) if quick else (50, 2)
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
@@ -68,4 +69,4 @@ def measure(bundle: Path, quick: bool = False, provider: str = "cpu") -> dict:
             for variant in VARIANTS:
                 runs[variant].append(_one_process(bundle, variant, images, provider))
     return {"name": "end_to_end", "images": count, "rounds": rounds, "image_size": [500, 375],
-            "beams": 3, "variants": {v: _summarise(r) for v, r in runs.items()}}
+            "beams": DEFAULTS.compared_num_beams, "variants": {v: _summarise(r) for v, r in runs.items()}}

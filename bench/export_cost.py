@@ -14,23 +14,26 @@ import sys
 import tempfile
 from pathlib import Path
 
+from demo import bundle_layout as layout
 from demo.artifacts import read_json
+from train.run_files import RunFiles
 
 TARGETS = {"peak_rss_gib_at_most": 6.0, "peak_rss_gib_aim": 4.0, "seconds_at_most": 120.0, "seconds_aim": 60.0}
 
 
 def measure(run: Path, quantize: str = "int8") -> dict:
-    if not (run / "model.keras").is_file():
+    if not RunFiles(run).model.is_file():
         return {"name": "export", "skipped": f"no trained model in {run}"}
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         copy = Path(tmp) / "run"
-        shutil.copytree(run, copy, ignore=shutil.ignore_patterns("onnx", "onnx.previous", ".onnx-tmp-*",
-                                                                 "checkpoints", "logs", "synthetic"))
+        skipped = (layout.BUNDLE_DIR, f"{layout.BUNDLE_DIR}.previous", ".onnx-tmp-*", "checkpoints", "logs",
+                   "synthetic")
+        shutil.copytree(run, copy, ignore=shutil.ignore_patterns(*skipped))
         command = ["/usr/bin/time", "-v", sys.executable, "-m", "export", "--run", str(copy), "--quantize", quantize]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             return {"name": "export", "failed": result.stderr[-2000:]}
-        manifest = read_json(copy / "onnx" / "manifest.json", "manifest")
+        manifest = read_json(RunFiles(copy).bundle / layout.MANIFEST, "manifest")
     peak_gib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", result.stderr).group(1)) / 2**20
     wall = _wall_seconds(re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", result.stderr)[1])
     return {

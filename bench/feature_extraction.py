@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from bench.images import photo_like_jpegs
+from bench.timing import interleaved
+from demo.preprocess import load_image
+from train.config import FeaturesConfig, PrepareConfig
+from train.encoder import build_encoder, EncoderSpec
+from train.features import extract_features, run_image_list
+from train.prepare import run_prepare
+from train.run_files import RunFiles
 
 
 def _prepared_run(root: Path, count: int) -> Path:
-    from train.config import PrepareConfig
-    from train.prepare import run_prepare
-
     data = root / "data"
     photo_like_jpegs(data / "flickr30k_images", count)
     rows = ["image_name| comment_number| comment"]
@@ -30,13 +34,6 @@ def _prepared_run(root: Path, count: int) -> Path:
 
 
 def measure(quick: bool = False, batch_size: int = 16) -> dict:
-    from bench.timing import interleaved
-    from demo.preprocess import load_image
-    from train.config import FeaturesConfig
-    from train.encoder import EncoderSpec, build_encoder
-    from train.features import extract_features, run_image_list
-    from train.run_files import RunFiles
-
     count = batch_size * (1 if quick else 4)
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         run = _prepared_run(Path(tmp), count)

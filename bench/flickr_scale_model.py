@@ -10,7 +10,11 @@ import argparse
 import sys
 from pathlib import Path
 
-FLICKR_VOCAB = 8485  # Flickr30K words seen >= 5 times, as in the spike the targets come from
+from bench.decoding import FLICKR_VOCAB
+from demo import bundle_layout as layout
+from export.graph_edit import split_decoder
+from export.tf_side import keras, step_to_onnx
+from train.model import build_step_model, build_training_model, ModelSpec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,16 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--vocab-size", type=int, default=FLICKR_VOCAB)
     args = parser.parse_args(argv)
-    from export.graph_edit import split_decoder
-    from export.tf_side import keras, step_to_onnx
-    from train.model import ModelSpec, build_step_model, build_training_model
-
     keras.utils.set_random_seed(0)
     trained = build_training_model(ModelSpec(vocab_size=args.vocab_size, feature_scale=0.01))
     trained.save(args.out / "model.keras")
-    step_to_onnx(build_step_model(trained), args.out / "decoder_step.onnx", opset=17)
-    split_decoder(args.out / "decoder_step.onnx", args.out / "image_projection.onnx",
-                  args.out / "decoder_step_image.onnx")
+    step_to_onnx(build_step_model(trained), args.out / layout.DECODER_STEP, opset=17)
+    split_decoder(args.out / layout.DECODER_STEP, args.out / layout.IMAGE_PROJECTION,
+                  args.out / layout.DECODER_STEP_IMAGE)
     return 0
 
 

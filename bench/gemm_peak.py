@@ -11,12 +11,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, TensorProto
+
+from train.encoder import VGG16_BLOCKS
 
 
 def vgg16_fc2_macs(image_size: int = 224) -> int:
     """Multiply-accumulates of VGG16 from pixels to fc2 for one image, counted from the architecture."""
-    from train.encoder import VGG16_BLOCKS
-
     macs, size, channels = 0, image_size, 3
     for width, convs in VGG16_BLOCKS:
         for _ in range(convs):
@@ -37,10 +40,6 @@ def _best_rate(call, flop: float, repeats: int) -> float:
 
 
 def _ort_matmul(n: int):
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
-
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
         [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],

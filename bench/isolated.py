@@ -15,28 +15,29 @@ from pathlib import Path
 
 from demo.artifacts import atomic_write_json, read_json
 from demo.sessions import PROVIDERS
+from train.run_files import RunFiles
 
 
 def _features(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.feature_extraction import measure
+    from bench.feature_extraction import measure  # lazy: a child imports only the benchmark it runs
 
     return [measure(quick=quick)]
 
 
 def _training(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.training_speed import measure
+    from bench.training_speed import measure  # lazy: a child imports only the benchmark it runs
 
     return [measure(quick=quick)]
 
 
 def _encoder(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.encoder_latency import measure
+    from bench.encoder_latency import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(run / "onnx", quick=quick)]
+    return [measure(RunFiles(run).bundle, quick=quick)]
 
 
 def _decoding(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.decoding import measure, measure_flickr_scale
+    from bench.decoding import measure, measure_flickr_scale  # lazy: a child imports only the benchmark it runs
 
     if quick:  # building the Flickr-sized decoder takes TensorFlow and tf2onnx ~20 s: full runs only
         return [measure(run, quick=True, provider=provider)]
@@ -44,19 +45,19 @@ def _decoding(run: Path, quick: bool, provider: str) -> list[dict]:
 
 
 def _end_to_end(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.end_to_end import measure
+    from bench.end_to_end import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(run / "onnx", quick=quick, provider=provider)]
+    return [measure(RunFiles(run).bundle, quick=quick, provider=provider)]
 
 
 def _serving(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.serving_load import measure
+    from bench.serving_load import measure  # lazy: a child imports only the benchmark it runs
 
     return [measure(run, quick=quick)]
 
 
 def _export(run: Path, quick: bool, provider: str) -> list[dict]:
-    from bench.export_cost import measure
+    from bench.export_cost import measure  # lazy: a child imports only the benchmark it runs
 
     return [measure(run)]
 

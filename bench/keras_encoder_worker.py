@@ -12,10 +12,10 @@ import sys
 
 import numpy as np
 
+from train.encoder import build_encoder, EncoderSpec
+
 
 def main() -> int:
-    from train.encoder import EncoderSpec, build_encoder
-
     encoder = build_encoder(EncoderSpec("none", 0))  # weights do not change the arithmetic
     print("ready", flush=True)
     pixels: dict[int, np.ndarray] = {}

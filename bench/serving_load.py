@@ -11,7 +11,6 @@ answered) and its peak RSS (VmHWM) after all the load.
 from __future__ import annotations
 
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.images import photo_like_jpegs
 from bench.machine import peak_rss_mib
+from demo import bundle_layout as layout
+from demo.generation import DEFAULTS
+from train.run_files import RunFiles
+
+MAX_WORDS = 20  # the benchmarks' caption cap (as in bench.decoding)
 
 CALLERS = (1, 4, 8)
 
@@ -76,7 +81,8 @@ def call(client, image: Path, variant: str) -> tuple[float, float]:
     from gradio_client import handle_file
 
     started = time.perf_counter()
-    result = client.predict(handle_file(str(image)), 3, 20, 0.5, 1, variant, api_name="/caption")
+    result = client.predict(handle_file(str(image)), DEFAULTS.compared_num_beams, MAX_WORDS, DEFAULTS.length_penalty,
+                            1, variant, api_name="/caption")
     seconds = time.perf_counter() - started
     return seconds, result["encoder_ms"] + result["greedy"]["decode_ms"] + result["beam"]["decode_ms"]
 
@@ -113,17 +119,16 @@ def _load(server: Server, callers: int, per_caller: int, images: list[Path]) -> 
 
 
 def measure(run: Path, quick: bool = False) -> dict:
-    from bench.images import photo_like_jpegs
-    from export.space import build_space
+    from export.space import build_space  # lazy: imports Gradio, which the other benchmarks' processes skip
 
-    if not (run / "onnx" / "encoder.int8.onnx").is_file():
-        return {"name": "serving_load", "skipped": f"{run / 'onnx'} has no fp32 and int8 encoders "
-                                                   "(export --quantize int8)"}
+    bundle = RunFiles(run).bundle
+    if not all((bundle / layout.encoder_file(v)).is_file() for v in layout.VARIANTS):
+        return {"name": "serving_load", "skipped": f"{bundle} has no fp32 and int8 encoders (export --quantize int8)"}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
-        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / "onnx", v, images, quick)
-                    for v in ("fp32", "int8")}
-    return {"name": "serving_load", "beams": 3, "variants": variants}
+        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, quick)
+                    for v in layout.VARIANTS}
+    return {"name": "serving_load", "beams": DEFAULTS.compared_num_beams, "variants": variants}
 
 
 def _one_variant(bundle: Path, variant: str, images: list[Path], quick: bool) -> dict:

@@ -30,9 +30,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo.vocab import Vocabulary
+from bench.timing import interleaved
+from demo.text import tokenize
+from demo.vocab import build_vocabulary, Vocabulary
+from train.config import FitConfig
+from train.datasets.synthetic import make_example
 from train.encoder import FEATURE_DIM
+from train.model import build_training_model, ModelSpec
 from train.sequences import CaptionSequences
+from train.tf_import import import_keras
 
 TARGET_RATIO = 10.0
 
@@ -51,9 +57,6 @@ class PrefixSamples:
 
 def synthetic_captions(num_images: int, seed: int = 0) -> tuple[list[int], list[list[str]]]:
     """Tokenised captions of the project's synthetic scenes and the image each belongs to."""
-    from demo.text import tokenize
-    from train.datasets.synthetic import make_example
-
     rows, captions = [], []
     for index in range(num_images):
         for caption in make_example(seed, index)[1]:
@@ -87,8 +90,6 @@ def prefix_samples(sequences: CaptionSequences, pad_id: int = 0) -> PrefixSample
 
 def build_seed_model(vocab_size: int, embed_dim: int, hidden_dim: int, dropout: float):
     """The seed's merge captioner: the LSTM's last output only, a softmax over the next word."""
-    from train.tf_import import import_keras
-
     keras = import_keras()
     layers = keras.layers
     features = keras.Input((FEATURE_DIM,), name="features")
@@ -104,15 +105,10 @@ def build_seed_model(vocab_size: int, embed_dim: int, hidden_dim: int, dropout: 
 
 
 def _optimizer(learning_rate: float):
-    from train.tf_import import import_keras
-
     return import_keras().optimizers.Adam(learning_rate, clipnorm=5.0)  # as train/fit.py
 
 
 def _compiled_models(vocab: Vocabulary, embed_dim: int, hidden_dim: int, dropout: float, learning_rate: float):
-    from train.model import ModelSpec, build_training_model
-    from train.tf_import import import_keras
-
     keras = import_keras()
     keras.utils.set_random_seed(0)
     ours = build_training_model(ModelSpec(len(vocab), embed_dim, hidden_dim, dropout))
@@ -143,10 +139,6 @@ def _trainer(model, batches: list[tuple[dict, np.ndarray]]) -> Callable[[], int]
 
 
 def measure(quick: bool = False, batch_size: int = 64) -> dict:
-    from bench.timing import interleaved
-    from demo.vocab import build_vocabulary
-    from train.config import FitConfig
-
     cfg = FitConfig()
     num_images, steps = (200, 10) if quick else (600, 30)
     rows, captions = synthetic_captions(num_images)

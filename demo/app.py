@@ -1,7 +1,11 @@
-"""Hugging Face Space entry point (`app_file: app.py`): the captioner app, configured by environment.
+"""The app's entry point for Hugging Face Spaces and containers, configured by environment variables.
 
-CAPTIONER_MODEL (bundle folder, default `onnx` beside this file if present, else models/default/onnx),
-CAPTIONER_PROVIDER (auto|cuda|cpu), CAPTIONER_HOST, CAPTIONER_PORT (or PORT), CAPTIONER_SHARE.
+This one file is both `demo/app.py` here and the `app.py` at the top of a Space folder
+(`python -m export.space` copies it): in a Space, the runtime package `demo/` and the bundle
+`onnx/` sit beside it; here, `demo/` is its own folder and the bundle defaults to models/default/onnx.
+
+CAPTIONER_MODEL (bundle folder; default `onnx/` beside this file if there is one, else models/default/onnx),
+CAPTIONER_PROVIDER (auto|cuda|cpu), CAPTIONER_HOST (default 0.0.0.0), CAPTIONER_PORT (or PORT), CAPTIONER_SHARE.
 """
 from __future__ import annotations
 
@@ -10,12 +14,24 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # run as `python demo/app.py` or as a Space's top-level app.py
-    sys.path.insert(0, str(HERE.parent))
-if (HERE / "onnx").is_dir():
-    os.environ.setdefault("CAPTIONER_MODEL", str(HERE / "onnx"))
+ROOT = HERE if (HERE / "demo").is_dir() else HERE.parent  # the folder that holds the `demo` package
+if str(ROOT) not in sys.path:  # run as `python demo/app.py` or as a Space's top-level app.py
+    sys.path.insert(0, str(ROOT))
 
-from demo.serve import ServeConfig, launch  # noqa: E402
+from demo.bundle_layout import BUNDLE_DIR  # noqa: E402  (after the path set-up above)
+from demo.errors import run_command  # noqa: E402
+from demo.logs import configure_cli_logging  # noqa: E402
+from demo.serve import launch, ServeConfig  # noqa: E402
+
+if (HERE / BUNDLE_DIR).is_dir():  # a Space: the bundle sits beside this file
+    os.environ.setdefault("CAPTIONER_MODEL", str(HERE / BUNDLE_DIR))
+
+
+def main() -> int:
+    configure_cli_logging()
+    launch(ServeConfig.from_env())
+    return 0
+
 
 if __name__ == "__main__":
-    launch(ServeConfig.from_env())
+    sys.exit(run_command(main))

@@ -5,20 +5,27 @@ The page works without a bundle too: it says how to build one instead of failing
 from __future__ import annotations
 
 import difflib
+import logging
 import os
-import sys
 import threading
-import time
 from pathlib import Path
 
-from demo.captioner import VARIANT_FILES, Captioner, CaptionResult
-from demo.manifest import BundleError, verify_bundle
-from demo.preprocess import ImageSource, load_image
+import gradio as gr
+
+from demo.bundle_layout import variants_in
+from demo.captioner import Captioner, CaptionResult, Comparison
+from demo.errors import CaptionerError
+from demo.generation import DEFAULTS
+from demo.manifest import verify_bundle
+from demo.preprocess import ImageSource
+from demo.upload import ImageUpload
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
             "`python -m export --run RUN`), then start the app again. Details: {why}")
+MAX_LENGTH_RANGE = (5, 40)  # the slider's; it starts at the bundle vocabulary's max_length (clamped)
+log = logging.getLogger(__name__)
 
 
 class CaptionerPool:
@@ -30,11 +37,17 @@ class CaptionerPool:
         self._lock = threading.Lock()
         self.error: str | None = None
         try:
-            files = verify_bundle(self.bundle)["files"]
-            self.variants = [v for v, name in VARIANT_FILES.items() if name in files]
+            self.variants = variants_in(verify_bundle(self.bundle)["files"])
             self.get(self.variants[0])  # load now: a broken bundle shows on the page, not on the first request
-        except (BundleError, ValueError, OSError, IndexError) as exc:
+        except (CaptionerError, OSError, IndexError) as exc:
             self.variants, self.error = [], str(exc) or "the bundle has no encoder"
+
+    def max_length(self) -> int:
+        """The slider's first value: what `max_length=None` means for this bundle (its vocabulary's)."""
+        low, high = MAX_LENGTH_RANGE
+        wanted = DEFAULTS.max_length or (DEFAULTS.max_length_without_vocabulary if self.error else
+                                         self.get(self.variants[0]).vocab.max_length)
+        return min(high, max(low, wanted))
 
     def get(self, variant: str) -> Captioner:
         with self._lock:
@@ -62,23 +75,21 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, 
     `image` is the upload undecoded (see `demo.upload`), so `load_image` alone decides what is an image.
     """
     if pool.error:
-        raise ValueError(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
+        raise NoModel(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
     if image is None:
-        raise ValueError("upload an image first (or pick an example)")
-    captioner = pool.get(variant)
-    num_beams = int(num_beams)
-    started = time.perf_counter()
-    pixels = load_image(image, name=_upload_name(image))[None]
-    timings = {"preprocess": (time.perf_counter() - started) * 1000}
-    features, timings["encoder"] = captioner.encode(pixels)  # one encoder pass serves both searches
-    greedy_options = captioner.options(1, int(max_length), length_penalty)
-    beam_options = captioner.options(num_beams, int(max_length), length_penalty,
-                                     min(int(num_return_sequences), num_beams))
-    greedy = captioner.caption_features(features, greedy_options, timings)[0]
-    beam = captioner.caption_features(features, beam_options, timings)[0]
-    return {"greedy": _summary(greedy), "beam": _summary(beam) | {"num_beams": num_beams},
-            "provider": captioner.provider, "variant": captioner.variant,
-            "encoder_ms": beam.timings["encoder_ms_per_image"]}
+        raise NoModel("upload an image first (or pick an example)")
+    found = pool.get(variant).compare(image, int(num_beams), int(max_length), length_penalty,
+                                      int(num_return_sequences), name=_upload_name(image))
+    return to_json(found)
+
+
+class NoModel(CaptionerError):
+    """A request the page cannot answer yet: no bundle, or no image."""
+
+
+def to_json(found: Comparison) -> dict:
+    return {"greedy": _summary(found.greedy), "beam": _summary(found.beam) | {"num_beams": found.num_beams},
+            "provider": found.provider, "variant": found.variant, "encoder_ms": found.encoder_ms}
 
 
 def caption_or_explain(pool: CaptionerPool, *args) -> dict:
@@ -87,12 +98,10 @@ def caption_or_explain(pool: CaptionerPool, *args) -> dict:
     Gradio prints a full traceback for every `gr.Error` by default: a page of noise per bad upload in
     the server log, and a server whose output pipe nobody reads stalls once the pipe fills.
     """
-    import gradio as gr
-
     try:
         return run_caption(pool, *args)
-    except ValueError as exc:
-        print(f"caption refused: {exc}", file=sys.stderr, flush=True)
+    except CaptionerError as exc:
+        log.info("caption refused: %s", exc)
         raise gr.Error(str(exc), print_exception=False) from None
 
 
@@ -108,11 +117,7 @@ def _summary(result: CaptionResult) -> dict:
                            for c in result.candidates]}
 
 
-def build_app(bundle: Path, provider: str = "auto"):
-    import gradio as gr
-
-    from demo.upload import ImageUpload
-
+def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
     pool = CaptionerPool(bundle, provider)
     variants = pool.variants or ["fp32"]
     with gr.Blocks(title="VGG16 + LSTM captioner") as app:
@@ -128,10 +133,13 @@ def build_app(bundle: Path, provider: str = "auto"):
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
             with gr.Column(scale=1):
-                num_beams = gr.Slider(1, 10, value=3, step=1, label="Beam width")
-                max_length = gr.Slider(5, 40, value=20, step=1, label="Maximum length (words)")
-                length_penalty = gr.Slider(0.0, 2.0, value=0.5, step=0.1, label="Length penalty (GNMT alpha)")
-                num_return = gr.Slider(1, 10, value=3, step=1, label="Beams to list")
+                num_beams = gr.Slider(1, 10, value=DEFAULTS.compared_num_beams, step=1, label="Beam width")
+                max_length = gr.Slider(*MAX_LENGTH_RANGE, value=pool.max_length(), step=1,
+                                       label="Maximum length (words)")
+                length_penalty = gr.Slider(0.0, 2.0, value=DEFAULTS.length_penalty, step=0.1,
+                                           label="Length penalty (GNMT alpha)")
+                num_return = gr.Slider(1, 10, value=DEFAULTS.compared_num_return_sequences, step=1,
+                                       label="Beams to list")
                 variant = gr.Radio(variants, value=variants[0], label="Encoder variant",
                                    visible=len(variants) > 1)
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from demo.errors import DamagedFile, MissingFile
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
@@ -41,11 +43,11 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
     """Load a JSON artifact, turning a missing or corrupt file into a message that names it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise MissingFile(f"{what} not found: {path}")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{what} at {path} is not valid JSON ({exc}); delete it and rebuild it") from exc
+        raise DamagedFile(f"{what} at {path} is not valid JSON ({exc}); delete it and rebuild it") from exc
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo.step import Hypothesis, SearchOptions, StepModel, ban, length_penalty, normalized, take_rows
+from demo.step import ban, Hypothesis, length_penalty, normalized, SearchOptions, StepModel, take_rows
 
 DEAD = -np.inf
 
@@ -32,7 +32,7 @@ class _Beams:
 
 
 def beam_search(
-    model: StepModel, features: np.ndarray, start_id: int, end_id: int, options: SearchOptions = SearchOptions()
+    model: StepModel, features: np.ndarray, start_id: int, end_id: int, options: SearchOptions
 ) -> list[list[Hypothesis]]:
     """Up to `num_return_sequences` captions per image, best first."""
     k, width = options.num_beams, options.num_beams + 1

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from demo import bundle_layout as layout
+from demo.generation import DEFAULTS
 from demo.manifest import BundleError, verify_bundle
 from demo.onnx_step import OnnxStepModel
 from demo.preprocess import ImageSource, load_image
@@ -26,15 +28,6 @@ from demo.search import generate, options_for
 from demo.sessions import create_session
 from demo.step import Hypothesis, SearchOptions
 from demo.vocab import Vocabulary
-
-VARIANT_FILES = {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx"}
-EXPECTED_IO = {
-    "encoder": (["pixels"], ["features"]),
-    "decoder_step": (["features", "token", "h", "c"], ["log_probs", "h_out", "c_out"]),
-    "image_projection": (["features"], ["image"]),
-    "decoder_step_image": (["image", "token", "h", "c"], ["log_probs", "h_out", "c_out"]),
-}
-SPLIT_DECODER = ("image_projection.onnx", "decoder_step_image.onnx")
 
 
 @dataclass
@@ -62,22 +55,38 @@ class CaptionResult:
                 "candidates": [c.__dict__ for c in self.candidates], "timings_ms": self.timings}
 
 
+@dataclass
+class Comparison:
+    """Greedy and beam results of one image, from one encoder pass."""
+
+    greedy: CaptionResult
+    beam: CaptionResult
+    num_beams: int
+    provider: str
+    variant: str
+
+    @property
+    def encoder_ms(self) -> float:
+        return self.beam.timings["encoder_ms_per_image"]
+
+
 class Captioner:
     def __init__(self, bundle: str | os.PathLike, provider: str = "auto", variant: str = "fp32",
                  threads: int | None = None, check_hashes: bool = True):
         self.bundle = Path(bundle)
         self.manifest = verify_bundle(self.bundle, check_hashes=check_hashes)
-        self.vocab = Vocabulary.load(self.bundle / "vocab.json", expected_size=self.manifest["vocab_size"])
-        self.variants = [v for v, f in VARIANT_FILES.items() if f in self.manifest["files"]]
+        self.vocab = Vocabulary.load(self.bundle / layout.VOCAB, expected_size=self.manifest["vocab_size"])
+        self.variants = layout.variants_in(self.manifest["files"])
         if variant not in self.variants:
             raise BundleError(f"{self.bundle} has no {variant} encoder (it has: {', '.join(self.variants)}); "
                               "export with --quantize int8 for the int8 variant")
         self.variant = variant
-        self.encoder, self.provider = create_session(self.bundle / VARIANT_FILES[variant], provider, threads)
-        self._check_io("encoder", self.encoder)
+        encoder = layout.encoder_file(variant)
+        self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads)
+        self._check_io(encoder, self.encoder)
         self.decoder = self._decoder()
         if self.decoder.vocab_size != len(self.vocab) or self.decoder.hidden_dim != self.manifest["hidden_size"]:
-            raise BundleError(f"{self.bundle / 'decoder_step.onnx'} has vocabulary {self.decoder.vocab_size} and "
+            raise BundleError(f"{self.bundle / layout.DECODER_STEP} has vocabulary {self.decoder.vocab_size} and "
                               f"hidden size {self.decoder.hidden_dim}; the manifest says {len(self.vocab)} and "
                               f"{self.manifest['hidden_size']}")
 
@@ -90,25 +99,28 @@ class Captioner:
             # One thread: a step's matrices are too small to split, and idle pools of several sessions
             # spinning beside each other cost more than they give (measured: beam 5 3.4 ms vs 4.9-6.2 ms).
             created, _ = create_session(self.bundle / name, self.provider, threads=1)
-            self._check_io(name.removesuffix(".onnx"), created)
+            self._check_io(name, created)
             return created
 
-        if all(name in self.manifest["files"] for name in SPLIT_DECODER):
-            return OnnxStepModel(session("decoder_step_image.onnx"), session("image_projection.onnx"))
-        return OnnxStepModel(session("decoder_step.onnx"))
+        if all(name in self.manifest["files"] for name in layout.SPLIT_DECODER):
+            return OnnxStepModel(session(layout.DECODER_STEP_IMAGE), session(layout.IMAGE_PROJECTION))
+        return OnnxStepModel(session(layout.DECODER_STEP))
 
-    def _check_io(self, key: str, session) -> None:
+    def _check_io(self, name: str, session) -> None:
         inputs, outputs = ([v.name for v in session.get_inputs()], [v.name for v in session.get_outputs()])
-        if (inputs, outputs) != EXPECTED_IO[key]:
-            raise BundleError(f"{self.bundle}: the {key} graph has inputs {inputs} and outputs {outputs}, "
-                              f"expected {EXPECTED_IO[key]}: it is not from this project's export")
+        if (inputs, outputs) != layout.GRAPH_IO[name]:
+            raise BundleError(f"{self.bundle}: the {name.removesuffix('.onnx')} graph has inputs {inputs} and "
+                              f"outputs {outputs}, expected {layout.GRAPH_IO[name]}: it is not from this project's "
+                              "export")
 
-    def options(self, num_beams: int = 1, max_length: int | None = None, length_penalty: float = 0.5,
-                num_return_sequences: int = 1) -> SearchOptions:
+    def options(self, num_beams: int = DEFAULTS.num_beams, max_length: int | None = DEFAULTS.max_length,
+                length_penalty: float = DEFAULTS.length_penalty,
+                num_return_sequences: int = DEFAULTS.num_return_sequences) -> SearchOptions:
         return options_for(self.vocab, num_beams, max_length, length_penalty, num_return_sequences)
 
-    def caption(self, images: Sequence[ImageSource], num_beams: int = 1, max_length: int | None = None,
-                length_penalty: float = 0.5, num_return_sequences: int = 1) -> list[CaptionResult]:
+    def caption(self, images: Sequence[ImageSource], num_beams: int = DEFAULTS.num_beams,
+                max_length: int | None = DEFAULTS.max_length, length_penalty: float = DEFAULTS.length_penalty,
+                num_return_sequences: int = DEFAULTS.num_return_sequences) -> list[CaptionResult]:
         """Caption several images; raises `ImageError` for an image that cannot be decoded."""
         options = self.options(num_beams, max_length, length_penalty, num_return_sequences)
         started = time.perf_counter()
@@ -122,8 +134,26 @@ class Captioner:
     def encode(self, pixels: np.ndarray) -> tuple[np.ndarray, float]:
         """Features of a batch of preprocessed images, and the encoder's time in ms (the batch's)."""
         started = time.perf_counter()
-        features = self.encoder.run(["features"], {"pixels": pixels})[0]
+        features = self.encoder.run([layout.FEATURES], {layout.PIXELS: pixels})[0]
         return features, (time.perf_counter() - started) * 1000
+
+    def compare(self, image: ImageSource, num_beams: int = DEFAULTS.compared_num_beams,
+                max_length: int | None = DEFAULTS.max_length, length_penalty: float = DEFAULTS.length_penalty,
+                num_return_sequences: int = DEFAULTS.compared_num_return_sequences,
+                name: str | None = None) -> Comparison:
+        """Greedy and beam search for one image on one encoder pass: what the app shows, side by side.
+
+        `name` is what an error message calls the image (a server names the user's file, not its upload folder).
+        """
+        started = time.perf_counter()
+        pixels = load_image(image, name=name)[None]
+        timings = {"preprocess": (time.perf_counter() - started) * 1000}
+        features, timings["encoder"] = self.encode(pixels)
+        greedy_options = self.options(1, max_length, length_penalty)
+        beam_options = self.options(num_beams, max_length, length_penalty, min(num_return_sequences, num_beams))
+        greedy = self.caption_features(features, greedy_options, timings)[0]
+        beam = self.caption_features(features, beam_options, timings)[0]
+        return Comparison(greedy, beam, num_beams, self.provider, self.variant)
 
     def caption_features(self, features: np.ndarray, options: SearchOptions,
                          timings_ms: dict[str, float]) -> list[CaptionResult]:

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.step import Hypothesis, SearchOptions, StepModel, ban, normalized, take_rows
+from demo.step import ban, Hypothesis, normalized, SearchOptions, StepModel, take_rows
 
 
 def greedy_search(
-    model: StepModel, features: np.ndarray, start_id: int, end_id: int, options: SearchOptions = SearchOptions()
+    model: StepModel, features: np.ndarray, start_id: int, end_id: int, options: SearchOptions
 ) -> list[Hypothesis]:
     """One caption per image; images whose caption has ended leave the batch."""
     num_images = len(features)

@@ -13,14 +13,15 @@ import os
 from pathlib import Path
 
 from demo.artifacts import read_json, sha256_file
+from demo.bundle_layout import MANIFEST
+from demo.errors import CaptionerError
 
 FORMAT = "vgg16-lstm-captioner/onnx-bundle"
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 REBUILD = "re-run `python -m export --run RUN` (or `make demo` for the default model)"
 
 
-class BundleError(ValueError):
+class BundleError(CaptionerError, ValueError):
     """A bundle that cannot be trusted; the message names the file and the fix."""
 
 

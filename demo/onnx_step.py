@@ -10,27 +10,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from demo.bundle_layout import C, FEATURES, H, IMAGE, STEP_OUTPUTS, TOKEN
+from demo.manifest import BundleError
 from demo.step import State
-
-OUTPUTS = ["log_probs", "h_out", "c_out"]
 
 
 class OnnxStepModel:
     def __init__(self, step_session, projection_session=None):
         self.session, self.projection = step_session, projection_session
         inputs = {i.name: i for i in step_session.get_inputs()}
-        self.image_input = "image" if projection_session is not None else "features"
+        self.image_input = IMAGE if projection_session is not None else FEATURES
         if self.image_input not in inputs:
-            raise ValueError(f"the decoder graph has no {self.image_input!r} input (inputs: {list(inputs)})")
-        self.hidden_dim = int(inputs["h"].shape[-1])
+            raise BundleError(f"the decoder graph has no {self.image_input!r} input (inputs: {list(inputs)})")
+        self.hidden_dim = int(inputs[H].shape[-1])
         self.vocab_size = int(step_session.get_outputs()[0].shape[-1])
 
     def initial_state(self, features: np.ndarray) -> State:
         features = np.ascontiguousarray(features, dtype=np.float32)
-        image = features if self.projection is None else self.projection.run(["image"], {"features": features})[0]
+        image = features if self.projection is None else self.projection.run([IMAGE], {FEATURES: features})[0]
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {self.image_input: image, "h": zeros, "c": zeros.copy()}
+        return {self.image_input: image, H: zeros, C: zeros.copy()}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        log_probs, h, c = self.session.run(OUTPUTS, {**state, "token": tokens.astype(np.int64)})
-        return log_probs, {self.image_input: state[self.image_input], "h": h, "c": c}
+        log_probs, h, c = self.session.run(STEP_OUTPUTS, {**state, TOKEN: tokens.astype(np.int64)})
+        return log_probs, {self.image_input: state[self.image_input], H: h, C: c}

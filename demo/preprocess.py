@@ -26,6 +26,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from demo.errors import CaptionerError
+
 IMAGE_SIZE = 224
 PREPROCESS_VERSION = "rgb224-exif-white-alpha-squash-bilinear-v1"
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger headers are refused as decompression bombs
@@ -34,7 +36,7 @@ RESAMPLE = Image.Resampling.BILINEAR
 ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(CaptionerError, ValueError):
     """An input that cannot be turned into pixels; the message says which and why."""
 
 

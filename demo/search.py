@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from demo.beam_search import beam_search
+from demo.generation import DEFAULTS
 from demo.greedy_search import greedy_search
 from demo.step import Hypothesis, SearchOptions, StepModel
 
@@ -22,8 +23,9 @@ def best(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
     return [n_best[0] for n_best in generate(model, features, start_id, end_id, options)]
 
 
-def options_for(vocab, num_beams: int = 1, max_length: int | None = None, length_penalty: float = 0.5,
-                num_return_sequences: int = 1) -> SearchOptions:
+def options_for(vocab, num_beams: int = DEFAULTS.num_beams, max_length: int | None = DEFAULTS.max_length,
+                length_penalty: float = DEFAULTS.length_penalty,
+                num_return_sequences: int = DEFAULTS.num_return_sequences) -> SearchOptions:
     """Search options for a vocabulary: never generate <pad>, <start> or <unk>; default length its maximum."""
     return SearchOptions(max_length=max_length or vocab.max_length, num_beams=num_beams,
                          length_penalty=length_penalty, num_return_sequences=num_return_sequences,

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_FILE_SIZE = 10 * 1024 * 1024  # bytes, for uploaded files and (demo.upload) inline images alike
+from demo.app_ui import build_app
+from demo.upload import MAX_UPLOAD_BYTES
+
+log = logging.getLogger(__name__)
 CONCURRENCY = 2  # two requests decode at once on a 2-core machine; the rest wait in the queue
 
 
@@ -32,20 +36,20 @@ class ServeConfig:
 
 def launch(cfg: ServeConfig, block: bool = True):
     """Start the app; returns (app, local URL). With `block`, serves until interrupted."""
-    from demo.app_ui import build_app
-
     app = build_app(cfg.model, cfg.provider)
     app.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):  # Gradio explains a failed tunnel in a dozen lines
         _, local_url, share_url = app.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
-                                             max_file_size=MAX_FILE_SIZE, prevent_thread_lock=True, quiet=True,
+                                             max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, quiet=True,
                                              footer_links=["api"])
-    print(f"serving on {local_url}", flush=True)
+    log.info("serving on %s", local_url)
     if cfg.share:
-        print(f"public link: {share_url}" if share_url else
-              "share: no public link (Gradio's tunnel could not be set up: no internet, or its frpc binary "
-              "could not be downloaded); still serving on the local URL above", flush=True)
+        if share_url:
+            log.info("public link: %s", share_url)
+        else:
+            log.warning("share: no public link (Gradio's tunnel could not be set up: no internet, or its frpc "
+                        "binary could not be downloaded); still serving on the local URL above")
     if block:
         try:
             app.block_thread()

@@ -16,17 +16,24 @@ import contextlib
 import ctypes
 import functools
 import io
+import logging
 import os
 import sys
 from pathlib import Path
+
+import onnxruntime as ort
+from onnxruntime.capi import build_and_package_info as build
+
+from demo.errors import BadInput, CaptionerError
 
 PROVIDERS = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 GPU_REQUIREMENTS = "demo/requirements-gpu.txt"
+log = logging.getLogger(__name__)
 
 
-class ProviderError(RuntimeError):
+class ProviderError(CaptionerError, RuntimeError):
     """The requested execution provider cannot be used here."""
 
 
@@ -55,8 +62,6 @@ def _driver_problem() -> str | None:
 
 def _library_problem(ort) -> str | None:
     """Why ORT's CUDA provider library cannot load (CUDA or cuDNN missing or of another version), or None."""
-    from onnxruntime.capi import build_and_package_info as build
-
     with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per library it did not find
         with contextlib.suppress(Exception):
             ort.preload_dlls()  # CUDA and cuDNN from the nvidia-* pip packages, when installed
@@ -76,8 +81,6 @@ def _library_problem(ort) -> str | None:
 @functools.cache
 def cuda_problem() -> str | None:
     """Why the CUDA provider cannot be used in this process, or None when it looks usable. Probed once."""
-    import onnxruntime as ort
-
     if CUDA not in ort.get_available_providers():
         return (f"this ONNX Runtime is the CPU build (onnxruntime {ort.__version__}); install onnxruntime-gpu "
                 f"instead ({GPU_REQUIREMENTS}, or requirements-gpu.txt with training) on a machine with an "
@@ -91,19 +94,15 @@ def cuda_problem() -> str | None:
 @functools.cache
 def _explain_cpu_fallback(reason: str) -> None:
     """Said once per process, not once per session: a captioner opens several."""
-    print(f"note: ONNX Runtime runs on the CPU, not CUDA: {reason}", file=sys.stderr, flush=True)
+    log.warning("note: ONNX Runtime runs on the CPU, not CUDA: %s", reason)
 
 
 def _cpu_session(path: Path, options):
-    import onnxruntime as ort
-
     return ort.InferenceSession(str(path), options, providers=[CPU]), "cpu"
 
 
 def _cuda_session(path: Path, options):
     """A session whose first provider really is CUDA, or a ProviderError saying why not."""
-    import onnxruntime as ort
-
     ort.set_default_logger_severity(4)  # our error says why; ORT's own log would add a page per session
     try:
         session = ort.InferenceSession(str(path), options, providers=[CUDA, CPU])
@@ -117,10 +116,8 @@ def _cuda_session(path: Path, options):
 
 def create_session(path: Path, provider: str = "auto", threads: int | None = None):
     """Return (session, provider name actually in use)."""
-    import onnxruntime as ort
-
     if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {PROVIDERS}, not {provider!r}")
+        raise BadInput(f"provider must be one of {PROVIDERS}, not {provider!r}")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.intra_op_num_threads = threads or usable_cores()

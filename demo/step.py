@@ -14,6 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
+from demo.errors import BadInput
+from demo.generation import DEFAULTS
+
 State = dict[str, np.ndarray]
 
 
@@ -42,21 +45,21 @@ class SearchOptions:
     larger values favour longer ones.
     """
 
-    max_length: int = 20  # words, not counting <start>/<end>
-    num_beams: int = 3
-    length_penalty: float = 0.5  # measured: 0, 0.5, 1 within 0.005 BLEU-4 on synthetic val; see README
-    num_return_sequences: int = 1
+    max_length: int = DEFAULTS.max_length_without_vocabulary  # words, not counting <start>/<end>
+    num_beams: int = DEFAULTS.num_beams
+    length_penalty: float = DEFAULTS.length_penalty
+    num_return_sequences: int = DEFAULTS.num_return_sequences
     banned_ids: tuple[int, ...] = ()  # never generated (e.g. <pad>, <start>, <unk>)
 
     def __post_init__(self) -> None:
         if self.max_length < 1:
-            raise ValueError("max_length must be at least 1")
+            raise BadInput("max_length must be at least 1")
         if self.num_beams < 1:
-            raise ValueError("num_beams must be at least 1")
+            raise BadInput("num_beams must be at least 1")
         if self.length_penalty < 0:
-            raise ValueError("length_penalty must be >= 0")
+            raise BadInput("length_penalty must be >= 0")
         if not 1 <= self.num_return_sequences <= self.num_beams:
-            raise ValueError("num_return_sequences must be between 1 and num_beams")
+            raise BadInput("num_return_sequences must be between 1 and num_beams")
 
 
 @dataclass(order=True)

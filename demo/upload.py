@@ -15,7 +15,7 @@ import binascii
 import gradio as gr
 from gradio.data_classes import ImageData
 
-from demo.serve import MAX_FILE_SIZE as MAX_UPLOAD_BYTES  # inline data: URLs are held to the upload limit too
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # uploaded files (Gradio's max_file_size) and inline data: URLs alike
 
 
 class ImageUpload(gr.Image):

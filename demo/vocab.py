@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from demo.artifacts import atomic_write_json, read_json
+from demo.errors import CaptionerError
 from demo.text import NORMALIZATION_VERSION
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
@@ -21,7 +22,7 @@ FORMAT = "vgg16-lstm-captioner/vocab"
 FORMAT_VERSION = 1
 
 
-class VocabularyError(ValueError):
+class VocabularyError(CaptionerError, ValueError):
     """A vocabulary file that cannot be used; the message names the file and the fix."""
 
 

@@ -13,6 +13,7 @@ time; this process never imports TensorFlow, so memory peaks do not stack.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -20,26 +21,32 @@ import sys
 import time
 from pathlib import Path
 
-from demo.artifacts import atomic_write_json, read_json
-from demo.manifest import FORMAT, FORMAT_VERSION, MANIFEST, file_record, io_record, verify_bundle
+import onnx
+
+from demo import bundle_layout as layout
+from demo.artifacts import atomic_write_json
+from demo.errors import MissingFile
+from demo.manifest import file_record, FORMAT, FORMAT_VERSION, io_record, verify_bundle
 from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from demo.vocab import Vocabulary
+from export.config import ExportConfig
+from export.errors import ExportError
 from export.graph_edit import append_dense_layers, split_decoder
+from export.int8 import build_int8_encoder
 from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, split_parity
-from train.config import ExportConfig
+from train.captions_file import read_captions, RunCaptions
 from train.encoder import EncoderSpec, vgg16_weights
 from train.features import load_cache, run_encoder_spec
 from train.run_files import RunFiles
 
-
-class ExportError(RuntimeError):
-    """The export could not produce a bundle that passes its checks; nothing was installed."""
+log = logging.getLogger(__name__)
+CONV_PART = "conv.onnx"  # the converted convolutional part, before fc1 and fc2 are appended (never shipped)
 
 
 def run_export(cfg: ExportConfig) -> dict:
     files = RunFiles(Path(cfg.run))
     _require(files)
-    bundle = files.root / "onnx"
+    bundle = files.bundle
     restore_interrupted_install(bundle)
     work = files.root / f".onnx-tmp-{os.getpid()}"
     _remove_stale_work_dirs(files.root)
@@ -48,13 +55,13 @@ def run_export(cfg: ExportConfig) -> dict:
     try:
         manifest = _build(cfg, files, work)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
-        atomic_write_json(work / MANIFEST, manifest)
+        atomic_write_json(work / layout.MANIFEST, manifest)
         verify_bundle(work)
         install(work, bundle)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    print(f"export: bundle ready in {bundle} ({manifest['export_seconds']} s)")
+    log.info("export: bundle ready in %s (%s s)", bundle, manifest["export_seconds"])
     return manifest
 
 
@@ -62,30 +69,29 @@ def _require(files: RunFiles) -> None:
     for path, fix in ((files.model, "python -m train fit"), (files.vocab, "python -m train prepare"),
                       (files.features_dir / "meta.json", "python -m train features")):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: run `{fix} --run {files.root}` first")
+            raise MissingFile(f"{path} not found: run `{fix} --run {files.root}` first")
 
 
 def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
     vocab = Vocabulary.load(files.vocab)
-    doc = read_json(files.captions, "captions file")
-    root = Path(doc["image_root"])
-    by_split = {s: [e["id"] for e in doc["images"] if e["split"] == s] for s in ("train", "val", "test")}
+    captions = read_captions(files.captions)
+    root = captions.image_root
+    by_split = {s: captions.ids(s) for s in ("train", "val", "test")}
     parity_ids = (by_split["train"] + by_split["val"] + by_split["test"])[: cfg.parity_images]
     peaks = {}
     peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child, "encoder-conv",
                                    files, work, cfg)
     spec = run_encoder_spec(files)
-    _stage("appending fc1 and fc2 as Gemm nodes", append_dense_layers, work / "conv.onnx", vgg16_weights(spec),
-           work / "encoder.onnx")
-    (work / "conv.onnx").unlink()
+    _stage("appending fc1 and fc2 as Gemm nodes", append_dense_layers, work / CONV_PART, vgg16_weights(spec),
+           work / layout.encoder_file("fp32"))
+    (work / CONV_PART).unlink()
     peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
                                         work, cfg, "--parity-images", *parity_ids)
     peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
                               files, work, cfg)
-    _stage("splitting the decoder after the image projection", split_decoder, work / "decoder_step.onnx",
-           work / "image_projection.onnx", work / "decoder_step_image.onnx")
-    _stage("running onnx.checker", _check_models, work, ["encoder.onnx", "decoder_step.onnx",
-                                                          "image_projection.onnx", "decoder_step_image.onnx"])
+    _stage("splitting the decoder after the image projection", split_decoder, work / layout.DECODER_STEP,
+           work / layout.IMAGE_PROJECTION, work / layout.DECODER_STEP_IMAGE)
+    _stage("running onnx.checker", _check_models, work, [layout.encoder_file("fp32"), *layout.DECODER_FILES])
     test_features = load_cache(files).lookup(by_split["test"])
     parity = {
         "encoder": _stage("checking encoder parity", encoder_parity, work),
@@ -94,29 +100,27 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
         "captions": _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab),
     }
     if cfg.quantize == "int8":
-        from export.int8 import build_int8_encoder
-
         parity["encoder_int8"] = _stage(
             "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
             [root / i for i in by_split["train"][: cfg.calibration_images]],
             [root / i for i in by_split["test"][: cfg.int8_eval_images]],
-            [_references(doc, i) for i in by_split["test"][: cfg.int8_eval_images]])
+            _references(captions, by_split["test"][: cfg.int8_eval_images]))
     for leftover in work.glob("reference_*"):
         leftover.unlink()
-    shutil.copyfile(files.vocab, work / "vocab.json")
+    shutil.copyfile(files.vocab, work / layout.VOCAB)
     return _manifest(cfg, files, work, vocab, spec, parity, peaks)
 
 
-def _references(doc: dict, image_id: str) -> list[list[str]]:
-    entry = next(e for e in doc["images"] if e["id"] == image_id)
-    return [t.split() for t in entry["tokens"]]
+def _references(captions: RunCaptions, image_ids: list[str]) -> list[list[list[str]]]:
+    by_id = {entry.id: entry for entry in captions.images}
+    return [by_id[image_id].references() for image_id in image_ids]
 
 
 def _stage(title: str, function, *args):
     started = time.perf_counter()
-    print(f"export: {title} ...", flush=True)
+    log.info("export: %s ...", title)
     result = function(*args)
-    print(f"export:   done in {time.perf_counter() - started:.1f} s", flush=True)
+    log.info("export:   done in %.1f s", time.perf_counter() - started)
     return result
 
 
@@ -132,8 +136,6 @@ def _child(part: str, files: RunFiles, work: Path, cfg: ExportConfig, *extra: st
 
 
 def _check_models(work: Path, names: list[str]) -> None:
-    import onnx
-
     for name in names:
         onnx.checker.check_model(str(work / name), full_check=True)
 
@@ -143,14 +145,12 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
     from importlib import metadata
 
     models = {}
-    for key, name in (("encoder", "encoder.onnx"), ("encoder_int8", "encoder.int8.onnx"),
-                      ("decoder_step", "decoder_step.onnx"), ("image_projection", "image_projection.onnx"),
-                      ("decoder_step_image", "decoder_step_image.onnx")):
+    for name, key in layout.MODEL_KEYS.items():
         if (work / name).is_file():
             session = cpu_session(work / name)
             models[key] = {"file": name, "inputs": io_record(session.get_inputs()),
                            "outputs": io_record(session.get_outputs())}
-    hidden = next(i for i in models["decoder_step"]["inputs"] if i["name"] == "h")["shape"][-1]
+    hidden = next(i for i in models["decoder_step"]["inputs"] if i["name"] == layout.H)["shape"][-1]
     return {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -164,7 +164,7 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
         "preprocess": PREPROCESS_VERSION,
         "encoder_weights": spec.describe(),
         "models": models,
-        "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != MANIFEST},
+        "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != layout.MANIFEST},
         "parity": parity,
         "export_peak_rss_gib": peaks,
         "tools": {name: metadata.version(name) for name in ("tf2onnx", "onnx", "onnxruntime", "tensorflow-cpu")
@@ -195,7 +195,7 @@ def restore_interrupted_install(bundle: Path) -> None:
     previous = bundle.with_name(bundle.name + ".previous")
     if previous.is_dir() and not bundle.exists():
         os.rename(previous, bundle)
-        print(f"export: restored {bundle} from an interrupted install")
+        log.info("export: restored %s from an interrupted install", bundle)
 
 
 def _remove_stale_work_dirs(root: Path) -> None:

@@ -3,6 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+from onnx.utils import extract_model
+
+from demo import bundle_layout as layout
+from export.errors import ExportError
+from train.encoder import FEATURE_DIM
+
 CONV_OUTPUT = "conv_flat"
 
 
@@ -22,15 +30,10 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
     `weights` yields every VGG16 layer in model order; the conv layers (already
     in conv.onnx) are skipped, one dense kernel is held at a time.
     """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from train.encoder import FEATURE_DIM
-
     proto = onnx.load_model(conv_path)
     graph = proto.graph
     if [o.name for o in graph.output] != [CONV_OUTPUT]:
-        raise ValueError(f"{conv_path} does not end in {CONV_OUTPUT!r}")
+        raise ExportError(f"{conv_path} does not end in {CONV_OUTPUT!r}")
     del graph.output[:]
     previous = CONV_OUTPUT
     for name, kernel, bias in weights:
@@ -41,15 +44,15 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
         graph.initializer.extend([numpy_helper.from_array(kernel, f"{name}_kernel"),
                                   numpy_helper.from_array(bias, f"{name}_bias")])
         del kernel, bias
-        output = "features" if name == "fc2" else f"{name}_relu"
+        output = layout.FEATURES if name == "fc2" else f"{name}_relu"
         graph.node.extend([
             helper.make_node("Gemm", [previous, f"{name}_kernel", f"{name}_bias"], [f"{name}_linear"], name=name),
             helper.make_node("Relu", [f"{name}_linear"], [output], name=f"{name}_relu"),
         ])
         previous = output
-    if previous != "features":
-        raise ValueError("the weight stream ended before fc2")
-    graph.output.extend([helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", FEATURE_DIM])])
+    if previous != layout.FEATURES:
+        raise ExportError("the weight stream ended before fc2")
+    graph.output.extend([helper.make_tensor_value_info(layout.FEATURES, TensorProto.FLOAT, ["batch", FEATURE_DIM])])
     graph.name = "vgg16_fc2_encoder"
     onnx.save_model(proto, out_path)
 
@@ -61,17 +64,14 @@ def split_decoder(decoder_path: Path, projection_path: Path, core_path: Path) ->
     `decoder_step_image.onnx`: (image, token, h, c) -> (log_probs, h_out, c_out), run every step.
     The per-step graph then skips the 4096 x H image Dense, the largest matrix of a step.
     """
-    import onnx
-    from onnx.utils import extract_model
-
     proto = onnx.load_model(decoder_path)
     relus = [n.output[0] for n in proto.graph.node if n.op_type == "Relu" and "image_dense" in n.name]
     if len(relus) != 1:
-        raise ValueError(f"{decoder_path}: cannot find the image projection to split at (found {relus})")
+        raise ExportError(f"{decoder_path}: cannot find the image projection to split at (found {relus})")
     image = relus[0]
-    extract_model(str(decoder_path), str(projection_path), ["features"], [image])
-    extract_model(str(decoder_path), str(core_path), [image, "token", "h", "c"], ["log_probs", "h_out", "c_out"])
+    extract_model(str(decoder_path), str(projection_path), [layout.FEATURES], [image])
+    extract_model(str(decoder_path), str(core_path), [image, layout.TOKEN, layout.H, layout.C], layout.STEP_OUTPUTS)
     for path in (projection_path, core_path):  # the cut edge is the projection's output, the step's input
         model = onnx.load_model(path)
-        rename_value(model, image, "image")
+        rename_value(model, image, layout.IMAGE)
         onnx.save_model(model, path)

@@ -12,15 +12,21 @@ reported: file sizes, the minimum cosine, and a quick batch-1 latency ratio
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
+from demo import bundle_layout as layout
 from demo.preprocess import load_image
 from demo.vocab import Vocabulary
-from export.parity import ParityError, cpu_session, decode_all, encode, split_step_model
+from export.errors import ParityError
+from export.parity import cpu_session, decode_all, encode, split_step_model
 from export.quantize import cosine_similarity, quantize_encoder
+from train.evaluate import bleu_scores
+
+log = logging.getLogger(__name__)
 
 MIN_MEAN_COSINE = 0.99
 MIN_IDENTICAL_GREEDY = 0.90
@@ -28,9 +34,7 @@ MIN_IDENTICAL_GREEDY = 0.90
 
 def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], evaluation: list[Path],
                        references: list[list[list[str]]]) -> dict:
-    from train.evaluate import bleu_scores
-
-    fp32_path, int8_path = work / "encoder.onnx", work / "encoder.int8.onnx"
+    fp32_path, int8_path = work / layout.encoder_file("fp32"), work / layout.encoder_file("int8")
     quantize_encoder(fp32_path, int8_path, calibration)
     pixels = np.stack([load_image(p) for p in evaluation])
     fp32, int8 = cpu_session(fp32_path), cpu_session(int8_path)
@@ -59,21 +63,21 @@ def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], e
                           f"< {MIN_MEAN_COSINE}); export without --quantize int8, or calibrate on more images "
                           "(--calibration-images)")
     if identical < MIN_IDENTICAL_GREEDY:
-        print(f"export:   warning: int8 greedy captions equal fp32's on {identical:.0%} of test images "
-              f"(target {MIN_IDENTICAL_GREEDY:.0%}); the fp32 encoder stays the default")
-    print(f"export:   int8: {result['bytes']['int8'] / 1e6:.0f} MB (fp32 {result['bytes']['fp32'] / 1e6:.0f} MB), "
-          f"cosine {result['cosine_mean']:.4f}, greedy identical {identical:.0%}, "
-          f"BLEU-4 {bleu['fp32']:.3f} -> {bleu['int8']:.3f}")
+        log.warning(f"export:   warning: int8 greedy captions equal fp32's on {identical:.0%} of test images "
+                    f"(target {MIN_IDENTICAL_GREEDY:.0%}); the fp32 encoder stays the default")
+    log.info(f"export:   int8: {result['bytes']['int8'] / 1e6:.0f} MB (fp32 {result['bytes']['fp32'] / 1e6:.0f} "
+             f"MB), cosine {result['cosine_mean']:.4f}, greedy identical {identical:.0%}, "
+             f"BLEU-4 {bleu['fp32']:.3f} -> {bleu['int8']:.3f}")
     return result
 
 
 def _latency_ratio(fp32, int8, pixels: np.ndarray, repeats: int = 5) -> float:
     times = {"fp32": [], "int8": []}
     for session in (fp32, int8):
-        session.run(["features"], {"pixels": pixels})
+        session.run([layout.FEATURES], {layout.PIXELS: pixels})
     for _ in range(repeats):
         for name, session in (("fp32", fp32), ("int8", int8)):
             started = time.perf_counter()
-            session.run(["features"], {"pixels": pixels})
+            session.run([layout.FEATURES], {layout.PIXELS: pixels})
             times[name].append(time.perf_counter() - started)
     return float(np.median(times["int8"]) / np.median(times["fp32"]))

@@ -16,20 +16,25 @@ from pathlib import Path
 
 import numpy as np
 
+from demo import bundle_layout as layout
 from demo.artifacts import read_json
+from demo.generation import DEFAULTS
 from demo.onnx_step import OnnxStepModel
 from demo.search import best, options_for
 from demo.sessions import create_session
 from demo.vocab import Vocabulary
+from export.errors import ParityError
+from train.evaluate import search_key
 
 ENCODER_RELATIVE_TOLERANCE = 1e-4  # max |onnx - keras| / max |keras|
 DECODER_TOLERANCE = 1e-4  # max |onnx - keras| on log-probabilities
 TIE_TOLERANCE = 4 * DECODER_TOLERANCE  # log-prob jitter under which a differing caption counts as a near-tie
 TIE_TRIES = 8
-
-
-class ParityError(RuntimeError):
-    """The exported graph does not compute what the Keras model computes."""
+CHECKED_WIDTHS = (DEFAULTS.num_beams, DEFAULTS.compared_num_beams)  # greedy and the app's beam width
+# Keras' reference outputs, written by export.tf_side into the work folder, read here, never shipped
+REFERENCE_CAPTIONS = "reference_captions.json"
+REFERENCE_PIXELS, REFERENCE_FEATURES = "reference_encoder_pixels.npy", "reference_encoder_features.npy"
+REFERENCE_DECODER = "reference_decoder.npz"  # probe inputs (graph input names) and outputs (graph output names)
 
 
 def cpu_session(path: Path):
@@ -38,14 +43,14 @@ def cpu_session(path: Path):
 
 
 def encode(session, pixels: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    return np.concatenate([session.run(["features"], {"pixels": pixels[i:i + batch_size]})[0]
+    return np.concatenate([session.run([layout.FEATURES], {layout.PIXELS: pixels[i:i + batch_size]})[0]
                            for i in range(0, len(pixels), batch_size)])
 
 
 def encoder_parity(work: Path) -> dict:
-    pixels = np.load(work / "reference_encoder_pixels.npy", allow_pickle=False)
-    reference = np.load(work / "reference_encoder_features.npy", allow_pickle=False)
-    features = encode(cpu_session(work / "encoder.onnx"), pixels)
+    pixels = np.load(work / REFERENCE_PIXELS, allow_pickle=False)
+    reference = np.load(work / REFERENCE_FEATURES, allow_pickle=False)
+    features = encode(cpu_session(work / layout.encoder_file("fp32")), pixels)
     scale = float(np.abs(reference).max())
     relative = float(np.abs(features - reference).max()) / max(scale, 1e-12)
     result = {"images": len(pixels), "max_abs_diff_relative_to_feature_scale": relative, "feature_scale": scale,
@@ -57,15 +62,14 @@ def encoder_parity(work: Path) -> dict:
 
 
 def decoder_parity(work: Path) -> dict:
-    reference = np.load(work / "reference_decoder.npz", allow_pickle=False)
-    outputs = cpu_session(work / "decoder_step.onnx").run(
-        ["log_probs", "h_out", "c_out"], {k: reference[k] for k in ("features", "token", "h", "c")})
-    diffs = {name: float(np.abs(out - reference[name]).max()) for name, out in zip(("log_probs", "h_out", "c_out"),
-                                                                                   outputs)}
-    if not diffs["log_probs"] <= DECODER_TOLERANCE:
-        raise ParityError(f"decoder_step.onnx log-probabilities differ from Keras by {diffs['log_probs']:.2e} "
-                          f"(allowed {DECODER_TOLERANCE:.0e})")
-    return {"rows": int(len(reference["token"])), "max_abs_diff": diffs, "tolerance": DECODER_TOLERANCE}
+    reference = np.load(work / REFERENCE_DECODER, allow_pickle=False)
+    inputs, outputs = layout.GRAPH_IO[layout.DECODER_STEP]
+    computed = cpu_session(work / layout.DECODER_STEP).run(outputs, {k: reference[k] for k in inputs})
+    diffs = {name: float(np.abs(out - reference[name]).max()) for name, out in zip(outputs, computed)}
+    if not diffs[layout.LOG_PROBS] <= DECODER_TOLERANCE:
+        raise ParityError(f"{layout.DECODER_STEP} log-probabilities differ from Keras by "
+                          f"{diffs[layout.LOG_PROBS]:.2e} (allowed {DECODER_TOLERANCE:.0e})")
+    return {"rows": int(len(reference[layout.TOKEN])), "max_abs_diff": diffs, "tolerance": DECODER_TOLERANCE}
 
 
 def decode_all(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, num_beams: int) -> list[list[int]]:
@@ -106,31 +110,32 @@ def compare_captions(step, features: np.ndarray, vocab: Vocabulary, num_beams: i
 
 
 def split_step_model(work: Path) -> OnnxStepModel:
-    return OnnxStepModel(cpu_session(work / "decoder_step_image.onnx"), cpu_session(work / "image_projection.onnx"))
+    return OnnxStepModel(cpu_session(work / layout.DECODER_STEP_IMAGE), cpu_session(work / layout.IMAGE_PROJECTION))
 
 
 def split_parity(work: Path) -> dict:
     """The split decoder (projection once, then steps) must compute exactly what decoder_step.onnx does."""
-    reference = np.load(work / "reference_decoder.npz", allow_pickle=False)
+    reference = np.load(work / REFERENCE_DECODER, allow_pickle=False)
     split = split_step_model(work)
-    state = split.initial_state(reference["features"])
-    state["h"], state["c"] = reference["h"], reference["c"]
-    log_probs, _ = split.step(reference["token"], state)
-    whole = cpu_session(work / "decoder_step.onnx").run(["log_probs"], {k: reference[k] for k in
-                                                                        ("features", "token", "h", "c")})[0]
+    state = split.initial_state(reference[layout.FEATURES])
+    state[layout.H], state[layout.C] = reference[layout.H], reference[layout.C]
+    log_probs, _ = split.step(reference[layout.TOKEN], state)
+    inputs, _ = layout.GRAPH_IO[layout.DECODER_STEP]
+    whole = cpu_session(work / layout.DECODER_STEP).run([layout.LOG_PROBS], {k: reference[k] for k in inputs})[0]
     diff = float(np.abs(log_probs - whole).max())
     if not diff <= DECODER_TOLERANCE:
-        raise ParityError(f"the split decoder differs from decoder_step.onnx by {diff:.2e}")
+        raise ParityError(f"the split decoder differs from {layout.DECODER_STEP} by {diff:.2e}")
     return {"max_abs_diff_vs_decoder_step": diff}
 
 
 def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
-    """Greedy and beam-3 captions of the test split, through both decoder forms: identical to Keras', or fail."""
-    reference = read_json(work / "reference_captions.json", "Keras reference captions")
-    forms = {"decoder_step": OnnxStepModel(cpu_session(work / "decoder_step.onnx")), "split": split_step_model(work)}
+    """Greedy and beam captions of the test split, through both decoder forms: identical to Keras', or fail."""
+    reference = read_json(work / REFERENCE_CAPTIONS, "Keras reference captions")
+    forms = {"decoder_step": OnnxStepModel(cpu_session(work / layout.DECODER_STEP)), "split": split_step_model(work)}
     result = {"images": len(features), "near_tie_tolerance": TIE_TOLERANCE}
     for form, step in forms.items():
-        for key, width in (("greedy", 1), ("beam_3", 3)):
+        for width in CHECKED_WIDTHS:
+            key = search_key(width)
             compared = compare_captions(step, features, vocab, width, reference[key])
             prefix = key if form == "decoder_step" else f"{form}_{key}"
             result[f"{prefix}_identical"], result[f"{prefix}_near_ties"] = compared["identical"], compared["near_ties"]

@@ -10,25 +10,25 @@ one. The bundle's manifest is rewritten to list exactly the files shipped.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from pathlib import Path
 
+import gradio
+
+from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_bytes, atomic_write_json
-from demo.manifest import MANIFEST, verify_bundle
+from demo.errors import BadInput, EXIT_CODES_HELP, EXIT_OK, run_command
+from demo.generation import DEFAULTS
+from demo.logs import configure_cli_logging
+from demo.manifest import BundleError, verify_bundle
+from train.run_files import RunFiles
 
 REPO = Path(__file__).resolve().parents[1]
-DECODER_FILES = ("decoder_step.onnx", "image_projection.onnx", "decoder_step_image.onnx", "vocab.json")
-APP = '''"""Hugging Face Space entry point: the VGG16 + LSTM captioner on ONNX Runtime (no TensorFlow)."""
-import os
-from pathlib import Path
-
-os.environ.setdefault("CAPTIONER_MODEL", str(Path(__file__).resolve().parent / "onnx"))
-
-from demo.serve import ServeConfig, launch  # noqa: E402
-
-launch(ServeConfig.from_env())
-'''
+SHIPPED_WITH_EVERY_ENCODER = (*layout.DECODER_FILES, layout.VOCAB)
+SPACE_EXAMPLE_MAX_LENGTH = 20  # the README's API example; any value from the page's slider range works
+log = logging.getLogger(__name__)
 README = """---
 title: VGG16 LSTM Captioner
 emoji: 🖼️
@@ -45,62 +45,64 @@ pinned: false{hardware}
 Greedy and beam search side by side on ONNX Runtime ({encoder} encoder, {device}). The model came from the run
 `{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export.
 
-API: `gradio_client.Client(URL).predict(handle_file("photo.jpg"), 3, 20, 0.5, 3, "{variant}", api_name="/caption")`.
+API: `gradio_client.Client(URL).predict(handle_file("photo.jpg"), {num_beams}, {max_length}, {length_penalty}, \
+{num_return_sequences}, "{variant}", api_name="/caption")`.
 """
 
 
 def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False) -> Path:
-    bundle = run / "onnx"
+    bundle = RunFiles(run).bundle
     manifest = verify_bundle(bundle)
     if variant == "auto":
-        variant = "int8" if "encoder.int8.onnx" in manifest["files"] else "fp32"
-    encoder = {"int8": "encoder.int8.onnx", "fp32": "encoder.onnx"}[variant]
+        variant = "int8" if "int8" in layout.variants_in(manifest["files"]) else "fp32"
+    encoder = layout.encoder_file(variant)
     if encoder not in manifest["files"]:
-        raise FileNotFoundError(f"{bundle} has no {encoder}: export with --quantize int8, or use --variant fp32")
+        raise BundleError(f"{bundle} has no {encoder}: export with --quantize int8, or use --variant fp32")
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; choose a new folder")
-    shipped = [encoder, *(name for name in DECODER_FILES if name in manifest["files"])]
-    (out / "onnx").mkdir(parents=True, exist_ok=True)
+        raise BadInput(f"{out} is not empty; choose a new folder")
+    shipped = [encoder, *(name for name in SHIPPED_WITH_EVERY_ENCODER if name in manifest["files"])]
+    (out / layout.BUNDLE_DIR).mkdir(parents=True, exist_ok=True)
     for name in shipped:
-        shutil.copyfile(bundle / name, out / "onnx" / name)
+        shutil.copyfile(bundle / name, out / layout.BUNDLE_DIR / name)
     kept_models = {k: v for k, v in manifest["models"].items() if v["file"] in shipped}
-    atomic_write_json(out / "onnx" / MANIFEST, manifest | {"files": {n: manifest["files"][n] for n in shipped},
-                                                          "models": kept_models})
+    atomic_write_json(out / layout.BUNDLE_DIR / layout.MANIFEST,
+                      manifest | {"files": {n: manifest["files"][n] for n in shipped}, "models": kept_models})
     shutil.copytree(REPO / "demo", out / "demo", ignore=shutil.ignore_patterns("__pycache__", "requirements*.txt"))
     shutil.copyfile(REPO / "demo" / ("requirements-gpu.txt" if gpu else "requirements.txt"), out / "requirements.txt")
-    atomic_write_bytes(out / "app.py", APP.encode("utf-8"))
+    shutil.copyfile(REPO / "demo" / "app.py", out / "app.py")  # the one entry point: it finds onnx/ beside itself
     atomic_write_bytes(out / ".gitattributes", b"*.onnx filter=lfs diff=lfs merge=lfs -text\n")
-    import gradio
-
     readme = README.format(gradio_version=gradio.__version__, encoder=variant, run=run.resolve().name,
                            variant=variant, hardware="\nsuggested_hardware: t4-small" if gpu else "",
-                           device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU")
+                           device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU",
+                           num_beams=DEFAULTS.compared_num_beams, max_length=SPACE_EXAMPLE_MAX_LENGTH,
+                           length_penalty=DEFAULTS.length_penalty,
+                           num_return_sequences=DEFAULTS.compared_num_return_sequences)
     atomic_write_bytes(out / "README.md", readme.encode("utf-8"))
-    verify_bundle(out / "onnx")
+    verify_bundle(out / layout.BUNDLE_DIR)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export.space", description=__doc__.splitlines()[0],
                                      epilog="then: cd DIR && git init && git lfs install && git add . && git commit "
-                                            "-m space && git push https://huggingface.co/spaces/USER/NAME main")
+                                            "-m space && git push https://huggingface.co/spaces/USER/NAME main. "
+                                            + EXIT_CODES_HELP)
     parser.add_argument("--run", type=Path, default=Path("models/default"), help="run folder with an onnx/ bundle")
     parser.add_argument("--out", type=Path, required=True, help="new, empty folder for the Space")
-    parser.add_argument("--variant", choices=("auto", "int8", "fp32"), default="auto",
+    parser.add_argument("--variant", choices=("auto", *layout.VARIANTS), default="auto",
                         help="encoder to ship (auto: int8 when the bundle has it)")
     parser.add_argument("--gpu", action="store_true", help="for GPU hardware: onnxruntime-gpu with its CUDA and "
                         "cuDNN packages (demo/requirements-gpu.txt); without a GPU it still captions, on the CPU")
     args = parser.parse_args(argv)
-    from demo.manifest import BundleError
+    configure_cli_logging()
 
-    try:
+    def space() -> int:
         out = build_space(args.run, args.out, args.variant, args.gpu)
-    except (BundleError, FileNotFoundError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
-    print(f"space: {out} ({size:.0f} MB); push it to a Hugging Face Space (Gradio SDK) with Git LFS")
-    return 0
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+        log.info("space: %s (%.0f MB); push it to a Hugging Face Space (Gradio SDK) with Git LFS", out, size)
+        return EXIT_OK
+
+    return run_command(space)
 
 
 if __name__ == "__main__":

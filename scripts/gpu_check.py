@@ -62,13 +62,14 @@ class Check:
         return "\n".join(lines)
 
 
-def run(python: str, *args: str, timeout: int = 600, env: dict | None = None) -> str:
-    """Run `python args` in the repo; its output when it succeeds, else an error with its last lines."""
+def run(python: str, *args: str, timeout: int = 600, env: dict | None = None, log: bool = False) -> str:
+    """Run `python args` in the repo; its stdout (with `log`, its stderr: the log lines) when it succeeds, else
+    an error with its last lines."""
     result = subprocess.run([python, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                             env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
     if result.returncode != 0:
         raise RuntimeError(f"exit {result.returncode}: {(result.stderr or result.stdout)[-600:]}")
-    return result.stdout
+    return result.stderr if log else result.stdout
 
 
 def fresh_venv(path: Path) -> str:
@@ -132,7 +133,8 @@ def pipeline(check: Check, python: str, run_dir: Path, rehearsal: bool) -> None:
     def train() -> str:
         run(python, "-m", "train", "prepare", "--dataset", "synthetic", "--num-images", "600", "--run", str(run_dir))
         run(python, "-m", "train", "features", "--run", str(run_dir), "--vgg-weights", "none", timeout=900)
-        out = run(python, "-m", "train", "fit", "--run", str(run_dir), "--epochs", "2", *mirrored, timeout=900)
+        out = run(python, "-m", "train", "fit", "--run", str(run_dir), "--epochs", "2", *mirrored, timeout=900,
+                  log=True)
         return next((line for line in out.splitlines() if "MirroredStrategy" in line), "trained 2 epochs")
 
     def caption() -> str:

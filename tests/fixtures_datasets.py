@@ -12,7 +12,8 @@ from PIL import Image
 
 # (image, captions) shared by the layouts; the Flickr8k-style names match the real ones.
 F8K_IMAGES = {
-    "1000268201_693b08cb0e.jpg": ["A child in a pink dress is climbing up stairs .", "A girl going into a wooden building ."],
+    "1000268201_693b08cb0e.jpg": ["A child in a pink dress is climbing up stairs .",
+                                  "A girl going into a wooden building ."],
     "1001773457_577c3a7d70.jpg": ["A black dog and a spotted dog are fighting", "Two dogs on the road ."],
     "1002674143_1b742ab4b8.jpg": ["A little girl is sitting in front of a rainbow .", "A girl paints ."],
     "1003163366_44323f5815.jpg": ["A man lays on a bench .", "A man sleeps outside ."],

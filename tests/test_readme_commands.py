@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import free_port, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig, add_arguments, from_args
+from demo.errors import EXIT_CODES_HELP, EXIT_OK, run_command
+from demo.logs import configure_cli_logging
+from train.config import add_arguments, EvaluateConfig, FeaturesConfig, FitConfig, from_args, PrepareConfig
 
 EPILOG = """examples:
   python -m train prepare --dataset synthetic --run models/default --num-images 3000
@@ -12,7 +14,8 @@ EPILOG = """examples:
   python -m train features --run models/default --vgg-weights none
   python -m train fit --run models/default
   python -m train evaluate --run models/default --beam 1 3 5
-"""
+
+""" + EXIT_CODES_HELP
 
 # (command, its configuration, one-line help, description)
 COMMANDS = (
@@ -30,13 +33,6 @@ COMMANDS = (
      "against all references of each image."),
 )
 
-# ImageError and VocabularyError are ValueErrors; anything else is a bug and keeps its traceback.
-from train.encoder import WeightsUnavailable  # noqa: E402  (both modules import no TensorFlow at load)
-from train.features import CacheMismatch  # noqa: E402
-
-KNOWN_ERRORS = (FileNotFoundError, ValueError, CacheMismatch, WeightsUnavailable)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train",
@@ -46,37 +42,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, config, summary, description in COMMANDS:
-        add_arguments(commands.add_parser(name, help=summary, description=description), config)
+        subparser = commands.add_parser(name, help=summary, description=description, epilog=EXIT_CODES_HELP)
+        add_arguments(subparser, config)
     return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "prepare":
+        from train.prepare import run_prepare  # lazy: each command imports its own module (fit loads TensorFlow)
+
+        run_prepare(from_args(PrepareConfig, args))
+    elif args.command == "features":
+        from train.features import extract_features  # lazy: as above
+
+        extract_features(from_args(FeaturesConfig, args))
+    elif args.command == "fit":
+        from train.fit import run_fit  # lazy: as above
+
+        run_fit(from_args(FitConfig, args))
+    elif args.command == "evaluate":
+        from train.evaluate import run_evaluate  # lazy: as above
+
+        run_evaluate(from_args(EvaluateConfig, args))
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    known_errors = KNOWN_ERRORS
-    try:
-        if args.command == "prepare":
-            from train.prepare import run_prepare
-
-            run_prepare(from_args(PrepareConfig, args))
-        elif args.command == "features":
-            from train.features import extract_features
-
-            extract_features(from_args(FeaturesConfig, args))
-        elif args.command == "fit":
-            from train.fit import run_fit
-
-            run_fit(from_args(FitConfig, args))
-        elif args.command == "evaluate":
-            from train.evaluate import run_evaluate
-
-            run_evaluate(from_args(EvaluateConfig, args))
-    except known_errors as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-    return 0
+    configure_cli_logging()
+    return run_command(lambda: run(args), interrupted="interrupted; run the same command again to resume")
 
 
 if __name__ == "__main__":

@@ -14,47 +14,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from demo.generation import DEFAULTS
+
 T = TypeVar("T")
 DATASETS = ("synthetic", "flickr8k", "flickr30k", "karpathy")
 
 
-def _opt(default: Any, help: str, **extra: Any) -> Any:
+def option(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class PrepareConfig:
-    run: Path = _opt(Path("models/default"), "run folder to create or update")
-    dataset: str = _opt("synthetic", "which dataset layout to read", choices=DATASETS)
-    data_dir: Path | None = _opt(
+    run: Path = option(Path("models/default"), "run folder to create or update")
+    dataset: str = option("synthetic", "which dataset layout to read", choices=DATASETS)
+    data_dir: Path | None = option(
         None, "dataset folder (synthetic: where scenes are generated; default RUN/synthetic)"
     )
-    images_dir: Path | None = _opt(None, "image folder, when it is not where the layout expects it")
-    num_images: int = _opt(3000, "synthetic only: number of scenes to generate")
-    min_count: int | None = _opt(None, "keep words seen at least this often in training captions "
+    images_dir: Path | None = option(None, "image folder, when it is not where the layout expects it")
+    num_images: int = option(3000, "synthetic only: number of scenes to generate")
+    min_count: int | None = option(None, "keep words seen at least this often in training captions "
                                        "(default: 5 for real data, 1 for synthetic)")
-    max_length: int = _opt(30, "longest caption in words; longer ones are truncated and counted")
-    max_vocab: int | None = _opt(None, "cap on vocabulary size, special tokens included")
-    val_size: int | None = _opt(None, "images held out for validation where the dataset has no split "
+    max_length: int = option(30, "longest caption in words; longer ones are truncated and counted")
+    max_vocab: int | None = option(None, "cap on vocabulary size, special tokens included")
+    val_size: int | None = option(None, "images held out for validation where the dataset has no split "
                                       "(default: 5%% of images, at most 1000)")
-    test_size: int | None = _opt(None, "images held out for testing where the dataset has no split "
+    test_size: int | None = option(None, "images held out for testing where the dataset has no split "
                                        "(default: 5%% of images, at most 1000)")
-    seed: int = _opt(0, "seed for synthetic scenes and split assignment")
-    workers: int = _opt(2, "threads that decode images while checking them")
+    seed: int = option(0, "seed for synthetic scenes and split assignment")
+    workers: int = option(2, "threads that decode images while checking them")
 
 
 @dataclass
 class FeaturesConfig:
-    run: Path = _opt(Path("models/default"), "run folder made by `prepare`")
-    vgg_weights: str = _opt(
+    run: Path = option(Path("models/default"), "run folder made by `prepare`")
+    vgg_weights: str = option(
         "imagenet",
         "'imagenet' (downloaded by Keras), a path to a local VGG16 .h5 weights file, "
         "or 'none' for a seeded random init (offline work and the synthetic dataset only)",
     )
-    batch_size: int = _opt(16, "images per forward pass")
-    workers: int = _opt(2, "threads that decode images ahead of the forward pass")
-    seed: int = _opt(0, "seed of the random init used with --vgg-weights none")
-    overwrite: bool = _opt(False, "discard an existing cache built with other settings")
+    batch_size: int = option(16, "images per forward pass")
+    workers: int = option(2, "threads that decode images ahead of the forward pass")
+    seed: int = option(0, "seed of the random init used with --vgg-weights none")
+    overwrite: bool = option(False, "discard an existing cache built with other settings")
 
 
 def _base_type(tp: Any) -> Any:
@@ -99,41 +101,32 @@ def to_json(config: Any) -> dict:
 
 @dataclass
 class FitConfig:
-    run: Path = _opt(Path("models/default"), "run folder with vocab.json and a feature cache")
-    epochs: int = _opt(30, "maximum number of epochs (early stopping usually ends sooner)")
-    batch_size: int = _opt(64, "captions per step (global batch across replicas)")
-    learning_rate: float = _opt(1e-3, "Adam's initial learning rate")
-    embed_dim: int = _opt(256, "word embedding size E")
-    hidden_dim: int = _opt(256, "LSTM size H (the image projection has the same size)")
-    dropout: float = _opt(0.3, "dropout on image features and word embeddings")
-    patience: int = _opt(4, "epochs without a better validation loss before stopping")
-    lr_patience: int = _opt(1, "epochs without improvement before halving the learning rate")
-    seed: int = _opt(0, "seed for initialisation, dropout and shuffling")
-    strategy: str = _opt("default", "'mirrored' replicates the model on every GPU (or logical CPU)",
+    run: Path = option(Path("models/default"), "run folder with vocab.json and a feature cache")
+    epochs: int = option(15, "maximum number of epochs (early stopping usually ends sooner; `make demo` uses "
+                           "this default too)")
+    batch_size: int = option(64, "captions per step (global batch across replicas)")
+    learning_rate: float = option(1e-3, "Adam's initial learning rate")
+    embed_dim: int = option(256, "word embedding size E")
+    hidden_dim: int = option(256, "LSTM size H (the image projection has the same size)")
+    dropout: float = option(0.3, "dropout on image features and word embeddings")
+    patience: int = option(4, "epochs without a better validation loss before stopping")
+    lr_patience: int = option(1, "epochs without improvement before halving the learning rate")
+    seed: int = option(0, "seed for initialisation, dropout and shuffling")
+    strategy: str = option("default", "'mirrored' replicates the model on every GPU (or logical CPU)",
                          choices=("default", "mirrored"))
-    logical_cpus: int = _opt(0, "split the CPU into N logical devices (to try --strategy mirrored "
+    logical_cpus: int = option(0, "split the CPU into N logical devices (to try --strategy mirrored "
                                 "without GPUs)")
-    resume: bool = _opt(False, "continue from the last completed epoch's checkpoint")
+    resume: bool = option(False, "continue from the last completed epoch's checkpoint")
 
 
 @dataclass
 class EvaluateConfig:
-    run: Path = _opt(Path("models/default"), "run folder with a trained model.keras")
-    beam: list[int] = _opt((1, 3, 5), "beam widths to score; 1 is greedy", nargs="+")
-    split: str = _opt("test", "which split to caption", choices=("test", "val", "train"))
-    max_length: int | None = _opt(None, "longest caption in words (default: the vocabulary's max length)")
-    length_penalty: float = _opt(0.5, "GNMT alpha for beam ranking (0: raw log-probability)")
-    batch_size: int = _opt(64, "images searched together")
-    samples: int = _opt(8, "sample captions stored beside the scores")
-    seed: int = _opt(0, "seed of the shuffled-reference baseline")
-
-
-@dataclass
-class ExportConfig:
-    run: Path = _opt(Path("models/default"), "run folder with model.keras and its feature cache")
-    quantize: str = _opt("none", "also write encoder.int8.onnx (static QDQ, calibrated on training images)",
-                         choices=("none", "int8"))
-    opset: int = _opt(17, "ONNX opset")
-    parity_images: int = _opt(16, "images on which encoder features are compared with Keras")
-    calibration_images: int = _opt(32, "training images that calibrate the int8 activation ranges")
-    int8_eval_images: int = _opt(200, "test images on which int8 captions and BLEU are compared with fp32")
+    run: Path = option(Path("models/default"), "run folder with a trained model.keras")
+    beam: list[int] = option((1, 3, 5), "beam widths to score; 1 is greedy", nargs="+")
+    split: str = option("test", "which split to caption", choices=("test", "val", "train"))
+    max_length: int | None = option(DEFAULTS.max_length, "longest caption in words (default: the vocabulary's max "
+                                                        "length)")
+    length_penalty: float = option(DEFAULTS.length_penalty, "GNMT alpha for beam ranking (0: raw log-probability)")
+    batch_size: int = option(64, "images searched together")
+    samples: int = option(8, "sample captions stored beside the scores")
+    seed: int = option(0, "seed of the shuffled-reference baseline")

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from demo.artifacts import sha256_file
+from demo.bundle_layout import PIXELS
+from demo.errors import CaptionerError, MissingFile
 from demo.preprocess import IMAGE_SIZE
 from train.tf_import import import_keras
 
@@ -26,7 +28,7 @@ FEATURE_DIM = 4096
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(CaptionerError, RuntimeError):
     """ImageNet weights could not be had; the message names the two offline options."""
 
 
@@ -43,7 +45,7 @@ class EncoderSpec:
             return f"random-he-normal:seed={self.seed}"
         path = Path(self.weights)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFile(
                 f"--vgg-weights {self.weights}: no such file. Pass 'imagenet', 'none' or a path to "
                 "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
             )
@@ -62,7 +64,7 @@ def build_encoder(spec: EncoderSpec):
     keras = import_keras()
 
     vgg = load_vgg16(spec)
-    pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name="pixels")
+    pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name=PIXELS)
     bgr = keras.ops.flip(pixels, axis=-1) - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, "float32")
     features = keras.Model(vgg.inputs, vgg.get_layer("fc2").output, name="vgg16_fc2")(bgr)
     return keras.Model(pixels, features, name="encoder")

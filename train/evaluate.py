@@ -1,27 +1,34 @@
 """`python -m train evaluate`: corpus BLEU-1..4 per beam width, as papers report it.
 
 Each image is scored against all of its references (NLTK `corpus_bleu`, no
-smoothing); with `pycocoevalcap` installed, CIDEr, ROUGE-L and METEOR too. Beside each score: the same captions scored against the
-references of *other* images (a seeded derangement). On a dataset whose
-captions share templates (the synthetic one), that baseline shows how much of
+smoothing); with `pycocoevalcap` installed, CIDEr, ROUGE-L and METEOR too.
+Beside each score: the same captions scored against the references of
+*other* images (a seeded derangement). On a dataset whose captions share
+templates (the synthetic one), that baseline shows how much of
 the score comes from describing this image rather than from fluent phrasing.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from demo.artifacts import atomic_write_json, read_json
+from demo.artifacts import atomic_write_json
+from demo.errors import BadInput, MissingFile
 from demo.search import best, options_for
 from demo.step import SearchOptions
 from demo.vocab import Vocabulary
+from train.captions_file import read_captions
 from train.coco_metrics import coco_scores
 from train.config import EvaluateConfig, to_json
 from train.features import load_cache
+from train.keras_step import KerasStepModel
 from train.run_files import RunFiles, update_run_config
+
+log = logging.getLogger(__name__)
 
 BLEU_WEIGHTS = [(1.0,), (0.5, 0.5), (1 / 3, 1 / 3, 1 / 3), (0.25, 0.25, 0.25, 0.25)]
 
@@ -58,18 +65,16 @@ def caption_split(step_model, features: np.ndarray, vocab: Vocabulary, width: in
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
-    from train.keras_step import KerasStepModel
-
     files = RunFiles(Path(cfg.run))
     if not files.model.is_file():
-        raise FileNotFoundError(f"no trained model at {files.model}: run `python -m train fit --run {cfg.run}`")
+        raise MissingFile(f"no trained model at {files.model}: run `python -m train fit --run {cfg.run}`")
     vocab = Vocabulary.load(files.vocab)
     cache = load_cache(files)
-    entries = [e for e in read_json(files.captions, "captions file")["images"] if e["split"] == cfg.split]
+    entries = read_captions(files.captions).split(cfg.split)
     if not entries:
-        raise ValueError(f"the {cfg.split} split of {files.root} is empty")
-    features = cache.lookup([e["id"] for e in entries])
-    references = [[t.split() for t in e["tokens"]] for e in entries]
+        raise BadInput(f"the {cfg.split} split of {files.root} is empty")
+    features = cache.lookup([e.id for e in entries])
+    references = [e.references() for e in entries]
     shuffled = [references[i] for i in derangement(len(references), cfg.seed)]
     step_model = KerasStepModel.load(files.model)
     metrics = {}
@@ -84,12 +89,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             "bleu_4_shuffled_references": baseline["bleu_4"],
             "images": len(entries), "split": cfg.split, "length_penalty": cfg.length_penalty,
             "seconds": round(elapsed, 2),
-            "samples": [{"image": e["id"], "caption": " ".join(h), "references": e["tokens"]}
+            "samples": [{"image": e.id, "caption": " ".join(h), "references": list(e.tokens)}
                         for e, h in list(zip(entries, hypotheses))[: cfg.samples]],
         }
-        print(f"evaluate: {search_key(width)}: BLEU-1 {scores['bleu_1']:.3f} BLEU-4 {scores['bleu_4']:.3f} "
-              f"(shuffled references {baseline['bleu_4']:.3f}) on {len(entries)} {cfg.split} images "
-              f"in {elapsed:.1f} s")
+        log.info(f"evaluate: {search_key(width)}: BLEU-1 {scores['bleu_1']:.3f} BLEU-4 {scores['bleu_4']:.3f} "
+                 f"(shuffled references {baseline['bleu_4']:.3f}) on {len(entries)} {cfg.split} images "
+                 f"in {elapsed:.1f} s")
     atomic_write_json(files.metrics, metrics)
     update_run_config(files, "evaluate", to_json(cfg))
     return metrics

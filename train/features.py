@@ -14,6 +14,7 @@ batches exactly as an uninterrupted run would: the finished cache is the same.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,17 +25,21 @@ import numpy as np
 from tqdm import tqdm
 
 from demo.artifacts import atomic_write_bytes, atomic_write_json, read_json
-from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
+from demo.errors import CaptionerError, MissingFile
+from demo.preprocess import ImageError, load_image, PREPROCESS_VERSION
+from train.captions_file import read_captions
 from train.config import FeaturesConfig, to_json
-from train.encoder import FEATURE_DIM, EncoderSpec, build_encoder
+from train.encoder import build_encoder, EncoderSpec, FEATURE_DIM
 from train.run_files import RunFiles, update_run_config
+
+log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "vgg16-lstm-captioner/fc2-cache"
 CACHE_VERSION = 1
 DTYPE = "float16"
 
 
-class CacheMismatch(RuntimeError):
+class CacheMismatch(CaptionerError, RuntimeError):
     """An existing cache was built with other settings or for other images."""
 
 
@@ -55,8 +60,8 @@ def cache_paths(files: RunFiles) -> dict[str, Path]:
 
 def run_image_list(files: RunFiles) -> tuple[Path, list[str]]:
     """The image root and all image ids of the run, in the order of captions.json."""
-    doc = read_json(files.captions, "captions file (run `python -m train prepare` first)")
-    return Path(doc["image_root"]), [entry["id"] for entry in doc["images"]]
+    captions = read_captions(files.captions)
+    return captions.image_root, captions.ids()
 
 
 def expected_meta(spec: EncoderSpec, image_ids: list[str], batch_size: int) -> dict:
@@ -101,8 +106,8 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
     if todo:
         started = time.perf_counter()
         encoder = build_encoder(spec) if encoder is None else encoder
-        print(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
-              f"({meta['weights']}), cache {paths['array']}")
+        log.info(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
+                 f"({meta['weights']}), cache {paths['array']}")
         array = load_array(paths["array"], "feature array", mmap_mode="r+")
         num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
         with tqdm(total=num_todo, desc="fc2 features", unit="img") as bar:
@@ -115,7 +120,7 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
                 bar.update(len(pixels))
         del array
         elapsed = time.perf_counter() - started
-        print(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
+        log.info(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
     meta["complete"] = True
     atomic_write_json(paths["meta"], meta)
     return load_cache(files, spec)
@@ -154,7 +159,7 @@ def _open_or_start(paths: dict[str, Path], wanted: dict, image_ids: list[str], o
         intact = paths["array"].is_file() and paths["done"].is_file()
         if not problems and intact:
             if found["batch_size"] != wanted["batch_size"]:
-                print(f"features: resuming with the cache's batch size {found['batch_size']}")
+                log.info(f"features: resuming with the cache's batch size {found['batch_size']}")
             return found
         if problems and not overwrite and not _nothing_computed(paths):
             raise CacheMismatch(
@@ -201,7 +206,7 @@ def run_encoder_spec(files: RunFiles) -> EncoderSpec:
     """The VGG16 weights this run's feature cache was built with: export must rebuild exactly that network."""
     features_cfg = read_json(files.config, "run config").get("features")
     if not features_cfg:
-        raise FileNotFoundError(f"{files.config} has no features section: run `python -m train features` first")
+        raise MissingFile(f"{files.config} has no features section: run `python -m train features` first")
     spec = EncoderSpec(features_cfg["vgg_weights"], int(features_cfg.get("seed", 0)))
     cached = read_json(cache_paths(files)["meta"], "feature cache meta")["weights"]
     if spec.describe() != cached:
@@ -223,7 +228,7 @@ def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache
     """Open a complete cache read-only; with `spec`, refuse one built with other weights."""
     paths = cache_paths(files)
     if not paths["meta"].is_file():
-        raise FileNotFoundError(f"no feature cache in {paths['meta'].parent}: run `python -m train features`")
+        raise MissingFile(f"no feature cache in {paths['meta'].parent}: run `python -m train features`")
     meta = read_json(paths["meta"], "feature cache meta")
     if not meta.get("complete"):
         raise CacheMismatch(f"the feature cache in {paths['meta'].parent} is incomplete: "

@@ -11,7 +11,9 @@ lists every epoch exactly once.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import logging
 import os
 import sys
 import time
@@ -20,14 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from demo.artifacts import atomic_write_json, read_json
+from demo.errors import MissingFile
 from demo.vocab import Vocabulary
 from train.config import FitConfig, to_json
 from train.features import load_cache
+from train.model import build_training_model, ModelSpec
 from train.run_files import RunFiles, update_run_config
 from train.sequences import caption_sequences, feature_scale, make_dataset
 from train.tf_import import import_keras
 
+log = logging.getLogger(__name__)
+
 keras = import_keras()
+import tensorflow as tf  # noqa: E402  (after the quiet import)
 
 
 def save_model_atomically(model, path: Path) -> None:
@@ -93,8 +100,6 @@ class ResumableReduceLROnPlateau(_Restorable, keras.callbacks.ReduceLROnPlateau)
 
 
 def distribution_strategy(cfg: FitConfig):
-    import tensorflow as tf
-
     if cfg.logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cfg.logical_cpus)
@@ -103,7 +108,7 @@ def distribution_strategy(cfg: FitConfig):
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     strategy = tf.distribute.MirroredStrategy(devices=devices)
-    print(f"fit: MirroredStrategy over {strategy.num_replicas_in_sync} replicas: {', '.join(devices)}")
+    log.info(f"fit: MirroredStrategy over {strategy.num_replicas_in_sync} replicas: {', '.join(devices)}")
     return strategy
 
 
@@ -117,7 +122,7 @@ def run_fit(cfg: FitConfig):
     val_data = caption_sequences(files, vocab, "val", cache.rows)
     state = _resume_state(files) if cfg.resume else None
     if state and state.get("stopped_early"):
-        print(f"fit: training already stopped early after epoch {state['epochs_done']}; nothing to resume")
+        log.info(f"fit: training already stopped early after epoch {state['epochs_done']}; nothing to resume")
         return keras.models.load_model(files.model)
     with strategy.scope():
         model = _load_or_build(cfg, files, vocab, cache, train_data, state)
@@ -138,19 +143,20 @@ def run_fit(cfg: FitConfig):
     ]
     initial_epoch = state["epochs_done"] if state else 0
     if initial_epoch >= cfg.epochs:
-        print(f"fit: {initial_epoch} epochs already done (--epochs {cfg.epochs}); nothing to do")
+        log.info(f"fit: {initial_epoch} epochs already done (--epochs {cfg.epochs}); nothing to do")
         return model
     update_run_config(files, "fit", to_json(cfg) | {"vocab_size": len(vocab)})
-    print(f"fit: {len(train_data)} training captions, {len(val_data)} validation captions, "
-          f"vocabulary {len(vocab)}, epochs {initial_epoch + 1}..{cfg.epochs}")
+    log.info(f"fit: {len(train_data)} training captions, {len(val_data)} validation captions, "
+             f"vocabulary {len(vocab)}, epochs {initial_epoch + 1}..{cfg.epochs}")
     started = time.perf_counter()
-    model.fit(
-        make_dataset(cache.features, train_data, cfg.batch_size, shuffle=True, seed=cfg.seed),
-        validation_data=make_dataset(cache.features, val_data, cfg.batch_size, shuffle=False, seed=cfg.seed),
-        epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
-    )
-    print(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
+    with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress; stdout is for what users parse
+        model.fit(
+            make_dataset(cache.features, train_data, cfg.batch_size, shuffle=True, seed=cfg.seed),
+            validation_data=make_dataset(cache.features, val_data, cfg.batch_size, shuffle=False, seed=cfg.seed),
+            epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+            verbose=1 if sys.stderr.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
+        )
+    log.info(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
     return model
 
 
@@ -173,21 +179,19 @@ def trim_epoch_log(path: Path, epochs_done: int) -> None:
     with open(tmp, "w", newline="") as handle:
         csv.writer(handle).writerows([header, *kept])
     os.replace(tmp, path)
-    print(f"fit: dropped {len(body) - len(kept)} log row(s) of epochs after the checkpoint from {path}")
+    log.info(f"fit: dropped {len(body) - len(kept)} log row(s) of epochs after the checkpoint from {path}")
 
 
 def _resume_state(files: RunFiles) -> dict | None:
     if not files.train_state.is_file() or not files.last_checkpoint.is_file():
-        raise FileNotFoundError(f"nothing to resume in {files.root}: no checkpoint from an earlier "
+        raise MissingFile(f"nothing to resume in {files.root}: no checkpoint from an earlier "
                                 "`python -m train fit`; run it without --resume")
     return read_json(files.train_state, "training state")
 
 
 def _load_or_build(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data, state):
-    from train.model import ModelSpec, build_training_model
-
     if state:
-        print(f"fit: resuming after epoch {state['epochs_done']} from {files.last_checkpoint}")
+        log.info(f"fit: resuming after epoch {state['epochs_done']} from {files.last_checkpoint}")
         return keras.models.load_model(files.last_checkpoint)
     spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
                      dropout=cfg.dropout, feature_scale=feature_scale(cache.features, train_data.rows))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from demo.bundle_layout import C, FEATURES, H, TOKEN
 from demo.step import State
 from train.tf_import import import_keras
 
@@ -11,6 +12,8 @@ class KerasStepModel:
     """State: the image features (constant per row) and the LSTM's h and c."""
 
     def __init__(self, trained=None, step_model=None):
+        # lazy: TensorFlow and train.model (which imports it) load only when a Keras model is used, so that
+        # train.evaluate's helpers (BLEU, search keys) serve the TF-free export process as well
         import tensorflow as tf
 
         from train.model import build_step_model
@@ -23,15 +26,15 @@ class KerasStepModel:
     @classmethod
     def load(cls, path) -> "KerasStepModel":
         keras = import_keras()
-        import train.model  # noqa: F401  (registers the custom layer for loading)
+        import train.model  # noqa: F401  (lazy, as above; importing it registers the custom layers for loading)
 
         return cls(keras.models.load_model(path))
 
     def initial_state(self, features: np.ndarray) -> State:
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {"features": np.asarray(features, dtype=np.float32), "h": zeros, "c": zeros.copy()}
+        return {FEATURES: np.asarray(features, dtype=np.float32), H: zeros, C: zeros.copy()}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        log_probs, h, c = self._call({"features": state["features"], "token": tokens.astype(np.int32),
-                                      "h": state["h"], "c": state["c"]})
-        return log_probs.numpy(), {"features": state["features"], "h": h.numpy(), "c": c.numpy()}
+        log_probs, h, c = self._call({FEATURES: state[FEATURES], TOKEN: tokens.astype(np.int32), H: state[H],
+                                      C: state[C]})
+        return log_probs.numpy(), {FEATURES: state[FEATURES], H: h.numpy(), C: c.numpy()}

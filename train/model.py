@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from demo import bundle_layout as layout
 from train.encoder import FEATURE_DIM
 from train.tf_import import import_keras
 
@@ -79,14 +80,15 @@ def build_step_model(trained):
     """The one-word step of `trained`, sharing its layers (no dropout: inference only)."""
     layers = keras.layers
     hidden_dim = trained.get_layer("lstm").units
-    features = keras.Input((FEATURE_DIM,), name="features")
-    token = keras.Input((), dtype="int32", name="token")
-    h = keras.Input((hidden_dim,), name="h")
-    c = keras.Input((hidden_dim,), name="c")
+    # the step model's input and output names are the exported decoder's (export.tf_side keeps them)
+    features = keras.Input((FEATURE_DIM,), name=layout.FEATURES)
+    token = keras.Input((), dtype="int32", name=layout.TOKEN)
+    h = keras.Input((hidden_dim,), name=layout.H)
+    c = keras.Input((hidden_dim,), name=layout.C)
     image = trained.get_layer("image_dense")(trained.get_layer("feature_scale")(features))
     embedded = trained.get_layer("embedding")(layers.Reshape((1,), name="token_as_sequence")(token))
     output, h_out, c_out = trained.get_layer("lstm")(embedded, initial_state=[h, c])
     merged = layers.Add(name="merge_step")([SqueezeTime(name="last_step")(output), image])
     logits = trained.get_layer("logits")(trained.get_layer("decoder_dense")(merged))
-    log_probs = layers.Activation("log_softmax", name="log_probs")(logits)
+    log_probs = layers.Activation("log_softmax", name=layout.LOG_PROBS)(logits)
     return keras.Model([features, token, h, c], [log_probs, h_out, c_out], name="decoder_step")

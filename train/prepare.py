@@ -7,6 +7,7 @@ it defines them; the rest are assigned deterministically from the seed.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -16,35 +17,31 @@ import numpy as np
 from tqdm import tqdm
 
 from demo.artifacts import atomic_write_json
+from demo.errors import BadInput
 from demo.preprocess import ImageError, load_image
 from demo.text import tokenize
 from demo.vocab import build_vocabulary
+from train.captions_file import write_captions
 from train.config import PrepareConfig, to_json
-from train.datasets.records import SPLITS, CaptionedImage, LoadedDataset, ParseIssues
+from train.datasets import flickr8k, flickr30k, karpathy, synthetic
+from train.datasets.records import CaptionedImage, LoadedDataset, ParseIssues, SPLITS
 from train.run_files import RunFiles, update_run_config
 
-CAPTIONS_FORMAT = "vgg16-lstm-captioner/captions"
 MAX_DEFAULT_HOLDOUT = 1000
+LOADERS = {"flickr8k": flickr8k.load, "flickr30k": flickr30k.load, "karpathy": karpathy.load}
+log = logging.getLogger(__name__)
 
 
 def load_dataset(cfg: PrepareConfig) -> LoadedDataset:
     """Dispatch to the loader of `cfg.dataset` (the synthetic set is generated first if needed)."""
     if cfg.dataset == "synthetic":
-        from train.datasets import synthetic
-
         data_dir = cfg.data_dir or RunFiles(cfg.run).synthetic_dir
         return synthetic.generate(Path(data_dir), num_images=cfg.num_images, seed=cfg.seed)
     if cfg.data_dir is None:
-        raise ValueError(f"--data-dir is required for --dataset {cfg.dataset}")
-    if cfg.dataset == "flickr8k":
-        from train.datasets import flickr8k as loader
-    elif cfg.dataset == "flickr30k":
-        from train.datasets import flickr30k as loader
-    elif cfg.dataset == "karpathy":
-        from train.datasets import karpathy as loader
-    else:
-        raise ValueError(f"unknown dataset {cfg.dataset!r}")
-    return loader.load(Path(cfg.data_dir), cfg.images_dir)
+        raise BadInput(f"--data-dir is required for --dataset {cfg.dataset}")
+    if cfg.dataset not in LOADERS:
+        raise BadInput(f"unknown dataset {cfg.dataset!r} (known: synthetic, {', '.join(LOADERS)})")
+    return LOADERS[cfg.dataset](Path(cfg.data_dir), cfg.images_dir)
 
 
 def check_images(
@@ -103,24 +100,6 @@ def assign_splits(images: list[CaptionedImage], val_size: int | None, test_size:
     return assigned
 
 
-def captions_document(dataset: LoadedDataset, images: list[CaptionedImage]) -> dict:
-    return {
-        "format": CAPTIONS_FORMAT,
-        "version": 1,
-        "dataset": dataset.name,
-        "image_root": str(dataset.image_root.resolve()),
-        "images": [
-            {
-                "id": image.image_id,
-                "split": image.split,
-                "captions": image.captions,
-                "tokens": [" ".join(tokenize(c)) for c in image.captions],
-            }
-            for image in images
-        ],
-    }
-
-
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Build captions.json, splits.json, vocab.json and prepare_report.json in `cfg.run`."""
     started = time.perf_counter()
@@ -128,7 +107,7 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     dataset = load_dataset(cfg)
     images = check_images(dataset.images, dataset.issues, cfg.workers)
     if not images:
-        raise ValueError(
+        raise BadInput(
             f"no usable images: none of the {len(dataset.images)} images referenced by the captions "
             f"exist and decode under {dataset.image_root}. Check --data-dir / --images-dir."
         )
@@ -155,7 +134,8 @@ def run_prepare(cfg: PrepareConfig) -> dict:
         "seconds": round(time.perf_counter() - started, 2),
     }
     files.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(files.captions, captions_document(dataset, images))
+    write_captions(files.captions, dataset.name, dataset.image_root,
+                   ((image.image_id, image.split, image.captions) for image in images))
     atomic_write_json(files.splits, splits)
     vocab.save(files.vocab)
     atomic_write_json(files.prepare_report, report)
@@ -165,21 +145,18 @@ def run_prepare(cfg: PrepareConfig) -> dict:
 
 
 def print_summary(report: dict, files: RunFiles) -> None:
-    problems = report["problems"]
-    print(
-        f"prepare: {report['dataset']}: read {report['lines_read']} caption lines, "
-        f"kept {report['images_kept']}/{report['images_referenced']} images and "
-        f"{report['captions_kept']}/{report['captions_referenced']} captions"
-    )
+    problems, s, v = report["problems"], report["splits"], report["vocabulary"]
+    log.info("prepare: %s: read %d caption lines, kept %d/%d images and %d/%d captions", report["dataset"],
+             report["lines_read"], report["images_kept"], report["images_referenced"], report["captions_kept"],
+             report["captions_referenced"])
     for kind, entry in problems.items():
         example = f" (e.g. {entry['examples'][0]})" if entry.get("examples") else ""
-        print(f"  dropped or skipped: {kind}: {entry['count']}{example}")
-    s, v = report["splits"], report["vocabulary"]
-    print(f"  splits: train {s['train']}, val {s['val']}, test {s['test']}; "
-          f"vocabulary {v['size']} tokens (min count {v['min_count']}), "
-          f"{v['captions_truncated']} captions truncated to {v['max_length']} words")
+        log.info("  dropped or skipped: %s: %d%s", kind, entry["count"], example)
+    log.info("  splits: train %d, val %d, test %d; vocabulary %d tokens (min count %d), %d captions truncated to "
+             "%d words", s["train"], s["val"], s["test"], v["size"], v["min_count"], v["captions_truncated"],
+             v["max_length"])
     for split in ("val", "test"):
         if s[split] == 0:
-            print(f"  warning: the {split} split is empty; --{split}-size N holds out images that the "
-                  "dataset gives no split")
-    print(f"  report: {files.prepare_report}")
+            log.warning("  warning: the %s split is empty; --%s-size N holds out images that the dataset gives no "
+                        "split", split, split)
+    log.info("  report: %s", files.prepare_report)

@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.artifacts import atomic_write_json, read_json
+from demo.bundle_layout import BUNDLE_DIR, VOCAB
+
 
 @dataclass(frozen=True)
 class RunFiles:
@@ -23,7 +26,7 @@ class RunFiles:
 
     @property
     def vocab(self) -> Path:
-        return self.root / "vocab.json"
+        return self.root / VOCAB  # the same file is copied into the bundle
 
     @property
     def prepare_report(self) -> Path:
@@ -51,6 +54,11 @@ class RunFiles:
         return self.root / "logs"
 
     @property
+    def bundle(self) -> Path:
+        """The exported ONNX bundle (`python -m export`): what the runtime and the app load."""
+        return self.root / BUNDLE_DIR
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
@@ -61,8 +69,6 @@ class RunFiles:
 
 def update_run_config(files: RunFiles, section: str, values: dict) -> None:
     """Record one command's settings in `config.json`, keeping the other commands' sections."""
-    from demo.artifacts import atomic_write_json, read_json
-
     config = read_json(files.config, "run config") if files.config.is_file() else {}
     config[section] = values
     atomic_write_json(files.config, config)

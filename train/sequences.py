@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo.artifacts import read_json
+from demo.errors import BadInput
 from demo.vocab import Vocabulary
+from train.captions_file import read_captions
 from train.run_files import RunFiles
 
 
@@ -27,25 +28,22 @@ class CaptionSequences:
 
 def caption_sequences(files: RunFiles, vocab: Vocabulary, split: str, rows_of: dict[str, int]) -> CaptionSequences:
     """Encode every caption of `split`; T = vocab.max_length + 1."""
-    doc = read_json(files.captions, "captions file")
     width = vocab.max_length + 2
     rows, sequences = [], []
-    for entry in doc["images"]:
-        if entry["split"] != split:
-            continue
-        for tokens in entry["tokens"]:
-            ids = vocab.encode(tokens.split())
+    for entry in read_captions(files.captions).split(split):
+        for words in entry.references():
+            ids = vocab.encode(words)
             sequences.append(ids + [vocab.pad_id] * (width - len(ids)))
-            rows.append(rows_of[entry["id"]])
+            rows.append(rows_of[entry.id])
     if not rows:
-        raise ValueError(f"the {split} split of {files.root} has no captions: run prepare with a {split} split")
+        raise BadInput(f"the {split} split of {files.root} has no captions: run prepare with a {split} split")
     array = np.asarray(sequences, dtype=np.int32)
     return CaptionSequences(np.asarray(rows, dtype=np.int64), array[:, :-1], array[:, 1:].copy())
 
 
 def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, shuffle: bool, seed: int):
     """Batches of ({features, words}, targets); features are gathered from the memory-mapped cache per batch."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: caption_sequences and feature_scale serve TF-free callers too
 
     def gather(rows: np.ndarray) -> np.ndarray:
         return np.asarray(features[np.asarray(rows)], dtype=np.float32)

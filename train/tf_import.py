@@ -25,8 +25,9 @@ def import_keras():
         os.dup2(captured.fileno(), 2)
         failed = True
         try:
-            import tensorflow  # noqa: F401  (keras' backend)
+            # lazy: the point of this module: TensorFlow is imported once, here, with fd 2 captured
             import keras
+            import tensorflow  # noqa: F401  (keras' backend)
 
             failed = False
         finally:

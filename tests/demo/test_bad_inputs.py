@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo.preprocess import MAX_IMAGE_PIXELS, ImageError
+from demo.preprocess import ImageError, MAX_IMAGE_PIXELS
 from tests.conftest import run_module, start_server
 
 pytestmark = pytest.mark.slow

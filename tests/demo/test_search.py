@@ -6,7 +6,7 @@ import pytest
 
 from demo.beam_search import beam_search
 from demo.greedy_search import greedy_search
-from demo.step import SearchOptions, normalized
+from demo.step import normalized, SearchOptions
 
 START, END = 1, 2
 BANNED = (0, START)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, caption_differences, run_module
+from tests.conftest import caption_differences, REPO, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,8 @@ features = encoder.run(["features"], {"pixels": np.stack([load_image(p) for p in
 options = SearchOptions(max_length=vocab.max_length, banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
 found = greedy_search(step, features, vocab.start_id, vocab.end_id, options)
 print(json.dumps({"captions": [" ".join(vocab.decode(h.tokens)) for h in found],
-                  "tensorflow_loaded": any(m.split(".")[0] in ("tensorflow", "keras", "tf2onnx") for m in sys.modules)}))
+                  "tensorflow_loaded": any(m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")
+                                           for m in sys.modules)}))
 """
 
 
@@ -106,7 +107,7 @@ def test_a_failed_export_leaves_the_previous_bundle_untouched(exported_run, tmp_
     before = (run / "onnx" / "manifest.json").read_bytes()
     (run / "model.keras").write_bytes(b"not a keras file")
     result = run_module("export", "--run", str(run))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "previous bundle" in result.stderr
     assert (run / "onnx" / "manifest.json").read_bytes() == before
     assert not list(run.glob(".onnx-tmp-*"))
@@ -135,7 +136,7 @@ def test_sigkill_during_export_keeps_the_previous_bundle(exported_run, tmp_path)
 
 
 def test_parity_check_catches_a_wrong_encoder(exported_run, tmp_path):
-    from export.parity import ParityError, encoder_parity
+    from export.parity import encoder_parity, ParityError
 
     pixels = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
     os.symlink(exported_run / "onnx" / "encoder.onnx", tmp_path / "encoder.onnx")
@@ -152,4 +153,4 @@ def test_parity_check_catches_a_wrong_encoder(exported_run, tmp_path):
 
 def test_export_without_a_trained_model_says_what_to_run(tmp_path):
     result = run_module("export", "--run", str(tmp_path / "empty"))
-    assert result.returncode == 1 and "python -m train fit" in result.stderr
+    assert result.returncode == 2 and "python -m train fit" in result.stderr

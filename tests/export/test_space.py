@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import free_port, run_module, wait_for_server
+from tests.conftest import REPO, free_port, run_module, wait_for_server
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ def test_space_folder_has_everything_and_no_tensorflow(space):
     front = (space / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
     assert "*.onnx filter=lfs" in (space / ".gitattributes").read_text()
+    assert (space / "app.py").read_bytes() == (REPO / "demo" / "app.py").read_bytes(), "one entry point, not two"
     shipped = {p.name for p in (space / "onnx").iterdir()}
     assert "encoder.int8.onnx" in shipped and "encoder.onnx" not in shipped, "int8 by default, to keep it light"
     from demo.manifest import verify_bundle
@@ -72,4 +73,4 @@ def test_gpu_space_ships_the_cuda_runtime(exported_run, tmp_path):
 def test_space_into_a_non_empty_folder_is_refused(exported_run, tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     result = run_module("export.space", "--run", str(exported_run), "--out", str(tmp_path))
-    assert result.returncode == 1 and "not empty" in result.stderr and (tmp_path / "keep.txt").read_text() == "mine"
+    assert result.returncode == 2 and "not empty" in result.stderr and (tmp_path / "keep.txt").read_text() == "mine"

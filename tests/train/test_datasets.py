@@ -30,7 +30,8 @@ def by_id(dataset) -> dict:
 
 @pytest.mark.parametrize("nested", [False, True])
 def test_flickr30k_reads_kaggle_layout_and_finds_nested_image_folder(tmp_path: Path, nested: bool) -> None:
-    rows = flickr30k_rows("1000092795.jpg", ["  Two young guys with shaggy hair . ", "Two friends enjoy time outside ."])
+    rows = flickr30k_rows("1000092795.jpg",
+                          ["  Two young guys with shaggy hair . ", "Two friends enjoy time outside ."])
     rows += ["", *flickr30k_rows("10002456.jpg", ["Several men in hard hats are operating a pulley ."])]
     make_flickr30k(tmp_path, rows, nested=nested)
 
@@ -39,7 +40,8 @@ def test_flickr30k_reads_kaggle_layout_and_finds_nested_image_folder(tmp_path: P
     expected_root = tmp_path / "flickr30k_images"
     assert data.image_root == (expected_root / "flickr30k_images" if nested else expected_root)
     images = by_id(data)
-    assert images["1000092795.jpg"].captions == ["Two young guys with shaggy hair .", "Two friends enjoy time outside ."]
+    assert images["1000092795.jpg"].captions == ["Two young guys with shaggy hair .",
+                                                 "Two friends enjoy time outside ."]
     assert all(image.path.is_file() and image.split is None for image in data.images)
     assert data.lines_read == 3  # the blank line and the header are not caption rows
     assert data.source_files == ["results.csv"]
@@ -161,7 +163,8 @@ def test_flickr8k_counts_malformed_and_non_utf8_lines(tmp_path: Path) -> None:
 
 def test_flickr8k_kaggle_layout_keeps_quoted_commas(tmp_path: Path) -> None:
     name = F8K_NAMES[0]
-    make_flickr8k_kaggle(tmp_path, [f'{name},"A girl, in pink, climbs stairs ."', f"{name},A girl climbs .", "", "broken"])
+    make_flickr8k_kaggle(tmp_path,
+                         [f'{name},"A girl, in pink, climbs stairs ."', f"{name},A girl climbs .", "", "broken"])
 
     data = flickr8k.load(tmp_path)
 

@@ -64,7 +64,7 @@ def complete_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_cache_rows_are_the_encoder_features_of_each_image(complete_run):
     from demo.preprocess import load_image
-    from train.encoder import EncoderSpec, build_encoder
+    from train.encoder import build_encoder, EncoderSpec
     from train.features import load_cache
     from train.run_files import RunFiles
 
@@ -110,7 +110,7 @@ def test_sigkill_then_rerun_gives_the_same_cache(complete_run):
     result = run_features(run)
     assert result.returncode == 0, result.stderr
     remaining = len(done_before) - int(done_before.sum())
-    assert f"{remaining}/{len(done_before)} batches" in result.stdout, "only the missing batches are recomputed"
+    assert f"{remaining}/{len(done_before)} batches" in result.stderr, "only the missing batches are recomputed"
     resumed = np.load(run / "features" / "fc2.npy", allow_pickle=False)
     reference = np.load(complete_run / "features" / "fc2.npy", allow_pickle=False)
     assert np.array_equal(resumed, reference)
@@ -121,13 +121,13 @@ def test_second_run_computes_nothing(complete_run):
     before = (complete_run / "features" / "fc2.npy").stat().st_mtime_ns
     result = run_features(complete_run)
     assert result.returncode == 0, result.stderr
-    assert "batches" not in result.stdout
+    assert "batches" not in result.stderr
     assert (complete_run / "features" / "fc2.npy").stat().st_mtime_ns == before
 
 
 def test_cache_built_with_other_weights_is_refused(complete_run):
     result = run_features(complete_run, "--seed", "1")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "built with other settings" in result.stderr and "seed=1" in result.stderr
     assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
 
@@ -155,7 +155,7 @@ def test_missing_imagenet_weights_name_both_offline_options(complete_run, tmp_pa
     shutil.copytree(complete_run, run, ignore=shutil.ignore_patterns("features"))
     result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(run)], cwd=REPO,
                             capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--vgg-weights PATH" in result.stderr and "--vgg-weights none" in result.stderr
     assert "Traceback" not in result.stderr
     fallback = run_features(run)  # the advice works as given: no --overwrite needed
@@ -170,10 +170,10 @@ def test_bad_local_weights_file_is_a_clear_error(complete_run, tmp_path, weights
     result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(run),
                              "--vgg-weights", str(tmp_path / weights)], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
-    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_features_before_prepare_says_what_to_run(tmp_path):
     result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(tmp_path / "empty")],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1 and "python -m train prepare" in result.stderr
+    assert result.returncode == 2 and "python -m train prepare" in result.stderr

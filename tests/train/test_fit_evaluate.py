@@ -45,14 +45,14 @@ def test_resume_continues_to_the_same_number_of_epochs(synthetic_features_run, t
     fit(interrupted, "--epochs", "2")
     assert json.loads((interrupted / "checkpoints" / "state.json").read_text())["epochs_done"] == 2
     resumed = fit(interrupted, "--epochs", "4", "--resume")
-    assert "resuming after epoch 2" in resumed.stdout
+    assert "resuming after epoch 2" in resumed.stderr
     fit(straight, "--epochs", "4")
     assert epochs_logged(interrupted) == epochs_logged(straight) == [0, 1, 2, 3]
     for run in (interrupted, straight):
         assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 4
         assert (run / "model.keras").is_file() and (run / "logs" / "tensorboard").is_dir()
     again = fit(interrupted, "--epochs", "4", "--resume")
-    assert "nothing to do" in again.stdout and epochs_logged(interrupted) == [0, 1, 2, 3]
+    assert "nothing to do" in again.stderr and epochs_logged(interrupted) == [0, 1, 2, 3]
 
 
 def kill_after_first_epoch(run: Path, epochs: int, log: Path) -> int:
@@ -87,7 +87,7 @@ def test_sigkill_mid_training_then_resume_reaches_the_requested_epochs(synthetic
         with open(run / "logs" / "training.csv", "a") as handle:
             handle.write(f"{done}{last_row[last_row.index(','):]}\r\n")
     resumed = fit(run, "--epochs", "3", "--resume")
-    assert f"resuming after epoch {done}" in resumed.stdout
+    assert f"resuming after epoch {done}" in resumed.stderr
     assert json.loads((run / "checkpoints" / "state.json").read_text())["epochs_done"] == 3
     assert epochs_logged(run) == [0, 1, 2], "each epoch logged once, none lost, none twice"
 
@@ -95,13 +95,13 @@ def test_sigkill_mid_training_then_resume_reaches_the_requested_epochs(synthetic
 def test_resume_without_a_checkpoint_says_so(synthetic_features_run, tmp_path):
     run = copy_run(synthetic_features_run, tmp_path / "fresh")
     result = run_module("train", "fit", "--run", str(run), "--resume")
-    assert result.returncode == 1 and "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "nothing to resume" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_mirrored_strategy_trains_on_two_logical_cpus(synthetic_features_run, tmp_path):
     run = copy_run(synthetic_features_run, tmp_path / "mirrored")
     result = fit(run, "--epochs", "1", "--strategy", "mirrored", "--logical-cpus", "2")
-    assert "MirroredStrategy over 2 replicas" in result.stdout
+    assert "MirroredStrategy over 2 replicas" in result.stderr
     assert epochs_logged(run) == [0] and (run / "model.keras").is_file()
 
 
@@ -127,4 +127,4 @@ def test_trained_model_describes_its_own_image(synthetic_features_run, tmp_path)
         assert scores["bleu_4"] >= 0.30, scores
         assert scores["bleu_4"] - scores["bleu_4_shuffled_references"] >= 0.15, scores
         assert len(scores["samples"]) == 8 and all(s["caption"] for s in scores["samples"])
-    assert "BLEU-4" in result.stdout
+    assert "BLEU-4" in result.stderr

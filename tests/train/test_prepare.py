@@ -2,14 +2,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from demo.vocab import Vocabulary
 from tests.conftest import REPO
-from tests.fixtures_datasets import make_flickr30k, flickr30k_rows, write_jpeg
+from tests.fixtures_datasets import flickr30k_rows, make_flickr30k, write_jpeg
 from train.config import PrepareConfig
-from train.prepare import assign_splits, run_prepare
 from train.datasets.records import CaptionedImage
-from pathlib import Path
+from train.prepare import assign_splits, run_prepare
 
 REAL_F8K_IMAGES = ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg", "1002674143_1b742ab4b8.jpg",
                    "1003163366_44323f5815.jpg", "1007129816_e794419615.jpg", "1007320043_627395c3d8.jpg"]
@@ -41,7 +41,7 @@ def test_real_flickr8k_token_file_with_a_few_images(shared_flickr8k, tmp_path):
     dropped = (report["problems"]["captions_dropped_image_missing"]["count"]
                + report["problems"]["captions_dropped_image_unreadable"]["count"])
     assert kept + dropped == report["captions_referenced"]
-    assert "image_missing: 8086" in result.stdout and "image_unreadable: 1" in result.stdout
+    assert "image_missing: 8086" in result.stderr and "image_unreadable: 1" in result.stderr
     captions = json.loads((run / "captions.json").read_text())
     assert sorted(e["id"] for e in captions["images"]) == sorted(REAL_F8K_IMAGES[:-1])
     first = next(e for e in captions["images"] if e["id"] == REAL_F8K_IMAGES[0])
@@ -92,7 +92,7 @@ def test_prepare_without_usable_images_fails_with_advice(tmp_path):
     data = make_flickr30k(tmp_path / "f30k", flickr30k_rows("1.jpg", ["A cat ."]))
     (data / "flickr30k_images" / "1.jpg").unlink()
     result = run_cli("prepare", "--dataset", "flickr30k", "--data-dir", str(data), "--run", str(tmp_path / "r"))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no usable images" in result.stderr and "--images-dir" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -100,7 +100,7 @@ def test_prepare_without_usable_images_fails_with_advice(tmp_path):
 def test_wrong_data_dir_is_a_clear_error(tmp_path):
     result = run_cli("prepare", "--dataset", "flickr8k", "--data-dir", str(tmp_path / "nowhere"),
                      "--run", str(tmp_path / "r"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nowhere" in result.stderr
 
 

@@ -14,17 +14,17 @@ from demo.text import tokenize
 from train.datasets import synthetic
 from train.datasets.synthetic import (
     BACKGROUNDS,
+    caption_scene,
     COLOURS,
+    generate,
     IMAGE_SIZE,
+    load,
     POSITION_PHRASES,
     RELATIONS,
-    SIZE_WORDS,
-    VOCABULARY,
-    caption_scene,
-    generate,
-    load,
     sample_scene,
     shape_outline,
+    SIZE_WORDS,
+    VOCABULARY,
 )
 
 SEED = 7
@@ -106,7 +106,8 @@ def test_captions_are_normalised_short_and_from_a_small_vocabulary():
     assert len(VOCABULARY) < 80
 
 
-DIRECTION_WORDS = {"left", "right", "top", "bottom", "upper", "lower", "above", "over", "below", "under", "beneath", "center", "middle"}
+DIRECTION_WORDS = {"left", "right", "top", "bottom", "upper", "lower", "above", "over", "below", "under", "beneath",
+                   "center", "middle"}
 
 
 def test_captions_never_contradict_size_or_position():
@@ -147,7 +148,8 @@ def _check_outline(shape: str, mask: np.ndarray) -> None:
     ys, xs = np.nonzero(mask)
     box = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     fill = box.mean()
-    ranges = {"square": (0.95, 1.0), "circle": (0.72, 0.85), "diamond": (0.42, 0.6), "triangle": (0.42, 0.6), "star": (0.28, 0.46)}
+    ranges = {"square": (0.95, 1.0), "circle": (0.72, 0.85), "diamond": (0.42, 0.6), "triangle": (0.42, 0.6),
+              "star": (0.28, 0.46)}
     low, high = ranges[shape]
     assert low <= fill <= high, (shape, fill)
     top, bottom = box[: box.shape[0] // 2].sum(), box[(box.shape[0] + 1) // 2 :].sum()

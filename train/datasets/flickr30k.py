@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from train.datasets.records import LoadedDataset, ParseIssues, group_captions, read_text_lines
+from demo.errors import MissingFile
+from train.datasets.records import group_captions, LoadedDataset, ParseIssues, read_text_lines
 
 NAME = "flickr30k"
 CAPTIONS_FILE = "results.csv"
@@ -40,7 +41,7 @@ def load(data_dir: Path, images_dir: Path | None = None) -> LoadedDataset:
     """Read the Kaggle Flickr30k layout. Flickr30k defines no split, so every image gets split=None."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"Flickr30k data directory not found: {data_dir} (expected {CAPTIONS_FILE} and {IMAGES_DIR}/ in it)"
         )
     captions_path = _find_captions(data_dir)
@@ -72,7 +73,7 @@ def _find_captions(data_dir: Path) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingFile(
         f"Flickr30k captions file not found in {data_dir}: looked for "
         + ", ".join(str(path) for path in candidates)
         + " (Kaggle layout: results.csv with header 'image_name| comment_number| comment')"

@@ -15,11 +15,12 @@ import csv
 import re
 from pathlib import Path
 
+from demo.errors import MissingFile
 from train.datasets.records import (
     CaptionedImage,
+    group_captions,
     LoadedDataset,
     ParseIssues,
-    group_captions,
     read_text_lines,
 )
 
@@ -41,14 +42,14 @@ def load(data_dir: Path, images_dir: Path | None = None) -> LoadedDataset:
     """Read whichever Flickr8k layout is in `data_dir`, preferring the original one for its official split."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"Flickr8k data directory not found: {data_dir} (expected {TOKEN_FILE} or {KAGGLE_FILE} in it)"
         )
     if (data_dir / TOKEN_FILE).is_file():
         return _load_original(data_dir, images_dir)
     if (data_dir / KAGGLE_FILE).is_file():
         return _load_kaggle(data_dir, images_dir)
-    raise FileNotFoundError(
+    raise MissingFile(
         f"No Flickr8k captions file in {data_dir}: looked for {TOKEN_FILE} (original release) "
         f"and {KAGGLE_FILE} (Kaggle copy)"
     )

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from train.datasets.records import LoadedDataset, ParseIssues, group_captions, read_text_lines
+from demo.errors import BadInput, DamagedFile, MissingFile
+from train.datasets.records import group_captions, LoadedDataset, ParseIssues, read_text_lines
 
 JSON_FILES = ("dataset_flickr8k.json", "dataset_flickr30k.json", "dataset_coco.json")
 IMAGE_DIRS = ("images", "Images", "flickr30k_images", "Flicker8k_Dataset", "Flickr8k_Dataset", ".")
@@ -45,14 +46,14 @@ def find_json(data_dir: Path) -> Path:
     if data_dir.is_file():
         return data_dir
     if not data_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"Karpathy split file or folder not found: {data_dir} (expected one of {', '.join(JSON_FILES)})"
         )
     found = [data_dir / name for name in JSON_FILES if (data_dir / name).is_file()]
     if not found:
-        raise FileNotFoundError(f"No Karpathy split file in {data_dir}: looked for {', '.join(JSON_FILES)}")
+        raise MissingFile(f"No Karpathy split file in {data_dir}: looked for {', '.join(JSON_FILES)}")
     if len(found) > 1:
-        raise ValueError(
+        raise BadInput(
             f"Several Karpathy split files in {data_dir} ({', '.join(p.name for p in found)}); "
             "pass the path of the one to use"
         )
@@ -77,9 +78,9 @@ def _read_json(path: Path, issues: ParseIssues) -> dict[str, Any]:
     try:
         data = json.loads("\n".join(read_text_lines(path, issues)))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); expected a Karpathy split file") from error
+        raise DamagedFile(f"{path} is not valid JSON ({error}); expected a Karpathy split file") from error
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(
+        raise DamagedFile(
             f"{path} is not a Karpathy split file: expected an object with an 'images' list "
             "of {filename, split, sentences}"
         )

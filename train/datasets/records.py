@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demo.text import normalize
+
 SPLITS = ("train", "val", "test")
 MAX_EXAMPLES = 10  # examples of each problem kept for the report
 
@@ -57,7 +59,6 @@ def group_captions(
     rows: list[tuple[str, str]], image_root: Path, issues: ParseIssues
 ) -> list[CaptionedImage]:
     """Group (image_id, caption) rows by image in first-seen order, dropping empty and duplicate captions."""
-    from demo.text import normalize
 
     by_id: dict[str, CaptionedImage] = {}
     seen: dict[str, set[str]] = {}

@@ -48,8 +48,9 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from demo.artifacts import atomic_write_json, read_json
+from demo.errors import BadInput, DamagedFile, MissingFile
 from demo.text import tokenize
-from train.datasets.records import LoadedDataset, ParseIssues, group_captions
+from train.datasets.records import group_captions, LoadedDataset, ParseIssues
 
 NAME = "synthetic"
 GENERATOR_VERSION = "synthetic-scenes-v1"  # bump whenever a given (seed, index) would draw or caption differently
@@ -383,9 +384,9 @@ def _remove_stale_images(images_dir: Path, num_images: int) -> None:
 def generate(out_dir: Path, num_images: int = 3000, seed: int = 0, progress: bool = True) -> LoadedDataset:
     """Write the set for (seed, num_images) into out_dir, or reuse it if it is already there complete."""
     if num_images < 1:
-        raise ValueError(f"num_images must be at least 1, got {num_images}")
+        raise BadInput(f"num_images must be at least 1, got {num_images}")
     if seed < 0:
-        raise ValueError(f"seed must be non-negative, got {seed}")
+        raise BadInput(f"seed must be non-negative, got {seed}")
     out_dir = Path(out_dir)
     if _is_complete(out_dir, seed, num_images):
         return load(out_dir)
@@ -411,13 +412,13 @@ def load(data_dir: Path, images_dir: Path | None = None) -> LoadedDataset:
     data_dir = Path(data_dir).resolve()
     path = data_dir / CAPTIONS_FILE
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFile(
             f"{path} not found: no synthetic dataset has been generated in {data_dir}; "
             f"run `{PREPARE_HINT}` to create it"
         )
     meta = read_json(path, "synthetic captions file")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a synthetic-scenes captions file (format {FORMAT!r} expected)")
+        raise DamagedFile(f"{path} is not a synthetic-scenes captions file (format {FORMAT!r} expected)")
     image_root = data_dir if images_dir is None else Path(images_dir).resolve()
     issues = ParseIssues()
     rows = _caption_rows(meta.get("images"), images_dir is not None, issues)

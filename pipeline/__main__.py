@@ -1,6 +1,6 @@
-"""`python -m train.pipeline`: every stage from data to ONNX bundle, each skipped when its output exists.
+"""`python -m pipeline`: every stage from data to ONNX bundle, each skipped when its output exists.
 
-What `make demo` runs: prepare → features → fit → evaluate → export (with int8), printing one
+What `make demo` runs: prepare → features → fit → evaluate → export (with int8), logging one
 summary line per stage. A second run finds every output and returns in seconds without importing
 TensorFlow. ImageNet weights are used when they can be had; for the synthetic dataset, offline,
 the build says so in one line and uses the seeded random-init VGG16 instead (real datasets stop
@@ -9,12 +9,26 @@ instead: random features would make a useless model).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
 
 from demo.artifacts import read_json
+from demo.bundle_layout import MANIFEST
+from demo.errors import EXIT_CODES_HELP, EXIT_OK, run_command
+from demo.generation import DEFAULTS
+from demo.logs import configure_cli_logging
+from export.bundle import run_export
+from export.config import ExportConfig
+from train.config import DATASETS, EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
+from train.encoder import WeightsUnavailable
+from train.evaluate import run_evaluate
+from train.features import extract_features
+from train.prepare import run_prepare
 from train.run_files import RunFiles
+
+log = logging.getLogger("pipeline")  # not __name__: run as __main__
 
 
 def _done(path: Path, key: str | None = None) -> bool:
@@ -25,88 +39,73 @@ def _done(path: Path, key: str | None = None) -> bool:
 
 def _stage(name: str, skip: bool, work) -> None:
     if skip:
-        print(f"[{name}] already done, reusing it", flush=True)
+        log.info("[%s] already done, reusing it", name)
         return
     started = time.perf_counter()
     summary = work()
-    print(f"[{name}] {summary} ({time.perf_counter() - started:.0f} s)", flush=True)
+    log.info("[%s] %s (%.0f s)", name, summary, time.perf_counter() - started)
 
 
 def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epochs: int) -> Path:
     files = RunFiles(run)
-    bundle = run / "onnx"
 
     def prepare() -> str:
-        from train.config import PrepareConfig
-        from train.prepare import run_prepare
-
         report = run_prepare(PrepareConfig(run=run, dataset=dataset, data_dir=data_dir, num_images=num_images))
         return f"{report['images_kept']} images, {report['captions_kept']} captions, vocabulary " \
                f"{report['vocabulary']['size']}"
 
     def features() -> str:
-        from train.config import FeaturesConfig
-        from train.encoder import WeightsUnavailable
-        from train.features import extract_features
-
         try:
             cache = extract_features(FeaturesConfig(run=run, vgg_weights="imagenet"))
         except WeightsUnavailable:
             if dataset != "synthetic":
                 raise
-            print("[features] ImageNet weights cannot be downloaded: using a random-init VGG16, which suits the "
-                  "synthetic scenes only", flush=True)
+            log.warning("[features] ImageNet weights cannot be downloaded: using a random-init VGG16, which suits "
+                        "the synthetic scenes only")
             cache = extract_features(FeaturesConfig(run=run, vgg_weights="none", overwrite=True))
         return f"{len(cache.rows)} images, weights {cache.meta['weights']}"
 
     def fit() -> str:
-        from train.config import FitConfig
-        from train.fit import run_fit
+        from train.fit import run_fit  # lazy: imports TensorFlow, which a second, all-reused run never needs
 
         run_fit(FitConfig(run=run, epochs=epochs))
         state = read_json(files.train_state, "training state")
         return f"{state['epochs_done']} epochs, best validation loss {state['best_val_loss']:.4f}"
 
     def evaluate() -> str:
-        from train.config import EvaluateConfig
-        from train.evaluate import run_evaluate
-
-        metrics = run_evaluate(EvaluateConfig(run=run, beam=[1, 3]))
+        metrics = run_evaluate(EvaluateConfig(run=run, beam=[DEFAULTS.num_beams, DEFAULTS.compared_num_beams]))
         return ", ".join(f"{k} BLEU-4 {v['bleu_4']:.3f}" for k, v in metrics.items())
 
     def export() -> str:
-        from train.config import ExportConfig
-        from export.bundle import run_export
-
         manifest = run_export(ExportConfig(run=run, quantize="int8"))
-        return f"{len(manifest['files'])} files in {bundle}"
+        return f"{len(manifest['files'])} files in {files.bundle}"
 
     _stage("prepare", _done(files.captions), prepare)
     _stage("features", _done(files.features_dir / "meta.json", "complete"), features)
     _stage("fit", _done(files.model) and _done(files.train_state), fit)
     _stage("evaluate", _done(files.metrics), evaluate)
-    _stage("export", _done(bundle / "manifest.json"), export)
-    return bundle
+    _stage("export", _done(files.bundle / MANIFEST), export)
+    return files.bundle
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.pipeline", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="synthetic", choices=("synthetic", "flickr8k", "flickr30k", "karpathy"))
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_CODES_HELP)
+    defaults = PrepareConfig()
+    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS)
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--run", type=Path, default=Path("models/default"))
-    parser.add_argument("--num-images", type=int, default=3000, help="synthetic only")
-    parser.add_argument("--epochs", type=int, default=15, help="most epochs to train (early stopping may stop sooner)")
+    parser.add_argument("--run", type=Path, default=defaults.run)
+    parser.add_argument("--num-images", type=int, default=defaults.num_images, help="synthetic only")
+    parser.add_argument("--epochs", type=int, default=FitConfig().epochs,
+                        help="most epochs to train (early stopping may stop sooner; default: %(default)s)")
     args = parser.parse_args(argv)
-    from export.bundle import ExportError
-    from export.parity import ParityError
-    from train.__main__ import KNOWN_ERRORS
+    configure_cli_logging()
 
-    try:
+    def run() -> int:
         build(args.run, args.dataset, args.data_dir, args.num_images, args.epochs)
-    except (*KNOWN_ERRORS, ExportError, ParityError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_OK
+
+    return run_command(run)
 
 
 if __name__ == "__main__":
