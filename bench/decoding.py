@@ -22,10 +22,10 @@ import numpy as np
 
 from bench.timing import interleaved
 from demo import bundle_layout as layout
-from demo.beam_search import beam_search
-from demo.greedy_search import greedy_search
 from demo.onnx_step import OnnxStepModel
 from demo.search import options_for
+from demo.search.beam_search import beam_search
+from demo.search.greedy_search import greedy_search
 from demo.sessions import create_session
 from demo.vocab import SPECIAL_TOKENS, Vocabulary
 from train.captions_file import read_captions

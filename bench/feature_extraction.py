@@ -16,7 +16,7 @@ from bench.images import photo_like_jpegs
 from bench.timing import interleaved
 from demo.preprocess import load_image
 from train.config import FeaturesConfig, PrepareConfig
-from train.encoder import build_encoder, EncoderSpec
+from train.encoder import EncoderSpec, build_encoder
 from train.features import extract_features, run_image_list
 from train.prepare import run_prepare
 from train.run_files import RunFiles

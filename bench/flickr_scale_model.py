@@ -14,7 +14,7 @@ from bench.decoding import FLICKR_VOCAB
 from demo import bundle_layout as layout
 from export.graph_edit import split_decoder
 from export.tf_side import keras, step_to_onnx
-from train.model import build_step_model, build_training_model, ModelSpec
+from train.model import ModelSpec, build_step_model, build_training_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper, TensorProto
+from onnx import TensorProto, helper
 
 from train.encoder import VGG16_BLOCKS
 

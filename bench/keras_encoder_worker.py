@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from train.encoder import build_encoder, EncoderSpec
+from train.encoder import EncoderSpec, build_encoder
 
 
 def main() -> int:

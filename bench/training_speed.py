@@ -32,11 +32,11 @@ import numpy as np
 
 from bench.timing import interleaved
 from demo.text import tokenize
-from demo.vocab import build_vocabulary, Vocabulary
+from demo.vocab import Vocabulary, build_vocabulary
 from train.config import FitConfig
 from train.datasets.synthetic import make_example
 from train.encoder import FEATURE_DIM
-from train.model import build_training_model, ModelSpec
+from train.model import ModelSpec, build_training_model
 from train.sequences import CaptionSequences
 from train.tf_import import import_keras
 

@@ -80,7 +80,7 @@ def caption_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from demo.serve import launch, ServeConfig  # lazy: Gradio only for `serve`
+    from demo.web.serve import ServeConfig, launch  # lazy: Gradio only for `serve`
 
     launch(ServeConfig(args.model, args.host, args.port, args.share, args.provider))
     return EXIT_OK

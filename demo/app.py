@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:  # run as `python demo/app.py` or as a Space's top
 from demo.bundle_layout import BUNDLE_DIR  # noqa: E402  (after the path set-up above)
 from demo.errors import run_command  # noqa: E402
 from demo.logs import configure_cli_logging  # noqa: E402
-from demo.serve import launch, ServeConfig  # noqa: E402
+from demo.web.serve import ServeConfig, launch  # noqa: E402
 
 if (HERE / BUNDLE_DIR).is_dir():  # a Space: the bundle sits beside this file
     os.environ.setdefault("CAPTIONER_MODEL", str(HERE / BUNDLE_DIR))

@@ -25,8 +25,8 @@ from demo.manifest import BundleError, verify_bundle
 from demo.onnx_step import OnnxStepModel
 from demo.preprocess import ImageSource, load_image
 from demo.search import generate, options_for
+from demo.search.step import Hypothesis, SearchOptions
 from demo.sessions import create_session
-from demo.step import Hypothesis, SearchOptions
 from demo.vocab import Vocabulary
 
 

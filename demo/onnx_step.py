@@ -1,4 +1,4 @@
-"""The exported decoder behind the `demo.step.StepModel` interface (ONNX Runtime, no TensorFlow).
+"""The exported decoder behind the `demo.search.step.StepModel` interface (ONNX Runtime, no TensorFlow).
 
 Two forms, the same operations:
 - `decoder_step.onnx` alone: (features, token, h, c) -> (log_probs, h_out, c_out);
@@ -10,27 +10,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.bundle_layout import C, FEATURES, H, IMAGE, STEP_OUTPUTS, TOKEN
+from demo import bundle_layout as layout
 from demo.manifest import BundleError
-from demo.step import State
+from demo.search.step import State
 
 
 class OnnxStepModel:
     def __init__(self, step_session, projection_session=None):
         self.session, self.projection = step_session, projection_session
         inputs = {i.name: i for i in step_session.get_inputs()}
-        self.image_input = IMAGE if projection_session is not None else FEATURES
+        self.image_input = layout.IMAGE if projection_session is not None else layout.FEATURES
         if self.image_input not in inputs:
             raise BundleError(f"the decoder graph has no {self.image_input!r} input (inputs: {list(inputs)})")
-        self.hidden_dim = int(inputs[H].shape[-1])
+        self.hidden_dim = int(inputs[layout.H].shape[-1])
         self.vocab_size = int(step_session.get_outputs()[0].shape[-1])
 
     def initial_state(self, features: np.ndarray) -> State:
         features = np.ascontiguousarray(features, dtype=np.float32)
-        image = features if self.projection is None else self.projection.run([IMAGE], {FEATURES: features})[0]
+        if self.projection is None:
+            image = features
+        else:
+            image = self.projection.run([layout.IMAGE], {layout.FEATURES: features})[0]
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {self.image_input: image, H: zeros, C: zeros.copy()}
+        return {self.image_input: image, layout.H: zeros, layout.C: zeros.copy()}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        log_probs, h, c = self.session.run(STEP_OUTPUTS, {**state, TOKEN: tokens.astype(np.int64)})
-        return log_probs, {self.image_input: state[self.image_input], H: h, C: c}
+        log_probs, h, c = self.session.run(layout.STEP_OUTPUTS, {**state, layout.TOKEN: tokens.astype(np.int64)})
+        return log_probs, {self.image_input: state[self.image_input], layout.H: h, layout.C: c}

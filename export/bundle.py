@@ -26,7 +26,7 @@ import onnx
 from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_json
 from demo.errors import MissingFile
-from demo.manifest import file_record, FORMAT, FORMAT_VERSION, io_record, verify_bundle
+from demo.manifest import FORMAT, FORMAT_VERSION, file_record, io_record, verify_bundle
 from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from demo.vocab import Vocabulary
 from export.config import ExportConfig
@@ -34,7 +34,7 @@ from export.errors import ExportError
 from export.graph_edit import append_dense_layers, split_decoder
 from export.int8 import build_int8_encoder
 from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, split_parity
-from train.captions_file import read_captions, RunCaptions
+from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
 from train.features import load_cache, run_encoder_spec
 from train.run_files import RunFiles

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
-from onnx import helper, numpy_helper, TensorProto
+from onnx import TensorProto, helper, numpy_helper
 from onnx.utils import extract_model
 
 from demo import bundle_layout as layout

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static, QuantType
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from demo.bundle_layout import PIXELS
 from demo.preprocess import load_image

@@ -19,7 +19,7 @@ import gradio
 
 from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_bytes, atomic_write_json
-from demo.errors import BadInput, EXIT_CODES_HELP, EXIT_OK, run_command
+from demo.errors import EXIT_CODES_HELP, EXIT_OK, BadInput, run_command
 from demo.generation import DEFAULTS
 from demo.logs import configure_cli_logging
 from demo.manifest import BundleError, verify_bundle

@@ -33,7 +33,7 @@ from export.bundle import CONV_PART
 from export.graph_edit import CONV_OUTPUT, rename_value
 from export.parity import CHECKED_WIDTHS, REFERENCE_CAPTIONS, REFERENCE_DECODER, REFERENCE_FEATURES, REFERENCE_PIXELS
 from train.captions_file import read_captions
-from train.encoder import build_encoder, FEATURE_DIM, IMAGENET_BGR_MEAN, vgg16_architecture, vgg16_weights
+from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, vgg16_architecture, vgg16_weights
 from train.evaluate import search_key
 from train.features import load_cache, run_encoder_spec
 from train.keras_step import KerasStepModel

@@ -107,7 +107,7 @@ def serve_and_ask(python: str, bundle: Path, provider: str) -> str:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{url} did not answer within 120 s") from None
                 time.sleep(1)
-        ask = ("import json, sys; from gradio_client import Client, handle_file; from demo.app_ui import "
+        ask = ("import json, sys; from gradio_client import Client, handle_file; from demo.web.page import "
                "example_images; r = Client(sys.argv[1], verbose=False).predict(handle_file(example_images()[0]), "
                "3, 20, 0.5, 3, 'fp32', api_name='/caption'); print(json.dumps(r))")
         answer = json.loads(run(python, "-c", ask, url, timeout=120))

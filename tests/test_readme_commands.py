@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import free_port, REPO
+from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import sys
 
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, run_command
 from demo.logs import configure_cli_logging
-from train.config import add_arguments, EvaluateConfig, FeaturesConfig, FitConfig, from_args, PrepareConfig
+from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig, add_arguments, from_args
 
 EPILOG = """examples:
   python -m train prepare --dataset synthetic --run models/default --num-images 3000

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from demo.artifacts import atomic_write_json
 from demo.errors import BadInput, MissingFile
 from demo.search import best, options_for
-from demo.step import SearchOptions
+from demo.search.step import SearchOptions
 from demo.vocab import Vocabulary
 from train.captions_file import read_captions
 from train.coco_metrics import coco_scores

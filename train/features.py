@@ -26,10 +26,10 @@ from tqdm import tqdm
 
 from demo.artifacts import atomic_write_bytes, atomic_write_json, read_json
 from demo.errors import CaptionerError, MissingFile
-from demo.preprocess import ImageError, load_image, PREPROCESS_VERSION
+from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
 from train.captions_file import read_captions
 from train.config import FeaturesConfig, to_json
-from train.encoder import build_encoder, EncoderSpec, FEATURE_DIM
+from train.encoder import FEATURE_DIM, EncoderSpec, build_encoder
 from train.run_files import RunFiles, update_run_config
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from demo.errors import MissingFile
 from demo.vocab import Vocabulary
 from train.config import FitConfig, to_json
 from train.features import load_cache
-from train.model import build_training_model, ModelSpec
+from train.model import ModelSpec, build_training_model
 from train.run_files import RunFiles, update_run_config
 from train.sequences import caption_sequences, feature_scale, make_dataset
 from train.tf_import import import_keras

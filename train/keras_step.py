@@ -1,10 +1,10 @@
-"""The Keras step model behind the `demo.step.StepModel` interface, for evaluation without ONNX."""
+"""The Keras step model behind the `demo.search.step.StepModel` interface, for evaluation without ONNX."""
 from __future__ import annotations
 
 import numpy as np
 
-from demo.bundle_layout import C, FEATURES, H, TOKEN
-from demo.step import State
+from demo import bundle_layout as layout
+from demo.search.step import State
 from train.tf_import import import_keras
 
 
@@ -32,9 +32,11 @@ class KerasStepModel:
 
     def initial_state(self, features: np.ndarray) -> State:
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {FEATURES: np.asarray(features, dtype=np.float32), H: zeros, C: zeros.copy()}
+        return {layout.FEATURES: np.asarray(features, dtype=np.float32), layout.H: zeros, layout.C: zeros.copy()}
 
     def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        log_probs, h, c = self._call({FEATURES: state[FEATURES], TOKEN: tokens.astype(np.int32), H: state[H],
-                                      C: state[C]})
-        return log_probs.numpy(), {FEATURES: state[FEATURES], H: h.numpy(), C: c.numpy()}
+        features = state[layout.FEATURES]
+        inputs = {layout.FEATURES: features, layout.TOKEN: tokens.astype(np.int32), layout.H: state[layout.H],
+                  layout.C: state[layout.C]}
+        log_probs, h, c = self._call(inputs)
+        return log_probs.numpy(), {layout.FEATURES: features, layout.H: h.numpy(), layout.C: c.numpy()}

@@ -24,7 +24,7 @@ from demo.vocab import build_vocabulary
 from train.captions_file import write_captions
 from train.config import PrepareConfig, to_json
 from train.datasets import flickr8k, flickr30k, karpathy, synthetic
-from train.datasets.records import CaptionedImage, LoadedDataset, ParseIssues, SPLITS
+from train.datasets.records import SPLITS, CaptionedImage, LoadedDataset, ParseIssues
 from train.run_files import RunFiles, update_run_config
 
 MAX_DEFAULT_HOLDOUT = 1000

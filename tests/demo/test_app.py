@@ -25,7 +25,7 @@ def captioner(exported_run):
 
 
 def example_image() -> Path:
-    from demo.app_ui import example_images
+    from demo.web.page import example_images
 
     return Path(example_images()[0])
 
@@ -122,7 +122,7 @@ def test_files_outside_the_app_are_not_served(served_app):
 
 
 def test_highlight_marks_the_words_that_differ():
-    from demo.app_ui import highlight
+    from demo.web.page import highlight
 
     marked = highlight("a big red circle".split(), "a small red circle".split())
     assert [label for _, label in marked] == [None, "differs", None, None]

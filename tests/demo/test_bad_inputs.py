@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo.preprocess import ImageError, MAX_IMAGE_PIXELS
+from demo.preprocess import MAX_IMAGE_PIXELS, ImageError
 from tests.conftest import run_module, start_server
 
 pytestmark = pytest.mark.slow
@@ -395,7 +395,7 @@ def test_a_data_url_upload_reaches_load_image_as_its_bytes(inputs):
     import gradio as gr
     from gradio.data_classes import ImageData
 
-    from demo.upload import ImageUpload
+    from demo.web.upload import ImageUpload
 
     component = ImageUpload(type="filepath", image_mode=None)
     data = inputs.files["exif_orientation_6.jpg"].read_bytes()

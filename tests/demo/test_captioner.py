@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import caption_differences, REPO, run_module
+from tests.conftest import REPO, caption_differences, run_module
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, REPO
+from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 ORT_LOG_MARKS = ("[E:onnxruntime", "[W:onnxruntime", "Traceback")

@@ -25,7 +25,7 @@ DISTINCT = 16  # requests whose answers differ pairwise: a swap between any two 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
     """The app's example scenes plus generated pictures of other sizes, formats and colours."""
-    from demo.app_ui import example_images
+    from demo.web.page import example_images
 
     root = tmp_path_factory.mktemp("load")
     rng = np.random.default_rng(3)

@@ -4,9 +4,9 @@ import itertools
 import numpy as np
 import pytest
 
-from demo.beam_search import beam_search
-from demo.greedy_search import greedy_search
-from demo.step import normalized, SearchOptions
+from demo.search.beam_search import beam_search
+from demo.search.greedy_search import greedy_search
+from demo.search.step import SearchOptions, normalized
 
 START, END = 1, 2
 BANNED = (0, START)

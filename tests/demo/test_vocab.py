@@ -4,7 +4,7 @@ import json
 import pytest
 
 from demo.text import normalize, tokenize
-from demo.vocab import build_vocabulary, SPECIAL_TOKENS, Vocabulary, VocabularyError
+from demo.vocab import SPECIAL_TOKENS, Vocabulary, VocabularyError, build_vocabulary
 
 
 def test_tokenize_lowercases_strips_punctuation_and_keeps_one_letter_words():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import caption_differences, REPO, run_module
+from tests.conftest import REPO, caption_differences, run_module
 
 pytestmark = pytest.mark.slow
 
@@ -65,11 +65,11 @@ ORT_ONLY = """
 import json, sys
 import numpy as np
 import onnxruntime as ort
-from demo.greedy_search import greedy_search
+from demo.search.greedy_search import greedy_search
 from demo.manifest import verify_bundle
 from demo.onnx_step import OnnxStepModel
 from demo.preprocess import load_image
-from demo.step import SearchOptions
+from demo.search.step import SearchOptions
 from demo.vocab import Vocabulary
 bundle, images = sys.argv[1], sys.argv[2:]
 manifest = verify_bundle(bundle)
@@ -136,7 +136,7 @@ def test_sigkill_during_export_keeps_the_previous_bundle(exported_run, tmp_path)
 
 
 def test_parity_check_catches_a_wrong_encoder(exported_run, tmp_path):
-    from export.parity import encoder_parity, ParityError
+    from export.parity import ParityError, encoder_parity
 
     pixels = np.random.default_rng(0).integers(0, 255, (2, 224, 224, 3), dtype=np.uint8)
     os.symlink(exported_run / "onnx" / "encoder.onnx", tmp_path / "encoder.onnx")

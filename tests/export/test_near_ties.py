@@ -7,7 +7,7 @@ the CPU that trained them. The gate must pass such a caption and still fail a re
 import numpy as np
 
 from demo.vocab import SPECIAL_TOKENS, Vocabulary
-from export.parity import compare_captions, TIE_TOLERANCE
+from export.parity import TIE_TOLERANCE, compare_captions
 
 VOCAB = Vocabulary(SPECIAL_TOKENS + ("red", "blue", "circle", "square"), max_length=4)
 RED, BLUE, CIRCLE, SQUARE = 4, 5, 6, 7

@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from train.encoder import build_encoder, EncoderSpec, load_vgg16
+from train.encoder import EncoderSpec, build_encoder, load_vgg16
 from train.tf_import import import_keras
 
 

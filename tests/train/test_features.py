@@ -64,7 +64,7 @@ def complete_run(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_cache_rows_are_the_encoder_features_of_each_image(complete_run):
     from demo.preprocess import load_image
-    from train.encoder import build_encoder, EncoderSpec
+    from train.encoder import EncoderSpec, build_encoder
     from train.features import load_cache
     from train.run_files import RunFiles
 

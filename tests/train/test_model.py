@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from train.model import build_step_model, build_training_model, ModelSpec
+from train.model import ModelSpec, build_step_model, build_training_model
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,17 @@ from demo.text import tokenize
 from train.datasets import synthetic
 from train.datasets.synthetic import (
     BACKGROUNDS,
-    caption_scene,
     COLOURS,
-    generate,
     IMAGE_SIZE,
-    load,
     POSITION_PHRASES,
     RELATIONS,
-    sample_scene,
-    shape_outline,
     SIZE_WORDS,
     VOCABULARY,
+    caption_scene,
+    generate,
+    load,
+    sample_scene,
+    shape_outline,
 )
 
 SEED = 7

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.errors import MissingFile
-from train.datasets.records import group_captions, LoadedDataset, ParseIssues, read_text_lines
+from train.datasets.records import LoadedDataset, ParseIssues, group_captions, read_text_lines
 
 NAME = "flickr30k"
 CAPTIONS_FILE = "results.csv"

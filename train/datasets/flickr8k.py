@@ -18,9 +18,9 @@ from pathlib import Path
 from demo.errors import MissingFile
 from train.datasets.records import (
     CaptionedImage,
-    group_captions,
     LoadedDataset,
     ParseIssues,
+    group_captions,
     read_text_lines,
 )
 

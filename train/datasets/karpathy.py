@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from demo.errors import BadInput, DamagedFile, MissingFile
-from train.datasets.records import group_captions, LoadedDataset, ParseIssues, read_text_lines
+from train.datasets.records import LoadedDataset, ParseIssues, group_captions, read_text_lines
 
 JSON_FILES = ("dataset_flickr8k.json", "dataset_flickr30k.json", "dataset_coco.json")
 IMAGE_DIRS = ("images", "Images", "flickr30k_images", "Flicker8k_Dataset", "Flickr8k_Dataset", ".")

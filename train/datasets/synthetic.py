@@ -50,7 +50,7 @@ from tqdm import tqdm
 from demo.artifacts import atomic_write_json, read_json
 from demo.errors import BadInput, DamagedFile, MissingFile
 from demo.text import tokenize
-from train.datasets.records import group_captions, LoadedDataset, ParseIssues
+from train.datasets.records import LoadedDataset, ParseIssues, group_captions
 
 NAME = "synthetic"
 GENERATOR_VERSION = "synthetic-scenes-v1"  # bump whenever a given (seed, index) would draw or caption differently

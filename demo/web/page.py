@@ -18,9 +18,9 @@ from demo.errors import CaptionerError
 from demo.generation import DEFAULTS
 from demo.manifest import verify_bundle
 from demo.preprocess import ImageSource
-from demo.upload import ImageUpload
+from demo.web.upload import ImageUpload
 
-EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # demo/examples
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
             "`python -m export --run RUN`), then start the app again. Details: {why}")
@@ -72,7 +72,7 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, 
                 length_penalty: float, num_return_sequences: int, variant: str) -> dict:
     """Greedy and beam results for one image, as a JSON-able dict (what the API returns).
 
-    `image` is the upload undecoded (see `demo.upload`), so `load_image` alone decides what is an image.
+    `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
     """
     if pool.error:
         raise NoModel(NO_MODEL.format(bundle=pool.bundle, why=pool.error))

@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.app_ui import build_app
-from demo.upload import MAX_UPLOAD_BYTES
+from demo.errors import BadInput
+from demo.web.page import build_app
+from demo.web.upload import MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
 CONCURRENCY = 2  # two requests decode at once on a 2-core machine; the rest wait in the queue
@@ -27,9 +28,12 @@ class ServeConfig:
     def from_env(cls) -> "ServeConfig":
         """The same settings from environment variables (Spaces and containers have no command line)."""
         default = cls()
+        port = os.environ.get("CAPTIONER_PORT", os.environ.get("PORT", str(default.port)))
+        if not port.isdigit():
+            raise BadInput(f"CAPTIONER_PORT (or PORT) must be a port number, not {port!r}")
         return cls(model=Path(os.environ.get("CAPTIONER_MODEL", default.model)),
                    host=os.environ.get("CAPTIONER_HOST", "0.0.0.0"),
-                   port=int(os.environ.get("CAPTIONER_PORT", os.environ.get("PORT", default.port))),
+                   port=int(port),
                    share=os.environ.get("CAPTIONER_SHARE", "").lower() in ("1", "true", "yes"),
                    provider=os.environ.get("CAPTIONER_PROVIDER", default.provider))
 

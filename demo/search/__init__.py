@@ -1,12 +1,16 @@
-"""One entry point for caption search: greedy when `num_beams` is 1, beam search otherwise."""
+"""Caption search over the step interface, for the Keras step model and the ONNX decoder alike.
+
+`step` defines the interface and the options, `greedy_search` and `beam_search` the two searches;
+this module is the one entry point: greedy when `num_beams` is 1, beam search otherwise.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from demo.beam_search import beam_search
 from demo.generation import DEFAULTS
-from demo.greedy_search import greedy_search
-from demo.step import Hypothesis, SearchOptions, StepModel
+from demo.search.beam_search import beam_search
+from demo.search.greedy_search import greedy_search
+from demo.search.step import Hypothesis, SearchOptions, StepModel
 
 
 def generate(model: StepModel, features: np.ndarray, start_id: int, end_id: int,

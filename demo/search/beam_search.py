@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from demo.step import ban, Hypothesis, length_penalty, normalized, SearchOptions, StepModel, take_rows
+from demo.search.step import Hypothesis, SearchOptions, StepModel, ban, length_penalty, normalized, take_rows
 
 DEAD = -np.inf
 

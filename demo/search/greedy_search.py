@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.step import ban, Hypothesis, normalized, SearchOptions, StepModel, take_rows
+from demo.search.step import Hypothesis, SearchOptions, StepModel, ban, normalized, take_rows
 
 
 def greedy_search(
