@@ -11,7 +11,9 @@ drawn with numpy, so the same seed gives the same encoder in every process
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,8 +171,9 @@ def _imagenet_weights_file() -> str:
             return os.fspath(cached)
     keras = import_keras()
     try:
-        return keras.utils.get_file(IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, cache_subdir="models",
-                                    file_hash=IMAGENET_WEIGHTS_MD5)
+        with contextlib.redirect_stdout(sys.stderr):  # Keras prints "Downloading data from ..."; stdout is for output
+            return keras.utils.get_file(IMAGENET_WEIGHTS_FILE, IMAGENET_WEIGHTS_URL, cache_subdir="models",
+                                        file_hash=IMAGENET_WEIGHTS_MD5)
     except Exception as exc:  # Keras raises a bare Exception on a failed download
         raise WeightsUnavailable(
             f"could not get the ImageNet VGG16 weights ({exc}). Offline, either pass "

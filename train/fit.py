@@ -154,6 +154,7 @@ def run_fit(cfg: FitConfig):
             make_dataset(cache.features, train_data, cfg.batch_size, shuffle=True, seed=cfg.seed),
             validation_data=make_dataset(cache.features, val_data, cfg.batch_size, shuffle=False, seed=cfg.seed),
             epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+            shuffle=False,  # the training dataset shuffles itself (seeded); Keras would only warn that it cannot
             verbose=1 if sys.stderr.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
         )
     log.info(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
