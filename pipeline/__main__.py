@@ -92,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0],
                                      epilog=EXIT_CODES_HELP)
     defaults = PrepareConfig()
-    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS)
-    parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--run", type=Path, default=defaults.run)
+    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
+                        help="dataset layout to read (default: %(default)s, generated offline)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not for synthetic)")
+    parser.add_argument("--run", type=Path, default=defaults.run, help="run folder to build (default: %(default)s)")
     parser.add_argument("--num-images", type=int, default=defaults.num_images, help="synthetic only")
     parser.add_argument("--epochs", type=int, default=FitConfig().epochs,
                         help="most epochs to train (early stopping may stop sooner; default: %(default)s)")
