@@ -37,7 +37,7 @@ from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, vgg16_a
 from train.evaluate import search_key
 from train.features import load_cache, run_encoder_spec
 from train.keras_step import KerasStepModel
-from train.model import build_step_model
+from train.model import build_step_model, load_trained
 from train.run_files import RunFiles
 from train.tf_import import import_keras
 
@@ -76,7 +76,7 @@ def encoder_reference(files: RunFiles, out: Path, parity_images: list[str]) -> N
 
 def convert_decoder(files: RunFiles, out: Path, opset: int) -> None:
     """decoder_step.onnx plus Keras references: step outputs on a probe batch and test-split captions."""
-    trained = keras.models.load_model(files.model)  # train.model, imported above, registers its custom layers
+    trained = load_trained(files.model)
     step = build_step_model(trained)
     step_to_onnx(step, out / layout.DECODER_STEP, opset)
     _decoder_references(files, out, step, trained.get_layer("lstm").units)

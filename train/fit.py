@@ -26,7 +26,7 @@ from demo.errors import MissingFile
 from demo.vocab import Vocabulary
 from train.config import FitConfig, to_json
 from train.features import load_cache
-from train.model import ModelSpec, build_training_model
+from train.model import ModelSpec, build_training_model, load_trained
 from train.run_files import RunFiles, update_run_config
 from train.sequences import caption_sequences, feature_scale, make_dataset
 from train.tf_import import import_keras
@@ -123,7 +123,7 @@ def run_fit(cfg: FitConfig):
     state = _resume_state(files) if cfg.resume else None
     if state and state.get("stopped_early"):
         log.info(f"fit: training already stopped early after epoch {state['epochs_done']}; nothing to resume")
-        return keras.models.load_model(files.model)
+        return load_trained(files.model)
     with strategy.scope():
         model = _load_or_build(cfg, files, vocab, cache, train_data, state)
     stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
@@ -193,7 +193,7 @@ def _resume_state(files: RunFiles) -> dict | None:
 def _load_or_build(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data, state):
     if state:
         log.info(f"fit: resuming after epoch {state['epochs_done']} from {files.last_checkpoint}")
-        return keras.models.load_model(files.last_checkpoint)
+        return load_trained(files.last_checkpoint)
     spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
                      dropout=cfg.dropout, feature_scale=feature_scale(cache.features, train_data.rows))
     model = build_training_model(spec)

@@ -5,7 +5,6 @@ import numpy as np
 
 from demo import bundle_layout as layout
 from demo.search.step import State
-from train.tf_import import import_keras
 
 
 class KerasStepModel:
@@ -25,10 +24,9 @@ class KerasStepModel:
 
     @classmethod
     def load(cls, path) -> "KerasStepModel":
-        keras = import_keras()
-        import train.model  # noqa: F401  (lazy, as above; importing it registers the custom layers for loading)
+        from train.model import load_trained  # lazy, as above (it registers the custom layers, too)
 
-        return cls(keras.models.load_model(path))
+        return cls(load_trained(path))
 
     def initial_state(self, features: np.ndarray) -> State:
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from demo import bundle_layout as layout
+from demo.errors import DamagedFile
 from train.encoder import FEATURE_DIM
 from train.tf_import import import_keras
 
@@ -49,6 +50,16 @@ class SqueezeTime(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None):
         return None
+
+
+def load_trained(path) -> "keras.Model":
+    """A saved captioner (`model.keras`, a checkpoint); a damaged file is a user error that names the fix."""
+    try:
+        return keras.models.load_model(path)
+    except (OSError, ValueError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DamagedFile(f"{path} is not a readable Keras model ({first}); train again with "
+                          "`python -m train fit`") from exc
 
 
 @dataclass(frozen=True)

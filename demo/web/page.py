@@ -16,8 +16,9 @@ from demo.bundle_layout import variants_in
 from demo.captioner import Captioner, CaptionResult, Comparison
 from demo.errors import CaptionerError
 from demo.generation import DEFAULTS
-from demo.manifest import verify_bundle
+from demo.manifest import BundleError, verify_bundle
 from demo.preprocess import ImageSource
+from demo.vocab import VocabularyError
 from demo.web.upload import ImageUpload
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # demo/examples
@@ -39,7 +40,7 @@ class CaptionerPool:
         try:
             self.variants = variants_in(verify_bundle(self.bundle)["files"])
             self.get(self.variants[0])  # load now: a broken bundle shows on the page, not on the first request
-        except (CaptionerError, OSError, IndexError) as exc:
+        except (BundleError, VocabularyError, OSError, IndexError) as exc:  # a provider error stops the server
             self.variants, self.error = [], str(exc) or "the bundle has no encoder"
 
     def max_length(self) -> int:
