@@ -34,7 +34,7 @@ from train.keras_step import KerasStepModel
 from train.run_files import RunFiles
 from train.tf_import import import_keras
 
-MAX_WORDS = 20
+MAX_WORDS = 20  # the benchmarks' caption cap (decoding here, the served requests in bench.serving_load)
 FLICKR_VOCAB = 8485  # Flickr30K words seen >= 5 times, as in the spike the targets come from
 
 

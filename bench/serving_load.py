@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.decoding import MAX_WORDS
 from bench.images import photo_like_jpegs
 from bench.machine import peak_rss_mib
 from demo import bundle_layout as layout
 from demo.generation import DEFAULTS
 from train.run_files import RunFiles
-
-MAX_WORDS = 20  # the benchmarks' caption cap (as in bench.decoding)
 
 CALLERS = (1, 4, 8)
 

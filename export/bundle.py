@@ -31,7 +31,7 @@ from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from demo.vocab import Vocabulary
 from export.config import ExportConfig
 from export.errors import ExportError
-from export.graph_edit import append_dense_layers, split_decoder
+from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
 from export.int8 import build_int8_encoder
 from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, split_parity
 from train.captions_file import RunCaptions, read_captions
@@ -40,7 +40,6 @@ from train.features import load_cache, run_encoder_spec
 from train.run_files import RunFiles
 
 log = logging.getLogger(__name__)
-CONV_PART = "conv.onnx"  # the converted convolutional part, before fc1 and fc2 are appended (never shipped)
 
 
 def run_export(cfg: ExportConfig) -> dict:

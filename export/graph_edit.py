@@ -11,7 +11,8 @@ from demo import bundle_layout as layout
 from export.errors import ExportError
 from train.encoder import FEATURE_DIM
 
-CONV_OUTPUT = "conv_flat"
+CONV_PART = "conv.onnx"  # the converted convolutional part, before fc1 and fc2 are appended (never shipped)
+CONV_OUTPUT = "conv_flat"  # its output: the flattened block5_pool activations
 
 
 def rename_value(proto, old: str, new: str) -> None:

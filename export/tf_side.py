@@ -29,8 +29,7 @@ from demo.artifacts import atomic_write_json
 from demo.preprocess import IMAGE_SIZE, load_image
 from demo.search import best, options_for
 from demo.vocab import Vocabulary
-from export.bundle import CONV_PART
-from export.graph_edit import CONV_OUTPUT, rename_value
+from export.graph_edit import CONV_OUTPUT, CONV_PART, rename_value
 from export.parity import CHECKED_WIDTHS, REFERENCE_CAPTIONS, REFERENCE_DECODER, REFERENCE_FEATURES, REFERENCE_PIXELS
 from train.captions_file import read_captions
 from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, vgg16_architecture, vgg16_weights

@@ -24,7 +24,7 @@ from export.config import ExportConfig
 from train.config import DATASETS, EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
 from train.encoder import WeightsUnavailable
 from train.evaluate import run_evaluate
-from train.features import extract_features
+from train.features import cache_paths, extract_features
 from train.prepare import run_prepare
 from train.run_files import RunFiles
 
@@ -81,7 +81,7 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
         return f"{len(manifest['files'])} files in {files.bundle}"
 
     _stage("prepare", _done(files.captions), prepare)
-    _stage("features", _done(files.features_dir / "meta.json", "complete"), features)
+    _stage("features", _done(cache_paths(files)["meta"], "complete"), features)
     _stage("fit", _done(files.model) and _done(files.train_state), fit)
     _stage("evaluate", _done(files.metrics), evaluate)
     _stage("export", _done(files.bundle / MANIFEST), export)

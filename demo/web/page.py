@@ -76,16 +76,16 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, 
     `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
     """
     if pool.error:
-        raise NoModel(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
+        raise CannotCaption(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
     if image is None:
-        raise NoModel("upload an image first (or pick an example)")
+        raise CannotCaption("upload an image first (or pick an example)")
     found = pool.get(variant).compare(image, int(num_beams), int(max_length), length_penalty,
                                       int(num_return_sequences), name=_upload_name(image))
     return to_json(found)
 
 
-class NoModel(CaptionerError):
-    """A request the page cannot answer yet: no bundle, or no image."""
+class CannotCaption(CaptionerError):
+    """A request the page cannot answer: no bundle loaded, or no image given."""
 
 
 def to_json(found: Comparison) -> dict:
