@@ -13,14 +13,31 @@ import sys
 PROJECT_LOGGERS = ("demo", "train", "export", "pipeline", "bench")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a line is logged, not the stream it was created with.
+
+    The handler is installed once per process; a caller that later redirects stderr (a test capturing
+    output, `contextlib.redirect_stderr`) still gets the lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))  # messages carry their own "stage:" or "warning:"
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns one; the property always reads sys.stderr
+        pass
+
+
 def configure_cli_logging(level: int = logging.INFO) -> None:
     """Send the project's log lines to stderr (idempotent: a second call changes only the level)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))  # messages carry their own "stage:" or "warning:"
     for name in PROJECT_LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(level)
-        if not any(getattr(h, "_captioner", False) for h in logger.handlers):
-            handler._captioner = True  # type: ignore[attr-defined]
-            logger.addHandler(handler)
+        if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+            logger.addHandler(_StderrHandler())
         logger.propagate = False
