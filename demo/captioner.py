@@ -21,7 +21,7 @@ import numpy as np
 
 from demo import bundle_layout as layout
 from demo.generation import DEFAULTS
-from demo.manifest import BundleError, verify_bundle
+from demo.manifest import REBUILD, BundleError, verify_bundle
 from demo.onnx_step import OnnxStepModel
 from demo.preprocess import ImageSource, load_image
 from demo.search import generate, options_for
@@ -75,7 +75,11 @@ class Captioner:
                  threads: int | None = None, check_hashes: bool = True):
         self.bundle = Path(bundle)
         self.manifest = verify_bundle(self.bundle, check_hashes=check_hashes)
-        self.vocab = Vocabulary.load(self.bundle / layout.VOCAB, expected_size=self.manifest["vocab_size"])
+        self.vocab = Vocabulary.load(self.bundle / layout.VOCAB)
+        if len(self.vocab) != self.manifest["vocab_size"]:  # a BundleError: the fix is the export, not `prepare`
+            raise BundleError(f"{self.bundle / layout.VOCAB} has {len(self.vocab)} tokens but the manifest says "
+                              f"{self.manifest['vocab_size']}: the vocabulary and the model come from different "
+                              f"runs; {REBUILD}")
         self.variants = layout.variants_in(self.manifest["files"])
         if variant not in self.variants:
             raise BundleError(f"{self.bundle} has no {variant} encoder (it has: {', '.join(self.variants)}); "
@@ -86,9 +90,10 @@ class Captioner:
         self._check_io(encoder, self.encoder)
         self.decoder = self._decoder()
         if self.decoder.vocab_size != len(self.vocab) or self.decoder.hidden_dim != self.manifest["hidden_size"]:
-            raise BundleError(f"{self.bundle / layout.DECODER_STEP} has vocabulary {self.decoder.vocab_size} and "
+            step = layout.DECODER_STEP if self.decoder.projection is None else layout.DECODER_STEP_IMAGE
+            raise BundleError(f"{self.bundle / step} has vocabulary {self.decoder.vocab_size} and "
                               f"hidden size {self.decoder.hidden_dim}; the manifest says {len(self.vocab)} and "
-                              f"{self.manifest['hidden_size']}")
+                              f"{self.manifest['hidden_size']}: the files come from different exports; {REBUILD}")
 
     def _decoder(self) -> OnnxStepModel:
         """The split decoder (image projection once per image) when exported, else decoder_step.onnx.
@@ -111,7 +116,7 @@ class Captioner:
         if (inputs, outputs) != layout.GRAPH_IO[name]:
             raise BundleError(f"{self.bundle}: the {name.removesuffix('.onnx')} graph has inputs {inputs} and "
                               f"outputs {outputs}, expected {layout.GRAPH_IO[name]}: it is not from this project's "
-                              "export")
+                              f"export; {REBUILD}")
 
     def options(self, num_beams: int = DEFAULTS.num_beams, max_length: int | None = DEFAULTS.max_length,
                 length_penalty: float = DEFAULTS.length_penalty,

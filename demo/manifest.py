@@ -58,6 +58,13 @@ def verify_bundle(bundle: str | os.PathLike, check_hashes: bool = True) -> dict:
     return manifest
 
 
+def verify_files(bundle: str | os.PathLike, manifest: dict, names) -> None:
+    """Check the size and sha256 of some of a bundle's files against `manifest` (from an earlier
+    `verify_bundle`): for files opened later than that check, which may have been replaced since."""
+    for name in names:
+        _check_file(Path(bundle) / name, manifest["files"][name], check_hash=True)
+
+
 def _check_file(path: Path, record: dict, check_hash: bool) -> None:
     if not path.is_file():
         raise BundleError(f"{path} is listed in the manifest but missing; {REBUILD}")

@@ -72,42 +72,49 @@ def _require(files: RunFiles) -> None:
 
 
 def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
+    """The decoder first: its conversion and checks take seconds, the encoder's a minute or more, so a
+    decoder that does not match Keras fails the export before the long part."""
     vocab = Vocabulary.load(files.vocab)
     captions = read_captions(files.captions)
-    root = captions.image_root
     by_split = {s: captions.ids(s) for s in ("train", "val", "test")}
+    peaks, parity = {}, {}
+    peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
+                              files, work, cfg)
+    _stage("splitting the decoder after the image projection", split_decoder, work / layout.DECODER_STEP,
+           work / layout.IMAGE_PROJECTION, work / layout.DECODER_STEP_IMAGE)
+    _stage("running onnx.checker on the decoder", _check_models, work, list(layout.DECODER_FILES))
+    test_features = load_cache(files).lookup(by_split["test"])
+    parity["decoder"] = _stage("checking decoder parity", decoder_parity, work)
+    parity["decoder_split"] = _stage("checking the split decoder", split_parity, work)
+    parity["captions"] = _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab)
+    spec = _build_encoder(cfg, files, work, peaks, by_split)
+    parity["encoder"] = _stage("checking encoder parity", encoder_parity, work)
+    if cfg.quantize == "int8":
+        evaluated = by_split["test"][: cfg.int8_eval_images]
+        parity["encoder_int8"] = _stage(
+            "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
+            [captions.image_root / i for i in by_split["train"][: cfg.calibration_images]],
+            [captions.image_root / i for i in evaluated], _references(captions, evaluated))
+    for leftover in work.glob("reference_*"):
+        leftover.unlink()
+    shutil.copyfile(files.vocab, work / layout.VOCAB)
+    return _manifest(cfg, files, work, vocab, spec, parity, peaks)
+
+
+def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
+                   by_split: dict[str, list[str]]) -> EncoderSpec:
+    """encoder.onnx (conv part by tf2onnx, fc1/fc2 appended) and Keras' reference features to check it by."""
     parity_ids = (by_split["train"] + by_split["val"] + by_split["test"])[: cfg.parity_images]
-    peaks = {}
     peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child, "encoder-conv",
                                    files, work, cfg)
     spec = run_encoder_spec(files)
     _stage("appending fc1 and fc2 as Gemm nodes", append_dense_layers, work / CONV_PART, vgg16_weights(spec),
            work / layout.encoder_file("fp32"))
     (work / CONV_PART).unlink()
+    _stage("running onnx.checker on the encoder", _check_models, work, [layout.encoder_file("fp32")])
     peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
                                         work, cfg, "--parity-images", *parity_ids)
-    peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
-                              files, work, cfg)
-    _stage("splitting the decoder after the image projection", split_decoder, work / layout.DECODER_STEP,
-           work / layout.IMAGE_PROJECTION, work / layout.DECODER_STEP_IMAGE)
-    _stage("running onnx.checker", _check_models, work, [layout.encoder_file("fp32"), *layout.DECODER_FILES])
-    test_features = load_cache(files).lookup(by_split["test"])
-    parity = {
-        "encoder": _stage("checking encoder parity", encoder_parity, work),
-        "decoder": _stage("checking decoder parity", decoder_parity, work),
-        "decoder_split": _stage("checking the split decoder", split_parity, work),
-        "captions": _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab),
-    }
-    if cfg.quantize == "int8":
-        parity["encoder_int8"] = _stage(
-            "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
-            [root / i for i in by_split["train"][: cfg.calibration_images]],
-            [root / i for i in by_split["test"][: cfg.int8_eval_images]],
-            _references(captions, by_split["test"][: cfg.int8_eval_images]))
-    for leftover in work.glob("reference_*"):
-        leftover.unlink()
-    shutil.copyfile(files.vocab, work / layout.VOCAB)
-    return _manifest(cfg, files, work, vocab, spec, parity, peaks)
+    return spec
 
 
 def _references(captions: RunCaptions, image_ids: list[str]) -> list[list[list[str]]]:

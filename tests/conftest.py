@@ -17,7 +17,7 @@ def shared_flickr8k() -> Path:
     return SHARED_FLICKR8K
 
 
-def run_module(module: str, *args: str, timeout: int = 900, env: dict | None = None):
+def run_module(module: str, *args: str, timeout: int = 540, env: dict | None = None):
     """Run `python -m module args` from the repo root, as a user would."""
     import subprocess
     import sys
@@ -26,17 +26,37 @@ def run_module(module: str, *args: str, timeout: int = 900, env: dict | None = N
                           timeout=timeout, env=env)
 
 
+# While iterating on tests, CAPTIONER_TEST_RUNS=DIR keeps the session runs below in DIR across pytest
+# invocations (built when missing, reused as they are otherwise; delete DIR after changing train/ or export/).
+# CI never sets it: every run builds them afresh.
+REUSED_RUNS = os.environ.get("CAPTIONER_TEST_RUNS")
+
+
+def _session_run(tmp_path_factory, name: str) -> tuple[Path, bool]:
+    """(where the run goes, whether it is already built there)."""
+    if REUSED_RUNS:
+        run = Path(REUSED_RUNS) / name
+        return run, (run / ".built").is_file()
+    return tmp_path_factory.mktemp(name) / "run", False
+
+
 @pytest.fixture(scope="session")
 def synthetic_features_run(tmp_path_factory) -> Path:
     """A prepared synthetic run (600 scenes) with its random-init VGG16 feature cache: ~1 minute, built once.
 
     Tests copy it before changing it.
     """
-    run = tmp_path_factory.mktemp("synthetic") / "run"
+    import shutil
+
+    run, built = _session_run(tmp_path_factory, "synthetic")
+    if built:
+        return run
+    shutil.rmtree(run, ignore_errors=True)
     for args in (("prepare", "--dataset", "synthetic", "--num-images", "600", "--run", str(run)),
                  ("features", "--run", str(run), "--vgg-weights", "none")):
         result = run_module("train", *args)
         assert result.returncode == 0, result.stderr[-3000:]
+    (run / ".built").touch()
     return run
 
 
@@ -45,12 +65,16 @@ def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
     """The 600-scene run trained for two epochs and exported with the int8 encoder (~2 minutes, once)."""
     import shutil
 
-    run = tmp_path_factory.mktemp("export") / "run"
-    shutil.copytree(synthetic_features_run, run)
+    run, built = _session_run(tmp_path_factory, "export")
+    if built:
+        return run
+    shutil.rmtree(run, ignore_errors=True)
+    shutil.copytree(synthetic_features_run, run, ignore=shutil.ignore_patterns(".built"))
     fit = run_module("train", "fit", "--run", str(run), "--epochs", "2")
     assert fit.returncode == 0, fit.stderr[-3000:]
     result = run_module("export", "--run", str(run), "--quantize", "int8")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run / ".built").touch()
     return run
 
 

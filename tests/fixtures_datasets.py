@@ -99,3 +99,50 @@ def make_karpathy(root: Path, dataset: str, entries: list, image_dir: str | None
     path = root / f"dataset_{dataset}.json"
     path.write_text(json.dumps({"dataset": dataset, "images": entries}), encoding="utf-8")
     return path
+
+
+def prepared_flickr30k_run(root: Path, name: str, num_images: int = 10) -> Path:
+    """A flickr30k-layout fixture of distinct images (seeded noise) under root/data, prepared into run root/name.
+
+    Runs made under the same root share the data folder, so their captions.json lists the same images.
+    """
+    import numpy as np
+
+    from train.config import PrepareConfig
+    from train.prepare import run_prepare
+
+    data = root / "data"
+    if not data.exists():
+        rows = [row for i in range(num_images) for row in flickr30k_rows(f"{i}.jpg", [f"picture number {i}"])]
+        make_flickr30k(data, rows)
+        rng = np.random.default_rng(0)
+        for i in range(num_images):
+            pixels = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(data / "flickr30k_images" / f"{i}.jpg", quality=95)
+    run = root / name
+    run_prepare(PrepareConfig(run=run, dataset="flickr30k", data_dir=data, min_count=1))
+    return run
+
+
+class PixelEncoder:
+    """Stands in for VGG16 where a test needs a feature cache in the real format but not real features.
+
+    Each row is the first 4096 pixel values of its image: rows differ per image, and the cache code
+    (`train.features.extract_features`, its files, meta and checks) runs unchanged, in milliseconds
+    instead of a VGG16 build and forward pass. Tests of the real features use the real encoder (slow).
+    """
+
+    def predict_on_batch(self, pixels):
+        from train.encoder import FEATURE_DIM
+
+        return pixels.reshape(len(pixels), -1)[:, :FEATURE_DIM]
+
+
+def stand_in_feature_cache(run: Path, batch_size: int = 2) -> Path:
+    """Complete `run`'s feature cache through the real extract_features, with PixelEncoder; meta as for
+    `--vgg-weights none --seed 0`."""
+    from train.config import FeaturesConfig
+    from train.features import extract_features
+
+    extract_features(FeaturesConfig(run=run, vgg_weights="none", batch_size=batch_size), encoder=PixelEncoder())
+    return run

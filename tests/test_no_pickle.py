@@ -71,13 +71,21 @@ class Payload:
         return pathlib.Path.touch, (self.marker,)
 
 
+@pytest.fixture(scope="module")
+def cached_run(tmp_path_factory) -> Path:
+    """A prepared run with a complete feature cache, written by the real cache code without VGG16."""
+    from tests.fixtures_datasets import prepared_flickr30k_run, stand_in_feature_cache
+
+    return stand_in_feature_cache(prepared_flickr30k_run(tmp_path_factory.mktemp("cache"), "run", num_images=4))
+
+
 @pytest.mark.parametrize("target", ["fc2.npy", "done.npy"])
-def test_a_feature_cache_carrying_a_pickle_is_refused_and_never_run(synthetic_features_run, tmp_path, target):
+def test_a_feature_cache_carrying_a_pickle_is_refused_and_never_run(cached_run, tmp_path, target):
     from train.features import CacheMismatch, load_cache
     from train.run_files import RunFiles
 
     run = tmp_path / "run"
-    shutil.copytree(synthetic_features_run, run)
+    shutil.copytree(cached_run, run)
     marker = tmp_path / "pickle-ran"
     np.save(run / "features" / target, np.array([Payload(marker)], dtype=object), allow_pickle=True)
     with pytest.raises(CacheMismatch, match=target) as info:

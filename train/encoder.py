@@ -28,6 +28,8 @@ from train.tf_import import import_keras
 
 FEATURE_DIM = 4096
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
+# Set by the test suite (tests/fast_suite_guard.py) while a test not marked slow runs; inherited by subprocesses.
+FORBID_VGG16_ENV = "CAPTIONER_FORBID_VGG16"
 
 
 class WeightsUnavailable(CaptionerError, RuntimeError):
@@ -92,6 +94,10 @@ def vgg16_architecture(top: bool = True):
     peaks at several GB before the real weights overwrite it. `top=False`
     stops after `flatten` (the export converts only that part through TF).
     """
+    forbidden_in = os.environ.get(FORBID_VGG16_ENV)
+    if forbidden_in:
+        raise RuntimeError(f"VGG16 is built in {forbidden_in}: the test suite keeps VGG16 out of tests not marked "
+                           f"slow ({FORBID_VGG16_ENV} is set by tests/fast_suite_guard.py)")
     keras = import_keras()
     layers = keras.layers
     x = inputs = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="input_layer")

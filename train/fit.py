@@ -28,7 +28,7 @@ from train.config import FitConfig, to_json
 from train.features import load_cache
 from train.model import ModelSpec, build_training_model, load_trained
 from train.run_files import RunFiles, update_run_config
-from train.sequences import caption_sequences, feature_scale, make_dataset
+from train.sequences import caption_sequences, feature_scale, make_dataset, steps_per_epoch
 from train.tf_import import import_keras
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,25 @@ class RunCheckpoint(keras.callbacks.Callback):
         if self.stopper.stopped_epoch > 0 and self.files.train_state.is_file():
             state = read_json(self.files.train_state, "training state")
             atomic_write_json(self.files.train_state, state | {"stopped_early": True})
+
+
+class EpochSeededDropout(keras.callbacks.Callback):
+    """Draws each epoch's dropout masks from (seed, epoch, layer) alone.
+
+    Keras keeps a dropout layer's random state outside the saved model, so a run resumed from a checkpoint
+    would draw other masks than an uninterrupted run, and end elsewhere.
+    """
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        dropouts = [layer for layer in self.model._flatten_layers() if isinstance(layer, keras.layers.Dropout)]
+        for index, layer in enumerate(dropouts):
+            state = layer.seed_generator.state
+            start = np.random.default_rng([self.seed, epoch, index]).integers(2**31)
+            state.assign(np.asarray([start, 0], dtype=state.dtype))
 
 
 def _finite(value) -> float | None:
@@ -136,7 +155,7 @@ def run_fit(cfg: FitConfig):
     if state:
         trim_epoch_log(files.logs_dir / "training.csv", state["epochs_done"])
     callbacks = [  # in this order: the CSV row of an epoch lands before its checkpoint
-        stopper, reducer,
+        EpochSeededDropout(cfg.seed), stopper, reducer,
         keras.callbacks.CSVLogger(str(files.logs_dir / "training.csv"), append=bool(state)),
         RunCheckpoint(files, stopper, reducer, state["best_val_loss"] if state else np.inf),
         keras.callbacks.TensorBoard(str(files.logs_dir / "tensorboard"), write_graph=False),
@@ -151,10 +170,11 @@ def run_fit(cfg: FitConfig):
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress; stdout is for what users parse
         model.fit(
-            make_dataset(cache.features, train_data, cfg.batch_size, shuffle=True, seed=cfg.seed),
-            validation_data=make_dataset(cache.features, val_data, cfg.batch_size, shuffle=False, seed=cfg.seed),
+            make_dataset(cache.features, train_data, cfg.batch_size, range(initial_epoch, cfg.epochs), cfg.seed),
+            steps_per_epoch=steps_per_epoch(train_data, cfg.batch_size),
+            validation_data=make_dataset(cache.features, val_data, cfg.batch_size),
             epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-            shuffle=False,  # the training dataset shuffles itself (seeded); Keras would only warn that it cannot
+            shuffle=False,  # the training dataset orders each epoch itself (epoch_order); Keras would only warn
             verbose=1 if sys.stderr.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
         )
     log.info(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")

@@ -41,8 +41,27 @@ def caption_sequences(files: RunFiles, vocab: Vocabulary, split: str, rows_of: d
     return CaptionSequences(np.asarray(rows, dtype=np.int64), array[:, :-1], array[:, 1:].copy())
 
 
-def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, shuffle: bool, seed: int):
-    """Batches of ({features, words}, targets); features are gathered from the memory-mapped cache per batch."""
+def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
+    """The order of the captions in one training epoch, a function of (seed, epoch) alone.
+
+    tf.data's own reshuffling follows its iterator, which a resumed run creates afresh: its epoch k+1
+    would see the order an uninterrupted run saw in epoch 1. Seeding by epoch makes a run resumed after
+    epoch k train on exactly the batches an uninterrupted one does.
+    """
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def steps_per_epoch(data: CaptionSequences, batch_size: int) -> int:
+    return -(-len(data) // batch_size)
+
+
+def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, epochs: range | None = None,
+                 seed: int = 0):
+    """Batches of ({features, words}, targets); features are gathered from the memory-mapped cache per batch.
+
+    With `epochs`, the batches of those epochs one after another, each epoch in its `epoch_order` (fit with
+    `steps_per_epoch`); without, the captions once in their own order (validation).
+    """
     import tensorflow as tf  # lazy: caption_sequences and feature_scale serve TF-free callers too
 
     def gather(rows: np.ndarray) -> np.ndarray:
@@ -53,10 +72,16 @@ def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, 
         batch_features.set_shape((None, features.shape[1]))
         return {"features": batch_features, "words": words}, targets
 
-    dataset = tf.data.Dataset.from_tensor_slices((data.rows, data.inputs, data.targets))
-    if shuffle:
-        dataset = dataset.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    columns = (data.rows, data.inputs, data.targets)
+    if epochs is None:
+        batches = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size)
+    else:
+        orders = np.stack([epoch_order(seed, epoch, len(data)) for epoch in epochs])
+        tensors = tuple(tf.constant(column) for column in columns)
+        batches = (tf.data.Dataset.from_tensor_slices(orders)
+                   .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+                   .map(lambda index: tuple(tf.gather(t, index) for t in tensors)))
+    return batches.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def feature_scale(features: np.ndarray, rows: np.ndarray, sample: int = 4096, seed: int = 0) -> float:

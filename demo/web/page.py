@@ -12,11 +12,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.bundle_layout import variants_in
+from demo.bundle_layout import encoder_file, variants_in
 from demo.captioner import Captioner, CaptionResult, Comparison
 from demo.errors import CaptionerError
 from demo.generation import DEFAULTS
-from demo.manifest import BundleError, verify_bundle
+from demo.manifest import BundleError, verify_bundle, verify_files
 from demo.preprocess import ImageSource
 from demo.vocab import VocabularyError
 from demo.web.upload import ImageUpload
@@ -38,7 +38,8 @@ class CaptionerPool:
         self._lock = threading.Lock()
         self.error: str | None = None
         try:
-            self.variants = variants_in(verify_bundle(self.bundle)["files"])
+            self.manifest = verify_bundle(self.bundle)
+            self.variants = variants_in(self.manifest["files"])
             self.get(self.variants[0])  # load now: a broken bundle shows on the page, not on the first request
         except (BundleError, VocabularyError, OSError, IndexError) as exc:  # a provider error stops the server
             self.variants, self.error = [], str(exc) or "the bundle has no encoder"
@@ -53,9 +54,20 @@ class CaptionerPool:
     def get(self, variant: str) -> Captioner:
         with self._lock:
             if variant not in self._loaded:  # every file's sha256 was checked once, at start; sizes again here
+                if self._loaded:  # a variant first asked for later: its files may have been replaced since
+                    self._verify_again(variant)
                 self._loaded[variant] = Captioner(self.bundle, provider=self.provider, variant=variant,
                                                   check_hashes=False)
             return self._loaded[variant]
+
+    def _verify_again(self, variant: str) -> None:
+        """The sha256 of the files a lazily loaded variant opens (its encoder, the decoder, the vocabulary)."""
+        others = {encoder_file(v) for v in self.variants if v != variant}
+        try:
+            verify_files(self.bundle, self.manifest, [n for n in self.manifest["files"] if n not in others])
+        except BundleError as exc:
+            raise BundleError(f"{exc} (or, if it was re-exported after this server started, restart the "
+                              "server)") from None
 
 
 def example_images() -> list[str]:

@@ -258,7 +258,7 @@ def test_cli_captions_the_good_files_and_names_each_bad_one(bundle, inputs, expe
     names = interleave([*VALID, LARGE], BAD)
     result = run_module("demo", "caption", "--model", str(bundle), "--num-beams", "3", "--json",
                         "--max-length", str(SEARCH["max_length"]), "--length-penalty", str(SEARCH["length_penalty"]),
-                        *[str(inputs.files[n]) for n in names], timeout=600)
+                        *[str(inputs.files[n]) for n in names], timeout=300)
     assert result.returncode == 1, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]

@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
+# pip installs the demo requirements into a fresh venv (offline from the cache here: about a minute)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def test_fresh_venv_with_only_demo_requirements(exported_run, tmp_path):

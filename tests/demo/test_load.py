@@ -101,7 +101,7 @@ def test_concurrent_clients_get_the_captions_their_images_get_alone(served_app, 
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=600)
+        thread.join(timeout=300)
     elapsed = time.perf_counter() - started
     print(f"\n{REQUESTS} requests from {CLIENTS} clients in {elapsed:.1f} s ({REQUESTS / elapsed:.1f} per s)")
     assert not errors, errors[:10]

@@ -1,5 +1,6 @@
 """Greedy and beam search against a tiny numpy step model, checked by brute force."""
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -162,8 +163,16 @@ def test_banned_tokens_are_never_generated():
         assert all(not set(h.tokens) & {0, 1, 3, 4} for h in n_best)
 
 
-@pytest.mark.parametrize("kwargs", [{"num_beams": 0}, {"max_length": 0}, {"length_penalty": -1},
-                                    {"num_beams": 2, "num_return_sequences": 3}])
-def test_invalid_options_are_refused(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_beams": 0}, "num_beams must be at least 1"), ({"max_length": 0}, "max_length must be at least 1"),
+    ({"length_penalty": -1}, "length_penalty must be >= 0"),
+    ({"num_beams": 2, "num_return_sequences": 3}, "num_return_sequences must be between 1 and num_beams"),
+    ({"num_beams": 2, "num_return_sequences": 0}, "num_return_sequences must be between 1 and num_beams"),
+])
+def test_invalid_options_are_refused_naming_the_option(kwargs, message):
+    """A CaptionerError (so the CLI prints one line, exit 2) that is also the ValueError a library caller expects."""
+    from demo.errors import CaptionerError
+
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$") as info:
         SearchOptions(**kwargs)
+    assert isinstance(info.value, CaptionerError)

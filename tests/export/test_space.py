@@ -38,25 +38,71 @@ def test_space_folder_has_everything_and_no_tensorflow(space):
     assert set(verify_bundle(space / "onnx")["files"]) == shipped - {"manifest.json"}
 
 
-def test_space_app_serves_captions_from_its_own_folder(space, tmp_path):
+def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_path):
+    """No CAPTIONER_MODEL: the app finds onnx/ beside itself and answers with its int8 encoder, not fp32."""
     from gradio_client import Client, handle_file
 
+    from demo.captioner import Captioner
+    from tests.demo.test_captioner import auto_provider
+
+    example = sorted((space / "demo" / "examples").glob("*.png"))[0]
+    settings = (3, 20, 0.5, 2)
+    here = Captioner(space / "onnx", variant="int8", provider="cpu").compare(example, *settings)
+    fp32 = Captioner(exported_run / "onnx", variant="fp32", provider="cpu").compare(example, *settings)
+    assert abs(here.greedy.log_prob - fp32.greedy.log_prob) > 1e-4, "premise: the two encoders score differently"
     port = free_port()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CAPTIONER_PORT": str(port),
            "CAPTIONER_HOST": "127.0.0.1"}
     process, url = wait_for_server([sys.executable, "app.py"], f"http://127.0.0.1:{port}/", cwd=space, env=env)
     try:
-        example = sorted((space / "demo" / "examples").glob("*.png"))[0]
-        result = Client(url, verbose=False).predict(handle_file(str(example)), 3, 20, 0.5, 2, "int8",
+        result = Client(url, verbose=False).predict(handle_file(str(example)), *settings, "int8",
                                                     api_name="/caption")
-        from demo.captioner import Captioner
-
-        here = Captioner(space / "onnx", variant="int8", provider="cpu")
-        assert result["variant"] == "int8" and len(result["beam"]["candidates"]) == 2
-        assert result["greedy"]["caption"] == here.caption([example], max_length=20)[0].caption
     finally:
         process.terminate()
         process.wait(timeout=30)
+    assert result["variant"] == "int8" and result["provider"] == auto_provider()
+    assert result["greedy"]["caption"] == here.greedy.caption
+    assert result["greedy"]["log_prob"] == pytest.approx(here.greedy.log_prob, abs=1e-5), "the int8 encoder's score"
+    assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in here.beam.candidates]
+
+
+@pytest.fixture(scope="module")
+def fp32_space(exported_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("space-fp32") / "space"
+    result = run_module("export.space", "--run", str(exported_run), "--out", str(out), "--variant", "fp32",
+                        timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_fp32_space_ships_the_fp32_encoder_alone(fp32_space, exported_run):
+    from demo.captioner import Captioner
+    from demo.manifest import verify_bundle
+
+    shipped = {p.name for p in (fp32_space / "onnx").iterdir()}
+    bundle = verify_bundle(exported_run / "onnx")
+    assert shipped == set(bundle["files"]) - {"encoder.int8.onnx"} | {"manifest.json"}
+    manifest = verify_bundle(fp32_space / "onnx")
+    assert set(manifest["files"]) == shipped - {"manifest.json"}
+    assert "encoder_int8" not in manifest["models"] and manifest["models"]["encoder"] == bundle["models"]["encoder"]
+    assert "(fp32 encoder" in (fp32_space / "README.md").read_text()
+    example = sorted((fp32_space / "demo" / "examples").glob("*.png"))[0]
+    space = Captioner(fp32_space / "onnx", provider="cpu")
+    assert space.variants == ["fp32"]
+    (got,) = space.caption([example], num_beams=3)
+    (want,) = Captioner(exported_run / "onnx", provider="cpu").caption([example], num_beams=3)
+    assert (got.caption, got.log_prob) == (want.caption, pytest.approx(want.log_prob, abs=1e-5))
+
+
+def test_int8_space_from_a_bundle_without_int8_is_refused(fp32_space, tmp_path):
+    """The fp32 Space's onnx/ is a bundle without the int8 encoder: a run folder for this purpose."""
+    out = tmp_path / "space"
+    result = run_module("export.space", "--run", str(fp32_space), "--out", str(out), "--variant", "int8",
+                        timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.strip() == (f"error: {fp32_space / 'onnx'} has no encoder.int8.onnx: export with "
+                                     "--quantize int8, or use --variant fp32"), result.stderr
+    assert not out.exists(), "nothing written"
 
 
 def test_gpu_space_ships_the_cuda_runtime(exported_run, tmp_path):

@@ -188,7 +188,7 @@ def test_flickr8k_prefers_original_layout_when_both_exist(tmp_path: Path) -> Non
 
 
 def test_flickr8k_without_captions_file_names_what_it_looked_for(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(FileNotFoundError, match="Flickr8k.token.txt") as error:
         flickr8k.load(tmp_path)
     message = str(error.value)
     assert "Flickr8k.token.txt" in message and "captions.txt" in message and str(tmp_path) in message

@@ -1,7 +1,9 @@
 """The VGG16 fc2 feature cache: correct rows, resumable after SIGKILL, refuses foreign caches.
 
-These run the real VGG16 (seeded random init; ImageNet weights cannot be
-downloaded here) in subprocesses, as a user would, so they are marked slow.
+Tests of the features themselves run the real VGG16 (seeded random init; ImageNet weights cannot be
+downloaded here) in subprocesses, as a user would, so they are marked slow. Tests of what the cache
+refuses need a complete cache but not its values: they use one written by the real cache code with
+`PixelEncoder` standing in for VGG16, and stay fast.
 """
 import json
 import os
@@ -14,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
+from demo.preprocess import PREPROCESS_VERSION
 from tests.conftest import REPO
-from tests.fixtures_datasets import flickr30k_rows, make_flickr30k
-from train.config import PrepareConfig
-from train.prepare import run_prepare
+from tests.fixtures_datasets import prepared_flickr30k_run, stand_in_feature_cache
 
 NUM_IMAGES = 10
 BATCH = 2
@@ -31,34 +31,24 @@ def features_cmd(run: Path, *extra: str) -> list[str]:
 
 
 def run_features(run: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(features_cmd(run, *extra), cwd=REPO, capture_output=True, text=True, timeout=600,
+    return subprocess.run(features_cmd(run, *extra), cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=env)
-
-
-def prepared_run(root: Path, name: str) -> Path:
-    """A flickr30k-layout fixture of distinct images (colour bands), prepared into run `name`."""
-    rows = []
-    for i in range(NUM_IMAGES):
-        rows += flickr30k_rows(f"{i}.jpg", [f"picture number {i}"])
-    data = root / "data"
-    if not data.exists():
-        make_flickr30k(data, rows)
-        rng = np.random.default_rng(0)
-        for i in range(NUM_IMAGES):
-            pixels = rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(data / "flickr30k_images" / f"{i}.jpg", quality=95)
-    run = root / name
-    run_prepare(PrepareConfig(run=run, dataset="flickr30k", data_dir=data, min_count=1))
-    return run
 
 
 @pytest.fixture(scope="module")
 def complete_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("features")
-    run = prepared_run(root, "uninterrupted")
+    run = prepared_flickr30k_run(root, "uninterrupted", NUM_IMAGES)
     result = run_features(run)
     assert result.returncode == 0, result.stderr
     return run
+
+
+@pytest.fixture(scope="module")
+def stand_in_run(tmp_path_factory) -> Path:
+    """A prepared run with a complete cache (meta of `--vgg-weights none`), written without VGG16. Copy to change."""
+    return stand_in_feature_cache(prepared_flickr30k_run(tmp_path_factory.mktemp("stand_in"), "run", NUM_IMAGES),
+                                  batch_size=BATCH)
 
 
 @pytest.mark.slow
@@ -84,7 +74,7 @@ def test_cache_rows_are_the_encoder_features_of_each_image(complete_run):
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_same_cache(complete_run):
-    run = prepared_run(complete_run.parent, "killed")
+    run = prepared_flickr30k_run(complete_run.parent, "killed", NUM_IMAGES)
     process = subprocess.Popen(features_cmd(run), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_file = run / "features" / "done.npy"
     deadline = time.monotonic() + 300
@@ -125,20 +115,69 @@ def test_second_run_computes_nothing(complete_run):
     assert (complete_run / "features" / "fc2.npy").stat().st_mtime_ns == before
 
 
-def test_cache_built_with_other_weights_is_refused(complete_run):
-    result = run_features(complete_run, "--seed", "1")
+def test_cache_built_with_other_weights_is_refused(stand_in_run):
+    result = run_features(stand_in_run, "--seed", "1")
     assert result.returncode == 2
     assert "built with other settings" in result.stderr and "seed=1" in result.stderr
     assert "--overwrite" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_cache_of_a_re_prepared_run_is_refused(complete_run, tmp_path):
+OLD_PREPROCESS = "rgb224-center-crop-v0"  # any other version than demo.preprocess.PREPROCESS_VERSION
+
+
+def with_other_preprocessing(source: Path, run: Path) -> Path:
+    """A copy of `source` whose cache's meta.json records another preprocessing version."""
+    shutil.copytree(source, run)
+    meta_file = run / "features" / "meta.json"
+    meta_file.write_text(json.dumps(json.loads(meta_file.read_text()) | {"preprocess": OLD_PREPROCESS}))
+    return run
+
+
+def test_cache_of_another_preprocessing_version_is_refused(stand_in_run, tmp_path):
+    """README: a cache built with other preprocessing is refused, naming both versions and `--overwrite`."""
+    from train.encoder import EncoderSpec
+    from train.features import CacheMismatch, load_cache
+    from train.run_files import RunFiles
+
+    run = with_other_preprocessing(stand_in_run, tmp_path / "run")
+    before = {name: (run / "features" / name).read_bytes() for name in ("fc2.npy", "meta.json", "done.npy")}
+    result = run_features(run)
+    assert result.returncode == 2, result.stderr
+    assert "built with other settings" in result.stderr
+    assert f"preprocess: cache has {OLD_PREPROCESS!r}, requested {PREPROCESS_VERSION!r}" in result.stderr
+    assert "Pass --overwrite to rebuild it" in result.stderr and "Traceback" not in result.stderr
+    assert {name: (run / "features" / name).read_bytes() for name in before} == before, "a refused cache is kept"
+    # `fit` and `export` open the cache with load_cache: the same refusal
+    with pytest.raises(CacheMismatch, match=f"preprocess: cache has {OLD_PREPROCESS!r}") as info:
+        load_cache(RunFiles(run), EncoderSpec("none", 0))
+    assert "python -m train features --overwrite" in str(info.value)
+
+
+@pytest.mark.slow
+def test_overwrite_rebuilds_a_cache_of_another_preprocessing_version(complete_run, tmp_path):
+    """`python -m train features --overwrite` replaces the refused cache with the one a fresh run makes."""
+    run = with_other_preprocessing(complete_run, tmp_path / "run")
+    stale = np.lib.format.open_memmap(run / "features" / "fc2.npy", mode="r+")
+    stale[:] = 0  # the old cache's values: every row must be recomputed, none kept
+    stale.flush()
+    del stale
+    result = run_features(run, "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert f"{NUM_IMAGES // BATCH}/{NUM_IMAGES // BATCH} batches" in result.stderr, "the whole cache is recomputed"
+    meta = json.loads((run / "features" / "meta.json").read_text())
+    assert meta["preprocess"] == PREPROCESS_VERSION and meta["complete"] is True
+    rebuilt = np.load(run / "features" / "fc2.npy", allow_pickle=False)
+    assert np.array_equal(rebuilt, np.load(complete_run / "features" / "fc2.npy", allow_pickle=False))
+    assert run_features(run).returncode == 0, "the rebuilt cache is accepted without --overwrite"
+
+
+def test_cache_of_a_re_prepared_run_is_refused(stand_in_run, tmp_path):
     from train.encoder import EncoderSpec
     from train.features import CacheMismatch, load_cache
     from train.run_files import RunFiles
 
     run = tmp_path / "copy"
-    shutil.copytree(complete_run, run)
+    shutil.copytree(stand_in_run, run)
     captions = json.loads((run / "captions.json").read_text())
     captions["images"] = captions["images"][:-1]
     (run / "captions.json").write_text(json.dumps(captions))
@@ -162,11 +201,14 @@ def test_missing_imagenet_weights_name_both_offline_options(complete_run, tmp_pa
     assert fallback.returncode == 0, fallback.stderr
 
 
-@pytest.mark.parametrize("weights, message", [("missing.h5", "no such file"), ("corrupt.h5", "cannot load")])
-def test_bad_local_weights_file_is_a_clear_error(complete_run, tmp_path, weights, message):
+@pytest.mark.parametrize("weights, message", [
+    ("missing.h5", "no such file"),
+    pytest.param("corrupt.h5", "cannot load", marks=pytest.mark.slow),  # found out after building VGG16
+])
+def test_bad_local_weights_file_is_a_clear_error(stand_in_run, tmp_path, weights, message):
     (tmp_path / "corrupt.h5").write_bytes(b"not hdf5")
     run = tmp_path / "run"
-    shutil.copytree(complete_run, run, ignore=shutil.ignore_patterns("features"))
+    shutil.copytree(stand_in_run, run, ignore=shutil.ignore_patterns("features"))
     result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(run),
                              "--vgg-weights", str(tmp_path / weights)], cwd=REPO, capture_output=True,
                             text=True, timeout=300)

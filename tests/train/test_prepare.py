@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from demo.vocab import Vocabulary
@@ -86,6 +87,25 @@ def test_split_assignment_is_deterministic_and_respects_dataset_splits():
     third = images()
     assign_splits(third, 3, 4, seed=2)
     assert [im.split for im in third] != [im.split for im in first]
+
+
+def test_held_out_splits_are_five_percent_and_at_most_1000_images_each():
+    """README: where a dataset defines no split, 5% of images (at most 1000) go to val and as many to test.
+
+    Flickr30K (31,783 images, no split) is the case the cap is for; the check on ids alone takes no image files.
+    """
+    def unsplit(count: int) -> list[CaptionedImage]:
+        return [CaptionedImage(f"{i}.jpg", Path(f"{i}.jpg"), ["x"]) for i in range(count)]
+
+    for count, held_out in ((2000, 100), (20000, 1000), (31783, 1000)):
+        images = unsplit(count)
+        assigned = assign_splits(images, None, None, seed=0)
+        assert assigned == {"val": held_out, "test": held_out, "train": count - 2 * held_out}, count
+        assert Counter(im.split for im in images) == assigned
+    partly_split = unsplit(31783)
+    for image in partly_split[:400]:
+        image.split = "val"  # given by the dataset: the cap counts them
+    assert assign_splits(partly_split, None, None, seed=0) == {"val": 600, "test": 1000, "train": 31783 - 2000}
 
 
 def test_prepare_without_usable_images_fails_with_advice(tmp_path):

@@ -288,7 +288,7 @@ def test_load_with_separate_images_dir(generated):
 
 
 def test_load_without_captions_file_says_how_to_create_it(tmp_path):
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(FileNotFoundError, match="python -m train prepare --dataset synthetic") as error:
         load(tmp_path)
     message = str(error.value)
     assert str(tmp_path / "captions.json") in message

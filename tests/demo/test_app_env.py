@@ -1,0 +1,113 @@
+"""`demo/app.py`, the entry point a Space and a container run: every setting comes from the environment.
+
+README promises `CAPTIONER_MODEL`, `CAPTIONER_PROVIDER`, `CAPTIONER_HOST`, `CAPTIONER_PORT` (or `PORT`) and
+`CAPTIONER_SHARE`; here the file is started for real, as `python demo/app.py` from another folder, and each
+setting is seen to take effect (where it listens, which bundle answers, the share attempt, bad values refused).
+
+Slow (but the last test): starts the app (Gradio, the real VGG16 encoder) in subprocesses.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, free_port, wait_for_server
+
+APP = REPO / "demo" / "app.py"
+
+
+def app_env(home: Path, **settings: str) -> dict:
+    """A clean environment: only what a Space would have, plus the settings under test."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), **settings}
+
+
+def drain(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """Collect a server's output in a thread: a pipe nobody reads stalls the server once it fills."""
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def refused(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=5)
+    except urllib.error.URLError as exc:
+        return isinstance(exc.reason, ConnectionRefusedError)
+    return False
+
+
+@pytest.mark.slow
+def test_app_py_serves_the_bundle_host_and_port_from_the_environment(exported_run, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from demo.captioner import Captioner
+    from demo.web.page import example_images
+
+    port = free_port()
+    bundle = exported_run / "onnx"
+    env = app_env(tmp_path, CAPTIONER_MODEL=str(bundle), CAPTIONER_HOST="127.0.0.2", PORT=str(port),
+                  CAPTIONER_PROVIDER="cpu", CAPTIONER_SHARE="1")
+    # from tmp_path: the default models/default/onnx does not exist there, so only CAPTIONER_MODEL can answer
+    process, url = wait_for_server([sys.executable, str(APP)], f"http://127.0.0.2:{port}/", cwd=tmp_path, env=env)
+    lines, reader = drain(process)
+    try:
+        assert refused(f"http://127.0.0.1:{port}/"), "CAPTIONER_HOST=127.0.0.2: nothing listens on 127.0.0.1"
+        image = example_images()[0]
+        result = Client(url, verbose=False).predict(handle_file(image), 3, 20, 0.5, 3, "fp32", api_name="/caption")
+        expected = Captioner(bundle, provider="cpu").compare(image, 3, 20, 0.5, 3)
+        assert result["provider"] == "cpu" and result["variant"] == "fp32"
+        assert result["greedy"]["caption"] == expected.greedy.caption
+        assert result["greedy"]["log_prob"] == pytest.approx(expected.greedy.log_prob, abs=1e-4)
+        assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in expected.beam.candidates]
+        deadline = time.monotonic() + 120  # CAPTIONER_SHARE: one line about the tunnel, after the local server
+        while time.monotonic() < deadline and not any(line.startswith(("share:", "public link:")) for line in lines):
+            time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+    output = "".join(lines)
+    assert "Traceback" not in output, output
+    assert len([line for line in lines if line.startswith(("share:", "public link:"))]) == 1, output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings, message", [
+    ({"CAPTIONER_PORT": "http", "PORT": "7860"}, "error: CAPTIONER_PORT (or PORT) must be a port number, not 'http'"),
+    ({"PORT": "80a"}, "error: CAPTIONER_PORT (or PORT) must be a port number, not '80a'"),
+    ({"CAPTIONER_PROVIDER": "tpu"}, "error: provider must be one of ('auto', 'cuda', 'cpu'), not 'tpu'"),
+], ids=["captioner-port-first", "port", "provider"])
+def test_app_py_refuses_bad_settings_in_one_line(exported_run, tmp_path, settings, message):
+    env = app_env(tmp_path, CAPTIONER_MODEL=str(exported_run / "onnx"), CAPTIONER_HOST="127.0.0.1", **settings)
+    if "PORT" not in settings:
+        env["CAPTIONER_PORT"] = str(free_port())
+    result = subprocess.run([sys.executable, str(APP)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == message and "Traceback" not in result.stderr, result.stderr
+
+
+def test_from_env_reads_each_variable_and_its_defaults(monkeypatch):
+    """The precedence the README states: CAPTIONER_PORT over PORT; 0.0.0.0 (a container's) by default."""
+    from demo.web.serve import ServeConfig
+
+    for name in ("CAPTIONER_MODEL", "CAPTIONER_PROVIDER", "CAPTIONER_HOST", "CAPTIONER_PORT", "PORT",
+                 "CAPTIONER_SHARE"):
+        monkeypatch.delenv(name, raising=False)
+    assert ServeConfig.from_env() == ServeConfig(Path("models/default/onnx"), "0.0.0.0", 7860, False, "auto")
+    monkeypatch.setenv("PORT", "8080")
+    assert ServeConfig.from_env().port == 8080
+    monkeypatch.setenv("CAPTIONER_PORT", "9090")
+    monkeypatch.setenv("CAPTIONER_SHARE", "true")
+    assert (ServeConfig.from_env().port, ServeConfig.from_env().share) == (9090, True)
+    monkeypatch.setenv("CAPTIONER_SHARE", "0")
+    assert ServeConfig.from_env().share is False

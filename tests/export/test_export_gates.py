@@ -1,0 +1,151 @@
+"""Every check that can refuse an export, made to fire through `python -m export` itself.
+
+Each test runs the real export (TensorFlow children, tf2onnx, ONNX Runtime) on a
+copy of the exported run, with one fault planted where that check must catch
+it: a decoder whose output bias moved, a split decoder that no longer matches
+the whole one, Keras captions the ONNX decoder does not reproduce, an fc2
+kernel scaled by 1%, an int8 bound no int8 encoder meets. Each must exit 2
+with the check's message, install nothing and leave the previous bundle as it
+was. Turning any of those raises into a warning makes its test fail.
+
+Slow: each export runs at least the decoder child (~15 s); the encoder and
+int8 cases run the VGG16 conversion (~1 minute each).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import export.bundle
+import export.int8
+from demo import bundle_layout as layout
+from export.__main__ import main as export_main
+from export.parity import REFERENCE_CAPTIONS
+
+pytestmark = pytest.mark.slow
+
+SMALL = ("--parity-images", "2", "--calibration-images", "2", "--int8-eval-images", "4")
+
+
+def linked_copy(run: Path, into: Path) -> Path:
+    """A copy of the run whose big files are hard links: a failed export writes only to its work folder."""
+    copy = into / "run"
+    shutil.copytree(run, copy, copy_function=os.link)
+    return copy
+
+
+def nudge_output_bias(path: Path, vocab_size: int) -> None:
+    """Move the output layer's bias (the only initializer of shape (V,)) by up to 0.05: log-probs shift ~1e-2."""
+    proto = onnx.load_model(path)
+    biases = [t for t in proto.graph.initializer if list(t.dims) == [vocab_size]]
+    assert len(biases) == 1, f"{path.name}: expected one ({vocab_size},) initializer, found {len(biases)}"
+    value = numpy_helper.to_array(biases[0])
+    biases[0].CopyFrom(numpy_helper.from_array(value + np.linspace(0, 0.05, vocab_size, dtype=value.dtype),
+                                               biases[0].name))
+    onnx.save_model(proto, path)
+
+
+def export_refused(run: Path, capsys, *args: str) -> str:
+    """Run `python -m export` in this process; assert it refused and installed nothing; return its stderr."""
+    bundle = run / layout.BUNDLE_DIR
+    before = {p.name: p.read_bytes() for p in [bundle / layout.MANIFEST, bundle / layout.VOCAB]}
+    code = export_main(["--run", str(run), *SMALL, *args])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in stderr, stderr[-3000:]
+    assert "nothing was installed; the previous bundle (if any) is unchanged" in stderr
+    assert {p.name: p.read_bytes() for p in [bundle / layout.MANIFEST, bundle / layout.VOCAB]} == before
+    assert not list(run.glob(".onnx-tmp-*")), "the refused export's work folder is removed"
+    assert not (run / f"{layout.BUNDLE_DIR}.previous").exists()
+    return stderr
+
+
+def after_child(monkeypatch, part: str, plant) -> None:
+    """Plant a fault in the work folder right after the real TensorFlow child `part` has written it."""
+    real = export.bundle._child
+
+    def child(name, files, work, cfg, *extra):
+        peak = real(name, files, work, cfg, *extra)
+        if name == part:
+            plant(work)
+        return peak
+
+    monkeypatch.setattr(export.bundle, "_child", child)
+
+
+def vocab_size(run: Path) -> int:
+    return len(json.loads((run / "vocab.json").read_text())["tokens"])
+
+
+def test_a_decoder_that_differs_from_keras_is_refused(exported_run, tmp_path, capsys, monkeypatch):
+    run = linked_copy(exported_run, tmp_path)
+    after_child(monkeypatch, "decoder", lambda work: nudge_output_bias(work / layout.DECODER_STEP, vocab_size(run)))
+    stderr = export_refused(run, capsys)
+    assert "error: decoder_step.onnx log-probabilities differ from Keras by" in stderr
+
+
+def test_a_split_decoder_that_differs_from_the_whole_one_is_refused(exported_run, tmp_path, capsys, monkeypatch):
+    run = linked_copy(exported_run, tmp_path)
+    real_split = export.bundle.split_decoder
+
+    def split_wrongly(whole, projection, steps):
+        real_split(whole, projection, steps)
+        nudge_output_bias(steps, vocab_size(run))
+
+    monkeypatch.setattr(export.bundle, "split_decoder", split_wrongly)
+    stderr = export_refused(run, capsys)
+    assert "error: the split decoder differs from decoder_step.onnx by" in stderr
+
+
+def test_captions_that_differ_from_keras_are_refused(exported_run, tmp_path, capsys, monkeypatch):
+    """Keras' greedy captions each get one more word: far outside a near-tie, so no image may pass."""
+    run = linked_copy(exported_run, tmp_path)
+
+    def lengthen_greedy(work: Path) -> None:
+        captions = json.loads((work / REFERENCE_CAPTIONS).read_text())
+        captions["greedy"] = [tokens + tokens[-1:] for tokens in captions["greedy"]]
+        (work / REFERENCE_CAPTIONS).write_text(json.dumps(captions))
+
+    after_child(monkeypatch, "decoder", lengthen_greedy)
+    stderr = export_refused(run, capsys)
+    test_images = len(json.loads((run / "splits.json").read_text())["test"])
+    assert f"error: {test_images} of {test_images} greedy captions differ between Keras and the exported decoder " \
+           "(decoder_step)" in stderr
+
+
+def test_an_encoder_that_differs_from_keras_is_refused(exported_run, tmp_path, capsys, monkeypatch):
+    """fc2's kernel scaled by 1.01 in the ONNX graph only: features move by ~1% of their scale (bound 1e-4)."""
+    run = linked_copy(exported_run, tmp_path)
+    real_weights = export.bundle.vgg16_weights
+
+    def scaled_fc2(spec):
+        for name, kernel, bias in real_weights(spec):
+            yield name, (kernel * np.float32(1.01) if name == "fc2" else kernel), bias
+
+    monkeypatch.setattr(export.bundle, "vgg16_weights", scaled_fc2)
+    stderr = export_refused(run, capsys)
+    assert "error: encoder.onnx differs from Keras by" in stderr and "of the feature scale (allowed 1e-04)" in stderr
+
+
+def test_an_int8_encoder_below_the_cosine_bound_is_refused(exported_run, tmp_path, capsys, monkeypatch):
+    """No int8 encoder reaches a mean cosine above 1: the gate must refuse whatever the quantizer made."""
+    run = linked_copy(exported_run, tmp_path)
+    monkeypatch.setattr(export.int8, "MIN_MEAN_COSINE", 1.01)
+    stderr = export_refused(run, capsys, "--quantize", "int8")
+    assert "error: the int8 encoder is too far from fp32 (mean feature cosine" in stderr
+    assert "< 1.01); export without --quantize int8" in stderr
+
+
+def test_an_unreadable_model_is_refused_before_any_conversion(exported_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run, copy_function=os.link)
+    (run / "model.keras").unlink()
+    (run / "model.keras").write_bytes(b"not a keras file")
+    stderr = export_refused(run, capsys)
+    assert "model.keras" in stderr and "converting VGG16" not in stderr
