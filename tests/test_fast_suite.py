@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from train.encoder import FORBID_VGG16_ENV
 
 GUARD = "tests.fast_suite_guard"

@@ -7,14 +7,13 @@ the README documents; they keep it small and out of the way of the real `models/
 import os
 import re
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, Drained, ask_caption, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 STAGES = ("prepare", "features", "fit", "evaluate", "export")
@@ -33,28 +32,23 @@ def make_demo_until_it_serves(command: str, run: Path, within_s: int) -> tuple[s
     env = os.environ | {"NUM_IMAGES": "120", "EPOCHS": "2", "RUN": str(run), "PORT": str(port)}
     process = subprocess.Popen(command.split(), cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+    output = Drained(process)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + within_s
         while True:
-            assert process.poll() is None, "".join(lines)[-4000:]
+            assert process.poll() is None, output.text()[-4000:]
             try:
                 urllib.request.urlopen(url, timeout=2)
                 break
             except OSError:
                 assert time.monotonic() < deadline, f"{command} did not serve within {within_s} s"
                 time.sleep(1)
-        from gradio_client import Client, handle_file
-
-        example = sorted((REPO / "demo" / "examples").glob("*.png"))[0]
-        answer = Client(url, verbose=False).predict(handle_file(str(example)), 3, 20, 0.5, 3, "fp32",
-                                                    api_name="/caption")
+        answer = ask_caption(url, sorted((REPO / "demo" / "examples").glob("*.png"))[0])
     finally:
         os.killpg(process.pid, 15)
         process.wait(timeout=60)
-    return "".join(lines), answer
+    return output.text(), answer
 
 
 def test_make_demo_from_the_readme_builds_and_serves_then_reuses_everything(tmp_path):

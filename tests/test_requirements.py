@@ -5,7 +5,7 @@ Whether each pin exists on the package index is `make check-requirements` (run b
 import re
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[a-z,-]+\])?==([^\s;#]+)$")
 

@@ -14,7 +14,7 @@ import ast
 import configparser
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 TESTS = REPO / "tests"
 MILLISECOND_CALLS = {"wait_for", "wait_for_function", "wait_for_selector", "goto"}

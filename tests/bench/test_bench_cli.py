@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # the first test of a full run: its setup also builds the session runs (~6 minutes on 2 cores)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

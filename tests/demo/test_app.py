@@ -5,24 +5,15 @@ Slow: starts servers and drives headless Chromium.
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, start_server
-from tests.demo.test_captioner import auto_provider
+from tests.helpers import REPO, Drained, ask_caption, auto_provider, start_server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def captioner(exported_run):
-    from demo.captioner import Captioner
-
-    return Captioner(exported_run / "onnx")
 
 
 def example_image() -> Path:
@@ -32,11 +23,8 @@ def example_image() -> Path:
 
 
 def test_api_endpoint_returns_the_runtime_captions(served_app, captioner):
-    from gradio_client import Client, handle_file
-
     image = example_image()
-    result = Client(served_app, verbose=False).predict(handle_file(str(image)), 3, 20, 0.5, 3, "fp32",
-                                                        api_name="/caption")
+    result = ask_caption(served_app, image)
     assert result["greedy"]["caption"] == captioner.caption([image])[0].caption
     expected = captioner.caption([image], num_beams=3, num_return_sequences=3)[0]
     assert result["beam"]["caption"] == expected.caption and result["beam"]["num_beams"] == 3
@@ -76,23 +64,15 @@ def test_browser_uploads_an_example_and_reads_both_captions(served_app, captione
 
 
 def test_share_offline_is_one_line_and_keeps_serving(exported_run):
-    import threading
     import urllib.request
 
     process, url = start_server(exported_run / "onnx", "--share")
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120  # the share attempt ends after the local server is up
-    while time.monotonic() < deadline and not any(line.startswith(("share:", "public link:")) for line in lines):
-        time.sleep(0.5)
+    server = Drained(process)
+    server.wait_for_line(("share:", "public link:"))  # the share attempt ends after the local server is up
     try:
         assert urllib.request.urlopen(url, timeout=10).status == 200, "still serving after the share attempt"
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        reader.join(timeout=10)
-    output = "".join(lines)
+        output = server.stop()
     assert "Traceback" not in output
     share_lines = [line for line in output.splitlines() if line.startswith(("share:", "public link:"))]
     assert len(share_lines) == 1, output

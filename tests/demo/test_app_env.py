@@ -11,15 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, wait_for_server
+from tests.helpers import REPO, Drained, ask_caption, free_port, wait_for_server
 
 APP = REPO / "demo" / "app.py"
 
@@ -27,14 +25,6 @@ APP = REPO / "demo" / "app.py"
 def app_env(home: Path, **settings: str) -> dict:
     """A clean environment: only what a Space would have, plus the settings under test."""
     return {"PATH": os.environ["PATH"], "HOME": str(home), **settings}
-
-
-def drain(process: subprocess.Popen) -> tuple[list[str], threading.Thread]:
-    """Collect a server's output in a thread: a pipe nobody reads stalls the server once it fills."""
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    return lines, reader
 
 
 def refused(url: str) -> bool:
@@ -47,7 +37,6 @@ def refused(url: str) -> bool:
 
 @pytest.mark.slow
 def test_app_py_serves_the_bundle_host_and_port_from_the_environment(exported_run, tmp_path):
-    from gradio_client import Client, handle_file
 
     from demo.captioner import Captioner
     from demo.web.page import example_images
@@ -58,26 +47,21 @@ def test_app_py_serves_the_bundle_host_and_port_from_the_environment(exported_ru
                   CAPTIONER_PROVIDER="cpu", CAPTIONER_SHARE="1")
     # from tmp_path: the default models/default/onnx does not exist there, so only CAPTIONER_MODEL can answer
     process, url = wait_for_server([sys.executable, str(APP)], f"http://127.0.0.2:{port}/", cwd=tmp_path, env=env)
-    lines, reader = drain(process)
+    server = Drained(process)
     try:
         assert refused(f"http://127.0.0.1:{port}/"), "CAPTIONER_HOST=127.0.0.2: nothing listens on 127.0.0.1"
         image = example_images()[0]
-        result = Client(url, verbose=False).predict(handle_file(image), 3, 20, 0.5, 3, "fp32", api_name="/caption")
+        result = ask_caption(url, image)
         expected = Captioner(bundle, provider="cpu").compare(image, 3, 20, 0.5, 3)
         assert result["provider"] == "cpu" and result["variant"] == "fp32"
         assert result["greedy"]["caption"] == expected.greedy.caption
         assert result["greedy"]["log_prob"] == pytest.approx(expected.greedy.log_prob, abs=1e-4)
         assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in expected.beam.candidates]
-        deadline = time.monotonic() + 120  # CAPTIONER_SHARE: one line about the tunnel, after the local server
-        while time.monotonic() < deadline and not any(line.startswith(("share:", "public link:")) for line in lines):
-            time.sleep(0.5)
+        server.wait_for_line(("share:", "public link:"))  # CAPTIONER_SHARE: one line about the tunnel, after
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        reader.join(timeout=10)
-    output = "".join(lines)
+        output = server.stop()
     assert "Traceback" not in output, output
-    assert len([line for line in lines if line.startswith(("share:", "public link:"))]) == 1, output
+    assert len([line for line in server.lines if line.startswith(("share:", "public link:"))]) == 1, output
 
 
 @pytest.mark.slow

@@ -13,12 +13,9 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import struct
-import threading
 import urllib.error
 import urllib.request
 import uuid
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,7 @@ import pytest
 from PIL import Image
 
 from demo.preprocess import MAX_IMAGE_PIXELS, ImageError
-from tests.conftest import run_module, start_server
+from tests.helpers import Drained, ask_caption, encoded, png_header_claiming, run_module, start_server
 
 pytestmark = pytest.mark.slow
 RNG_SEED = 7
@@ -46,12 +43,6 @@ def scene(width: int = 320, height: int = 240) -> Image.Image:
     pixels[height // 2:, width // 2:] = (20, 60, 220)
     pixels += rng.integers(-12, 13, pixels.shape, dtype=np.int16)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def encoded(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def decoded(data: bytes) -> Image.Image:
@@ -127,16 +118,6 @@ def large_png() -> tuple[bytes, Image.Image, None]:
     return encoded(image, "PNG", compress_level=1), image, None
 
 
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A small PNG whose IHDR claims `width` x `height`: a decompression bomb without the pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024))
-            + chunk(b"IEND", b""))
-
-
 def truncated_jpeg() -> bytes:
     data = encoded(scene(), "JPEG", quality=90)
     return data[: len(data) // 3]
@@ -197,13 +178,6 @@ def inputs(tmp_path_factory) -> Inputs:
 @pytest.fixture(scope="module")
 def bundle(exported_run) -> Path:
     return exported_run / "onnx"
-
-
-@pytest.fixture(scope="module")
-def captioner(bundle):
-    from demo.captioner import Captioner
-
-    return Captioner(bundle)
 
 
 @pytest.fixture(scope="module")
@@ -274,26 +248,18 @@ def test_cli_captions_the_good_files_and_names_each_bad_one(bundle, inputs, expe
 
 # ---- the served API ----------------------------------------------------------------------------------
 
-class Server:
-    """`python -m demo serve` with its output drained (an unread pipe would stall it) and kept for checks."""
+class Server(Drained):
+    """`python -m demo serve` with its output drained and kept for checks."""
 
     def __init__(self, bundle: Path):
-        self.process, self.url = start_server(bundle)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
-        self._reader.start()
+        process, self.url = start_server(bundle)
+        super().__init__(process)
 
     def memory(self) -> dict[str, int]:
         """Resident and peak resident memory of the server process, in bytes."""
         status = Path(f"/proc/{self.process.pid}/status").read_text().splitlines()
         fields = dict(line.split(":", 1) for line in status)
         return {key: int(fields[key].split()[0]) * 1024 for key in ("VmRSS", "VmHWM")}
-
-    def stop(self) -> str:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-        self._reader.join(timeout=10)
-        return "".join(self.lines)
 
 
 @pytest.fixture(scope="module")
@@ -303,19 +269,6 @@ def server(bundle):
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    from gradio_client import Client
-
-    return Client(server.url, verbose=False)
-
-
-def predict(client, path: Path) -> dict:
-    from gradio_client import handle_file
-
-    return client.predict(handle_file(str(path)), *API_ARGS, api_name="/caption")
-
-
 def assert_server_result(result: dict, want: tuple, what: str) -> None:
     greedy, beam = want
     assert_same(result["greedy"]["caption"], result["greedy"]["log_prob"], greedy, f"{what} greedy")
@@ -323,23 +276,24 @@ def assert_server_result(result: dict, want: tuple, what: str) -> None:
     assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in beam.candidates], what
 
 
-def test_server_answers_every_case_survives_the_bad_ones_and_stays_bounded(server, client, inputs, expected):
+def test_server_answers_every_case_survives_the_bad_ones_and_stays_bounded(server, inputs, expected):
     from gradio_client.exceptions import AppError
 
     good = inputs.files["rgba_opaque.png"]
-    assert_server_result(predict(client, good), expected["rgba_opaque.png"], "warm-up")
+    assert_server_result(ask_caption(server.url, good, **SEARCH), expected["rgba_opaque.png"], "warm-up")
     before = server.memory()
     for name in interleave(BAD, VALID):
         if name in VALID:
-            assert_server_result(predict(client, inputs.files[name]), expected[name], name)
+            assert_server_result(ask_caption(server.url, inputs.files[name], **SEARCH), expected[name], name)
             continue
         with pytest.raises(AppError) as info:
-            predict(client, inputs.files[name])
+            ask_caption(server.url, inputs.files[name], **SEARCH)
         message = str(info.value)
         assert_names_the_problem(message, name)
         assert "Traceback" not in message and "/tmp/" not in message, message  # no server paths either
         assert server.process.poll() is None, f"the server died on {name}"
-        assert_server_result(predict(client, good), expected["rgba_opaque.png"], f"good request after {name}")
+        assert_server_result(ask_caption(server.url, good, **SEARCH), expected["rgba_opaque.png"],
+                             f"good request after {name}")
     after = server.memory()
     print(f"\nserver memory before the batch: RSS {before['VmRSS'] / 2**20:.0f} MiB, peak "
           f"{before['VmHWM'] / 2**20:.0f} MiB; after: RSS {after['VmRSS'] / 2**20:.0f} MiB, peak "
@@ -351,15 +305,16 @@ def test_server_answers_every_case_survives_the_bad_ones_and_stays_bounded(serve
     assert all(f"caption refused: {name}" in log for name in BAD), log[-3000:]
 
 
-def test_server_refuses_an_upload_over_its_limit_and_keeps_serving(server, client, inputs, expected):
+def test_server_refuses_an_upload_over_its_limit_and_keeps_serving(server, inputs, expected):
     """The client checks the limit before sending; a client that does not is stopped by the server."""
     large = inputs.files[LARGE]
     with pytest.raises(ValueError, match="exceeds the maximum file size of 10485760 bytes"):
-        predict(client, large)
+        ask_caption(server.url, large, **SEARCH)
     status, body = upload(server.url, large)
     assert status == 413 and "File size exceeded maximum allowed size of 10485760 bytes" in body, (status, body)
     assert server.process.poll() is None
-    assert_server_result(predict(client, inputs.files["cmyk.jpg"]), expected["cmyk.jpg"], "after the large upload")
+    assert_server_result(ask_caption(server.url, inputs.files["cmyk.jpg"], **SEARCH), expected["cmyk.jpg"],
+                         "after the large upload")
 
 
 def test_server_refuses_a_path_it_did_not_receive(server, inputs):

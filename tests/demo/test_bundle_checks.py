@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_module
+from tests.helpers import run_module, split_images
 
 pytestmark = pytest.mark.slow
 
@@ -150,11 +150,6 @@ CASES = {  # id: (damage returning the exact message, encoder variant loaded, en
 }
 
 
-def an_image(run: Path) -> Path:
-    captions = json.loads((run / "captions.json").read_text())
-    return Path(captions["image_root"]) / captions["images"][0]["id"]
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_each_captioner_check_fires_on_a_bundle_that_passes_verify_bundle(exported_run, tmp_path, case):
     from demo.captioner import Captioner
@@ -168,7 +163,7 @@ def test_each_captioner_check_fires_on_a_bundle_that_passes_verify_bundle(export
         Captioner(bundle, provider="cpu", variant=variant)
     assert str(info.value).endswith(REBUILD), "names the fix"
     result = run_module("demo", "caption", "--model", str(bundle), "--provider", "cpu", "--variant", variant,
-                        str(an_image(exported_run)), timeout=300)
+                        str(split_images(exported_run)[0]), timeout=300)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip() == f"error: {info.value}" and "Traceback" not in result.stderr, result.stderr
 
@@ -206,7 +201,7 @@ def test_damaged_bundles_are_refused_naming_the_file(exported_run, tmp_path, dam
     with pytest.raises(BundleError, match=message) as info:
         Captioner(bundle)
     assert "python -m export" in str(info.value)
-    result = run_module("demo", "caption", "--model", str(bundle), str(an_image(exported_run)), timeout=300)
+    result = run_module("demo", "caption", "--model", str(bundle), str(split_images(exported_run)[0]), timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == f"error: {info.value}", result.stderr
 
@@ -220,7 +215,7 @@ def test_pool_loads_the_second_variant_on_first_request_and_answers_as_the_int8_
     from demo.captioner import Captioner
     from demo.web.page import CaptionerPool, run_caption
 
-    image = an_image(exported_run)
+    image = split_images(exported_run)[0]
     pool = CaptionerPool(exported_run / "onnx", provider="cpu")
     assert pool.error is None and pool.variants == ["fp32", "int8"]
     fp32 = run_caption(pool, str(image), *SETTINGS, "fp32")
@@ -242,7 +237,7 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
     from demo.web.page import CaptionerPool, caption_or_explain, run_caption
 
     bundle = bundle_copy(exported_run / "onnx", tmp_path / "onnx", copied=("encoder.int8.onnx",))
-    image = str(an_image(exported_run))
+    image = str(split_images(exported_run)[0])
     pool = CaptionerPool(bundle, provider="cpu")
     assert run_caption(pool, image, *SETTINGS, "fp32")["variant"] == "fp32"
     encoder = bundle / "encoder.int8.onnx"

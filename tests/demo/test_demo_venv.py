@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # pip installs the demo requirements into a fresh venv (offline from the cache here: about a minute)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]

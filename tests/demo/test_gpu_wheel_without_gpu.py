@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port, split_images
 
 # pip installs the GPU wheel and its CUDA libraries into a fresh venv (a download of gigabytes elsewhere)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2100)]
@@ -45,11 +45,6 @@ def in_venv(venv: Path, *args: str, home: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=300, env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home)})
 
 
-def an_image(run: Path) -> Path:
-    captions = json.loads((run / "captions.json").read_text())
-    return Path(captions["image_root"]) / captions["images"][0]["id"]
-
-
 def test_the_venv_has_the_gpu_build_alone(gpu_venv):
     listed = subprocess.run([str(gpu_venv / "bin" / "python"), "-m", "pip", "list", "--format=json"],
                             capture_output=True, text=True, check=True).stdout
@@ -61,7 +56,7 @@ def test_the_venv_has_the_gpu_build_alone(gpu_venv):
 def test_auto_captions_on_the_cpu_and_says_why_once(gpu_venv, exported_run, tmp_path):
     from demo.captioner import Captioner
 
-    image = an_image(exported_run)
+    image = split_images(exported_run)[0]
     result = in_venv(gpu_venv, "caption", "--model", str(exported_run / "onnx"), str(image), str(image),
                      "--num-beams", "3", "--json", home=tmp_path)
     print(result.stderr)
@@ -79,7 +74,7 @@ def test_auto_captions_on_the_cpu_and_says_why_once(gpu_venv, exported_run, tmp_
 
 @pytest.mark.parametrize("command", ["caption", "serve"])
 def test_cuda_stops_with_one_line_naming_what_is_missing(gpu_venv, exported_run, tmp_path, command):
-    target = [str(an_image(exported_run))] if command == "caption" else ["--port", str(free_port())]
+    target = [str(split_images(exported_run)[0])] if command == "caption" else ["--port", str(free_port())]
     result = in_venv(gpu_venv, command, "--model", str(exported_run / "onnx"), "--provider", "cuda", *target,
                      home=tmp_path)
     print(result.stderr)

@@ -1,19 +1,12 @@
 """The one preprocessing function: every input mode a user can hand us ends as 224x224 RGB uint8."""
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from demo.preprocess import IMAGE_SIZE, ImageError, load_image
-
-
-def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **kwargs)
-    return buffer.getvalue()
+from tests.helpers import encoded, png_header_claiming
 
 
 def half_and_half(mode_colour_left=(255, 0, 0), right=(0, 0, 255), size=(64, 32)) -> Image.Image:
@@ -32,7 +25,7 @@ def assert_output(pixels: np.ndarray) -> None:
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "P", "CMYK", "1"])
 def test_every_common_mode_becomes_rgb(mode):
     image = half_and_half().convert(mode)
-    pixels = load_image(encode(image, "TIFF" if mode == "CMYK" else "PNG"))
+    pixels = load_image(encoded(image, "TIFF" if mode == "CMYK" else "PNG"))
     assert_output(pixels)
     left, right = pixels[:, :100].mean(axis=(0, 1)), pixels[:, -100:].mean(axis=(0, 1))
     if mode in ("RGB", "RGBA", "P", "CMYK"):
@@ -43,14 +36,14 @@ def test_every_common_mode_becomes_rgb(mode):
 
 
 def test_cmyk_jpeg_decodes_to_rgb():
-    pixels = load_image(encode(half_and_half().convert("CMYK"), "JPEG", quality=95))
+    pixels = load_image(encoded(half_and_half().convert("CMYK"), "JPEG", quality=95))
     assert pixels[:, :100, 0].mean() > 200 and pixels[:, -100:, 2].mean() > 200
 
 
 def test_transparent_pixels_become_white_not_black():
     rgba = np.zeros((40, 40, 4), np.uint8)  # fully transparent black
     rgba[10:30, 10:30] = (0, 128, 0, 255)  # opaque green square
-    pixels = load_image(encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    pixels = load_image(encoded(Image.fromarray(rgba, "RGBA"), "PNG"))
     assert (pixels[0, 0] == 255).all(), "transparent background must be composited on white"
     assert pixels[112, 112, 1] > 100 and pixels[112, 112, 0] < 30
 
@@ -60,7 +53,7 @@ def test_palette_with_transparency_composites_on_white():
     image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     image.paste(1, (5, 5, 15, 15))
     image.info["transparency"] = 0
-    pixels = load_image(encode(image, "PNG", transparency=0))
+    pixels = load_image(encoded(image, "PNG", transparency=0))
     assert (pixels[0, 0] == 255).all() and pixels[112, 112, 0] > 200 and pixels[112, 112, 1] < 50
 
 
@@ -68,7 +61,7 @@ def test_16_bit_greyscale_is_scaled_not_clipped():
     ramp = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (16, 1))
     image = Image.fromarray(ramp)
     assert image.mode.startswith("I;16")
-    pixels = load_image(encode(image, "PNG"))
+    pixels = load_image(encoded(image, "PNG"))
     row = pixels[112, :, 0].astype(int)
     assert row[0] < 10 and row[-1] > 245, "full 16-bit range must map onto 0..255"
     assert 100 < row[112] < 160, "mid-grey must stay mid-grey (a clipping convert gives 255)"
@@ -83,21 +76,21 @@ def test_exif_orientation_is_applied():
     stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)
     exif = Image.Exif()
     exif[0x0112] = 6
-    pixels = load_image(encode(stored, "JPEG", quality=95, exif=exif.tobytes()))
+    pixels = load_image(encoded(stored, "JPEG", quality=95, exif=exif.tobytes()))
     top, bottom = pixels[:100].mean(axis=(0, 1)), pixels[-100:].mean(axis=(0, 1))
     assert top[0] > 200 and top[2] < 60, f"top should be red, got {top}"
     assert bottom[2] > 200 and bottom[0] < 60, f"bottom should be blue, got {bottom}"
 
 
 def test_tiny_image_is_upscaled():
-    pixels = load_image(encode(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG"))
+    pixels = load_image(encoded(Image.new("RGB", (1, 1), (10, 200, 30)), "PNG"))
     assert_output(pixels)
     assert (pixels == (10, 200, 30)).all()
 
 
 def test_large_jpeg_is_resized_and_keeps_its_layout():
     big = half_and_half(size=(4000, 3000))
-    pixels = load_image(encode(big, "JPEG", quality=90))
+    pixels = load_image(encoded(big, "JPEG", quality=90))
     assert_output(pixels)
     assert pixels[:, :100, 0].mean() > 200 and pixels[:, -100:, 2].mean() > 200
 
@@ -121,22 +114,12 @@ def test_animated_gif_uses_first_frame():
     assert pixels[..., 0].mean() > 200 and pixels[..., 1].mean() < 50
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a huge size (a decompression bomb): no pixel data needed."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 1024)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize(
     "data, message",
     [
         (b"", "empty"),
         (b"this is a text file, not a jpeg\n", "not an image"),
-        (png_header_only(30000, 30000), "limit"),
+        (png_header_claiming(30000, 30000), "limit"),
     ],
     ids=["empty", "text-as-jpg", "decompression-bomb"],
 )
@@ -146,7 +129,7 @@ def test_bad_bytes_raise_a_clear_image_error(data, message):
 
 
 def test_truncated_jpeg_raises_image_error(tmp_path):
-    data = encode(half_and_half(size=(400, 300)), "JPEG")
+    data = encoded(half_and_half(size=(400, 300)), "JPEG")
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageError, match="cut.jpg"):

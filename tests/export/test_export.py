@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from export.graph_edit import CONV_PART
-from tests.conftest import REPO, caption_differences, run_module
+from tests.helpers import REPO, caption_differences, run_module, split_images
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +86,7 @@ print(json.dumps({"captions": [" ".join(vocab.decode(h.tokens)) for h in found],
 
 
 def test_bundle_captions_with_onnx_runtime_alone(exported_run):
-    captions = json.loads((exported_run / "captions.json").read_text())
-    root = Path(captions["image_root"])
-    images = [str(root / e["id"]) for e in captions["images"] if e["split"] == "test"][:3]
+    images = [str(image) for image in split_images(exported_run, count=3)]
     result = subprocess.run([sys.executable, "-c", ORT_ONLY, str(exported_run / "onnx"), *images], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

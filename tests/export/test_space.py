@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, free_port, run_module, wait_for_server
+from tests.helpers import REPO, Drained, ask_caption, auto_provider, free_port, run_module, wait_for_server
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +40,7 @@ def test_space_folder_has_everything_and_no_tensorflow(space):
 
 def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_path):
     """No CAPTIONER_MODEL: the app finds onnx/ beside itself and answers with its int8 encoder, not fp32."""
-    from gradio_client import Client, handle_file
-
     from demo.captioner import Captioner
-    from tests.demo.test_captioner import auto_provider
 
     example = sorted((space / "demo" / "examples").glob("*.png"))[0]
     settings = (3, 20, 0.5, 2)
@@ -54,12 +51,11 @@ def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CAPTIONER_PORT": str(port),
            "CAPTIONER_HOST": "127.0.0.1"}
     process, url = wait_for_server([sys.executable, "app.py"], f"http://127.0.0.1:{port}/", cwd=space, env=env)
+    server = Drained(process)
     try:
-        result = Client(url, verbose=False).predict(handle_file(str(example)), *settings, "int8",
-                                                    api_name="/caption")
+        result = ask_caption(url, example, *settings, variant="int8")
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
     assert result["variant"] == "int8" and result["provider"] == auto_provider()
     assert result["greedy"]["caption"] == here.greedy.caption
     assert result["greedy"]["log_prob"] == pytest.approx(here.greedy.log_prob, abs=1e-5), "the int8 encoder's score"
@@ -106,7 +102,7 @@ def test_int8_space_from_a_bundle_without_int8_is_refused(fp32_space, tmp_path):
 
 
 def test_gpu_space_ships_the_cuda_runtime(exported_run, tmp_path):
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     result = run_module("export.space", "--run", str(exported_run), "--out", str(tmp_path / "gpu"), "--gpu")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from demo.preprocess import PREPROCESS_VERSION
-from tests.conftest import REPO
 from tests.fixtures_datasets import prepared_flickr30k_run, stand_in_feature_cache
+from tests.helpers import REPO, run_module
 
 NUM_IMAGES = 10
 BATCH = 2
@@ -31,8 +31,7 @@ def features_cmd(run: Path, *extra: str) -> list[str]:
 
 
 def run_features(run: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(features_cmd(run, *extra), cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env=env)
+    return run_module(*features_cmd(run, *extra)[2:], env=env)
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +191,7 @@ def test_missing_imagenet_weights_name_both_offline_options(complete_run, tmp_pa
                         "https_proxy": "http://127.0.0.1:9"}
     run = tmp_path / "run"
     shutil.copytree(complete_run, run, ignore=shutil.ignore_patterns("features"))
-    result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(run)], cwd=REPO,
-                            capture_output=True, text=True, timeout=300, env=env)
+    result = run_module("train", "features", "--run", str(run), env=env)
     assert result.returncode == 2
     assert "--vgg-weights PATH" in result.stderr and "--vgg-weights none" in result.stderr
     assert "Traceback" not in result.stderr
@@ -209,13 +207,10 @@ def test_bad_local_weights_file_is_a_clear_error(stand_in_run, tmp_path, weights
     (tmp_path / "corrupt.h5").write_bytes(b"not hdf5")
     run = tmp_path / "run"
     shutil.copytree(stand_in_run, run, ignore=shutil.ignore_patterns("features"))
-    result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(run),
-                             "--vgg-weights", str(tmp_path / weights)], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = run_module("train", "features", "--run", str(run), "--vgg-weights", str(tmp_path / weights))
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_features_before_prepare_says_what_to_run(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "train", "features", "--run", str(tmp_path / "empty")],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = run_module("train", "features", "--run", str(tmp_path / "empty"))
     assert result.returncode == 2 and "python -m train prepare" in result.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_module
+from tests.helpers import REPO, run_module
 
 pytestmark = pytest.mark.slow
 QUIET_FIT = ("--patience", "100", "--lr-patience", "100", "--batch-size", "64")  # the schedulers never act

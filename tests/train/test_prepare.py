@@ -1,24 +1,17 @@
 """`python -m train prepare` end to end on real-format files: what a user finds in the run folder."""
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 from demo.vocab import Vocabulary
-from tests.conftest import REPO
 from tests.fixtures_datasets import flickr30k_rows, make_flickr30k, write_jpeg
+from tests.helpers import run_module
 from train.config import PrepareConfig
 from train.datasets.records import CaptionedImage
 from train.prepare import assign_splits, run_prepare
 
 REAL_F8K_IMAGES = ["1000268201_693b08cb0e.jpg", "1001773457_577c3a7d70.jpg", "1002674143_1b742ab4b8.jpg",
                    "1003163366_44323f5815.jpg", "1007129816_e794419615.jpg", "1007320043_627395c3d8.jpg"]
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "train", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_real_flickr8k_token_file_with_a_few_images(shared_flickr8k, tmp_path):
@@ -28,7 +21,7 @@ def test_real_flickr8k_token_file_with_a_few_images(shared_flickr8k, tmp_path):
         write_jpeg(images / name, size=(500, 375))
     (images / REAL_F8K_IMAGES[-1]).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     run = tmp_path / "run"
-    result = run_cli("prepare", "--dataset", "flickr8k", "--data-dir", str(shared_flickr8k),
+    result = run_module("train", "prepare", "--dataset", "flickr8k", "--data-dir", str(shared_flickr8k),
                      "--images-dir", str(images), "--run", str(run), "--min-count", "1")
     assert result.returncode == 0, result.stderr
     report = json.loads((run / "prepare_report.json").read_text())
@@ -111,14 +104,15 @@ def test_held_out_splits_are_five_percent_and_at_most_1000_images_each():
 def test_prepare_without_usable_images_fails_with_advice(tmp_path):
     data = make_flickr30k(tmp_path / "f30k", flickr30k_rows("1.jpg", ["A cat ."]))
     (data / "flickr30k_images" / "1.jpg").unlink()
-    result = run_cli("prepare", "--dataset", "flickr30k", "--data-dir", str(data), "--run", str(tmp_path / "r"))
+    result = run_module("train", "prepare", "--dataset", "flickr30k", "--data-dir", str(data),
+                        "--run", str(tmp_path / "r"))
     assert result.returncode == 2
     assert "no usable images" in result.stderr and "--images-dir" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_wrong_data_dir_is_a_clear_error(tmp_path):
-    result = run_cli("prepare", "--dataset", "flickr8k", "--data-dir", str(tmp_path / "nowhere"),
+    result = run_module("train", "prepare", "--dataset", "flickr8k", "--data-dir", str(tmp_path / "nowhere"),
                      "--run", str(tmp_path / "r"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nowhere" in result.stderr
@@ -126,7 +120,7 @@ def test_wrong_data_dir_is_a_clear_error(tmp_path):
 
 def test_synthetic_default_through_the_cli(tmp_path):
     run = tmp_path / "run"
-    first = run_cli("prepare", "--dataset", "synthetic", "--num-images", "40", "--run", str(run))
+    first = run_module("train", "prepare", "--dataset", "synthetic", "--num-images", "40", "--run", str(run))
     assert first.returncode == 0, first.stderr
     report = json.loads((run / "prepare_report.json").read_text())
     assert report["images_kept"] == 40 and report["captions_kept"] == 200 and report["problems"] == {}
@@ -138,15 +132,15 @@ def test_synthetic_default_through_the_cli(tmp_path):
     scene = run / "synthetic" / "images" / "scene_000000.png"
     mtime = scene.stat().st_mtime_ns
     splits = json.loads((run / "splits.json").read_text())
-    second = run_cli("prepare", "--dataset", "synthetic", "--num-images", "40", "--run", str(run))
+    second = run_module("train", "prepare", "--dataset", "synthetic", "--num-images", "40", "--run", str(run))
     assert second.returncode == 0 and scene.stat().st_mtime_ns == mtime, "scenes are reused, not redrawn"
     assert json.loads((run / "splits.json").read_text()) == splits, "same seed, same split"
 
 
 def test_help_explains_every_command():
-    top = run_cli("--help")
+    top = run_module("train", "--help")
     assert top.returncode == 0 and "prepare" in top.stdout and "features" in top.stdout
-    prepare = run_cli("prepare", "--help")
+    prepare = run_module("train", "prepare", "--help")
     assert "--num-images" in prepare.stdout and "--min-count" in prepare.stdout and "flickr30k" in prepare.stdout
-    features = run_cli("features", "--help")
+    features = run_module("train", "features", "--help")
     assert "--vgg-weights" in features.stdout and "none" in features.stdout

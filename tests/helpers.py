@@ -1,0 +1,154 @@
+"""What many tests do, written once: run a command as a user would, serve and ask the app, find a run's
+images, build image bytes. Fixtures live in conftest.py; this module has no fixtures and no test."""
+from __future__ import annotations
+
+import io
+import json
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Below pytest.ini's 600 s per test, so a command that hangs fails with its own message (test_time_limits.py).
+COMMAND_TIMEOUT = 540
+
+
+def run_module(module: str, *args: str, timeout: int = COMMAND_TIMEOUT,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m module args` from the repo root, as a user would."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Drained:
+    """A process's output read in a thread as it comes: a pipe nobody reads stalls a server once it fills."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process, self.lines = process, []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(process.stdout), daemon=True)
+        self._reader.start()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, prefixes: tuple[str, ...], within_s: float = 120) -> bool:
+        """Whether a line starting with one of `prefixes` came within `within_s` seconds."""
+        deadline = time.monotonic() + within_s
+        while not any(line.startswith(prefixes) for line in self.lines):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    def stop(self) -> str:
+        """Terminate the process; return everything it wrote."""
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self._reader.join(timeout=10)
+        return self.text()
+
+
+def wait_for_server(command: list[str], url: str, cwd: Path = REPO, env: dict | None = None):
+    """Start `command` and wait (120 s at most) until `url` answers; returns (process, url)."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited: {process.stdout.read()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError(f"{url} did not answer within 120 s")
+
+
+def start_server(bundle: Path, *extra: str):
+    """`python -m demo serve` in a subprocess on a free loopback port; returns (process, url) once it answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "demo", "serve", "--model", str(bundle), "--port", str(port), *extra]
+    return wait_for_server(command, f"http://127.0.0.1:{port}/")
+
+
+def ask_caption(url: str, image: Path, num_beams: int = 3, max_length: int = 20, length_penalty: float = 0.5,
+                num_return_sequences: int = 3, variant: str = "fp32") -> dict:
+    """The app's `/caption` API through gradio_client, as its users call it."""
+    from gradio_client import Client, handle_file
+
+    return Client(url, verbose=False).predict(handle_file(str(image)), num_beams, max_length, length_penalty,
+                                              num_return_sequences, variant, api_name="/caption")
+
+
+def split_images(run: Path, split: str = "test", count: int | None = None) -> list[Path]:
+    """The images of one split of a prepared run, in captions.json order."""
+    captions = json.loads((run / "captions.json").read_text())
+    root = Path(captions["image_root"])
+    return [root / entry["id"] for entry in captions["images"] if entry["split"] == split][:count]
+
+
+def encoded(image, fmt: str, **options) -> bytes:
+    """A Pillow image saved to bytes in `fmt`."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR claims `width` x `height`: a decompression bomb without the pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) \
+        + chunk(b"IEND", b"")
+
+
+def caption_differences(captioner, images: list, reference: list[str], got: list[str], num_beams: int) -> list[int]:
+    """Indices of `images` whose caption in `got` differs from `reference` by more than a near-tie of the
+    captioner's own decoder (export.parity): which images have near-ties depends on the weights, so the CPU."""
+    import numpy as np
+
+    from demo.preprocess import load_image
+    from export.parity import compare_captions
+
+    def tokens(captions: list[str]) -> list[list[int]]:
+        return [captioner.vocab.encode(caption.split(), add_special=False) for caption in captions]
+
+    features, _ = captioner.encode(np.stack([load_image(image) for image in images]))
+    return compare_captions(captioner.decoder, features, captioner.vocab, num_beams, tokens(reference),
+                            got=tokens(got))["different"]
+
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def auto_provider() -> str:
+    """What `provider="auto"` must report on this machine: "cuda" where ORT's CUDA provider can run, else "cpu".
+
+    The suite runs on CPU machines and, with requirements-gpu.txt, on CUDA ones: a test expects what this
+    machine gives (test_auto_picks_cuda_where_it_exists checks the CUDA side on its own).
+    """
+    from demo.sessions import cuda_problem
+
+    return "cuda" if cuda_problem() is None else "cpu"
+
+
+def assert_sessions_run_on(captioner, provider: str) -> None:
+    """The provider a Captioner reports is the one every one of its ONNX Runtime sessions really runs first."""
+    wanted = {"cuda": CUDA, "cpu": CPU}[provider]
+    sessions = [s for s in (captioner.encoder, captioner.decoder.session, captioner.decoder.projection)
+                if s is not None]
+    assert [session.get_providers()[0] for session in sessions] == [wanted] * len(sessions)
