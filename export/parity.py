@@ -140,6 +140,6 @@ def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
             prefix = key if form == "decoder_step" else f"{form}_{key}"
             result[f"{prefix}_identical"], result[f"{prefix}_near_ties"] = compared["identical"], compared["near_ties"]
             if compared["different"]:
-                print(f"{len(compared['different'])} of {len(features)} {key} captions differ between "
+                raise ParityError(f"{len(compared['different'])} of {len(features)} {key} captions differ between "
                                   f"Keras and the exported decoder ({form}), beyond near-ties of {TIE_TOLERANCE:.0e}")
     return result

@@ -65,13 +65,10 @@ def rename_graph_value(path: Path, old: str, new: str) -> None:
     """Rename a graph input or output (and every edge carrying it): a valid graph that is not this project's."""
     import onnx
 
+    from export.graph_edit import rename_value
+
     model = onnx.load(str(path))
-    for node in model.graph.node:
-        node.input[:] = [new if name == old else name for name in node.input]
-        node.output[:] = [new if name == old else name for name in node.output]
-    for value in [*model.graph.input, *model.graph.output]:
-        if value.name == old:
-            value.name = new
+    rename_value(model, old, new)
     onnx.checker.check_model(model)
     path.unlink()  # the copy may be a symlink into the session's run: never write through it
     onnx.save(model, str(path))
