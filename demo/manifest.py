@@ -42,7 +42,7 @@ def verify_bundle(bundle: str | os.PathLike, check_hashes: bool = True) -> dict:
     if not bundle.is_dir():
         previous = bundle.with_name(bundle.name + ".previous")
         hint = (f" (an interrupted export left {previous}: rename it to {bundle.name})"
-                if False else "")
+                if previous.is_dir() else "")
         raise BundleError(f"no ONNX bundle at {bundle}{hint}; {REBUILD}")
     try:
         manifest = read_json(bundle / MANIFEST, "bundle manifest")

@@ -44,9 +44,9 @@ log = logging.getLogger(__name__)
 
 def run_export(cfg: ExportConfig) -> dict:
     files = RunFiles(Path(cfg.run))
-    _require(files)
     bundle = files.bundle
-    restore_interrupted_install(bundle)
+    restore_interrupted_install(bundle)  # first: an export that cannot run still gives the old bundle back
+    _require(files)
     work = files.root / f".onnx-tmp-{os.getpid()}"
     _remove_stale_work_dirs(files.root)
     work.mkdir(parents=True)
