@@ -155,7 +155,7 @@ def run_fit(cfg: FitConfig):
     if state:
         trim_epoch_log(files.logs_dir / "training.csv", state["epochs_done"])
     callbacks = [  # in this order: the CSV row of an epoch lands before its checkpoint
-        stopper, reducer,
+        EpochSeededDropout(cfg.seed), stopper, reducer,
         keras.callbacks.CSVLogger(str(files.logs_dir / "training.csv"), append=bool(state)),
         RunCheckpoint(files, stopper, reducer, state["best_val_loss"] if state else np.inf),
         keras.callbacks.TensorBoard(str(files.logs_dir / "tensorboard"), write_graph=False),
