@@ -92,7 +92,7 @@ def ask_caption(url: str, image: Path, num_beams: int = 3, max_length: int = 20,
                                               num_return_sequences, variant, api_name="/caption")
 
 
-def split_images(run: Path, split: str = "test", count: int | None = None) -> list[Path]:
+def split_images(run: Path, *, split: str = "test", count: int | None = None) -> list[Path]:
     """The images of one split of a prepared run, in captions.json order."""
     captions = json.loads((run / "captions.json").read_text())
     root = Path(captions["image_root"])

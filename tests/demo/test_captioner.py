@@ -41,7 +41,7 @@ def test_runtime_captions_equal_the_keras_evaluation(captioner, keras_captions, 
 
 
 def test_result_carries_scores_n_best_and_timings(captioner, exported_run):
-    (result,) = captioner.caption(split_images(exported_run, 1), num_beams=4, num_return_sequences=3)
+    (result,) = captioner.caption(split_images(exported_run, count=1), num_beams=4, num_return_sequences=3)
     assert result.caption == result.candidates[0].caption and len(result.candidates) == 3
     scores = [c.score for c in result.candidates]
     assert scores == sorted(scores, reverse=True) and result.log_prob < 0
@@ -53,7 +53,7 @@ def test_result_carries_scores_n_best_and_timings(captioner, exported_run):
 
 def test_batch_of_images_equals_one_at_a_time(captioner, exported_run):
     """Equal but for near-ties: a batch of 4 and a batch of 1 take other kernel paths (last-bit differences)."""
-    images = split_images(exported_run, 4)
+    images = split_images(exported_run, count=4)
     together = [r.caption for r in captioner.caption(images, num_beams=3)]
     alone = [captioner.caption([image], num_beams=3)[0].caption for image in images]
     assert not caption_differences(captioner, images, together, alone, 3), (together, alone)
@@ -69,7 +69,7 @@ def test_int8_captioner_runs_the_int8_encoder(exported_run):
     from demo.preprocess import load_image
 
     bundle = exported_run / "onnx"
-    images = split_images(exported_run, 6)
+    images = split_images(exported_run, count=6)
     pixels = np.stack([load_image(image) for image in images])
     int8 = Captioner(bundle, variant="int8", provider="cpu")
     fp32 = Captioner(bundle, variant="fp32", provider="cpu")
@@ -93,7 +93,7 @@ def test_int8_captioner_runs_the_int8_encoder(exported_run):
 
 
 def test_cli_captions_good_images_and_names_the_bad_one(exported_run, tmp_path):
-    good = split_images(exported_run, 2)
+    good = split_images(exported_run, count=2)
     bad = tmp_path / "broken.jpg"
     bad.write_text("not an image")
     result = run_module("demo", "caption", "--model", str(exported_run / "onnx"), str(good[0]), str(bad),
@@ -125,7 +125,7 @@ def test_auto_picks_cuda_where_it_exists(exported_run):
     assert captioner.provider == "cuda"
     assert_sessions_run_on(captioner, "cuda")
     cpu = Captioner(exported_run / "onnx", provider="cpu")
-    images = split_images(exported_run, 8)
+    images = split_images(exported_run, count=8)
     got = [r.caption for r in captioner.caption(images, num_beams=3)]
     want = [r.caption for r in cpu.caption(images, num_beams=3)]
     assert not caption_differences(cpu, images, want, got, 3), (got, want)
@@ -137,7 +137,7 @@ def test_cuda_provider_on_a_cpu_only_machine_is_a_clear_error(exported_run):
     if CUDA in ort.get_available_providers():
         pytest.skip("onnxruntime-gpu: tests/demo/test_gpu_wheel_without_gpu.py checks its refusal, without a driver")
     result = run_module("demo", "caption", "--model", str(exported_run / "onnx"), "--provider", "cuda",
-                        str(split_images(exported_run, 1)[0]))
+                        str(split_images(exported_run, count=1)[0]))
     assert result.returncode == 2 and "onnxruntime-gpu" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -151,7 +151,7 @@ print("HEAVY", heavy, "CODE", code)
 
 
 def test_runtime_and_cli_never_import_tensorflow(exported_run):
-    image = split_images(exported_run, 1)[0]
+    image = split_images(exported_run, count=1)[0]
     result = subprocess.run([sys.executable, "-c", NO_TF, "caption", "--model", str(exported_run / "onnx"),
                              "--num-beams", "3", str(image)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
