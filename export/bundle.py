@@ -45,10 +45,10 @@ log = logging.getLogger(__name__)
 def run_export(cfg: ExportConfig) -> dict:
     files = RunFiles(Path(cfg.run))
     bundle = files.bundle
-    restore_interrupted_install(bundle)  # first: an export that cannot run still gives the old bundle back
+    restore_interrupted_install(bundle)  # first: an export that cannot run still repairs what a killed one left
+    _remove_stale_work_dirs(files.root)
     _require(files)
     work = files.root / f".onnx-tmp-{os.getpid()}"
-    _remove_stale_work_dirs(files.root)
     work.mkdir(parents=True)
     started = time.perf_counter()
     try:

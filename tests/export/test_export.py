@@ -133,8 +133,9 @@ def kill_during_conversion(run: Path) -> Path:
 
 def test_sigkill_anywhere_in_an_export_then_the_next_export_repairs_it(exported_run, tmp_path):
     """A kill mid-conversion leaves the old bundle serving; a kill between the install's two renames leaves
-    no `onnx/` but `onnx.previous/`, which the loader names and the next export puts back first, even an
-    export that then cannot run; a good export after that installs a new bundle and cleans up."""
+    no `onnx/` but `onnx.previous/`, which the loader names and the next export puts back, with the killed
+    exports' work folders removed, before anything else: here an export that then cannot run (a good one
+    would go on to replace the bundle, as every export in this suite does)."""
     from demo.captioner import Captioner
     from demo.manifest import BundleError, verify_bundle
 
@@ -157,19 +158,13 @@ def test_sigkill_anywhere_in_an_export_then_the_next_export_repairs_it(exported_
     assert served.returncode == 2 and "onnx.previous: rename it to onnx" in served.stderr, served.stderr
     assert "Traceback" not in served.stderr
 
-    (run / "model.keras").rename(run / "model.keras.aside")
-    refused = run_module("export", "--run", str(run))
-    assert refused.returncode == 2 and "model.keras not found" in refused.stderr, refused.stderr
-    assert "restored" in refused.stderr and "from an interrupted install" in refused.stderr
-    assert (run / "onnx" / "manifest.json").read_bytes() == before, "an export that cannot run still repairs"
-    assert not (run / "onnx.previous").exists()
-    (run / "model.keras.aside").rename(run / "model.keras")
-
-    again = run_module("export", "--run", str(run), timeout=420)
-    assert again.returncode == 0, again.stderr[-3000:]
+    (run / "model.keras").unlink()  # the next export cannot run; it must repair first all the same
+    again = run_module("export", "--run", str(run))
+    assert again.returncode == 2 and "model.keras not found" in again.stderr, again.stderr
+    assert "restored" in again.stderr and "from an interrupted install" in again.stderr
+    assert (run / "onnx" / "manifest.json").read_bytes() == before and not (run / "onnx.previous").exists()
+    verify_bundle(run / "onnx")
     assert not list(run.glob(".onnx-tmp-*")), "both killed exports' work folders are removed by the next one"
-    assert not (run / "onnx.previous").exists()
-    assert verify_bundle(run / "onnx")["created"] != json.loads(before)["created"]
 
 
 def test_export_without_a_trained_model_says_what_to_run(tmp_path):
