@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -24,6 +25,16 @@ def run_module(module: str, *args: str, timeout: int = COMMAND_TIMEOUT,
     """Run `python -m module args` from the repo root, as a user would."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def linked_copy(run: Path, into: Path) -> Path:
+    """`into/run`, a copy of `run` whose files are hard links: for a command that writes only new files
+    and renames (an export), never into existing ones."""
+    import shutil
+
+    copy = into / "run"
+    shutil.copytree(run, copy, copy_function=os.link)
+    return copy
 
 
 def free_port() -> int:

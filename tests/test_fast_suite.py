@@ -1,7 +1,8 @@
 """`make test-fast` runs no VGG16: the guard in tests/fast_suite_guard.py holds for this suite, and it bites.
 
-Each check is a pytest run in a subprocess: collection of this suite with the guard (no test run), and
-small generated test files that build VGG16 where they must not (refused before TensorFlow is imported).
+This suite loads the guard (pytest.ini), so its own collection check has passed; the others run pytest
+in a subprocess on small generated test files that build VGG16 where they must not (refused before
+TensorFlow is imported).
 """
 import os
 import subprocess
@@ -15,12 +16,10 @@ from train.encoder import FORBID_VGG16_ENV
 GUARD = "tests.fast_suite_guard"
 
 
-def pytest_run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """pytest in a subprocess, with the guard plugin unless this suite's configuration already loads it."""
-    wired = GUARD in (REPO / "pytest.ini").read_text() + (REPO / "tests" / "conftest.py").read_text()
-    plugin = () if wired and cwd == REPO else ("-p", GUARD)
+def pytest_run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """pytest in a subprocess on a generated suite in `cwd`, with the guard plugin loaded as pytest.ini loads it."""
     env = {k: v for k, v in os.environ.items() if k != FORBID_VGG16_ENV} | {"PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *plugin, *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", GUARD, *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -5,7 +5,6 @@ checks, int8 quantization) more than once.
 """
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from export.graph_edit import CONV_PART
-from tests.helpers import REPO, caption_differences, run_module, split_images
+from tests.helpers import REPO, caption_differences, linked_copy, run_module, split_images
 
 pytestmark = pytest.mark.slow
 
@@ -139,8 +138,7 @@ def test_sigkill_anywhere_in_an_export_then_the_next_export_repairs_it(exported_
     from demo.captioner import Captioner
     from demo.manifest import BundleError, verify_bundle
 
-    run = tmp_path / "run"
-    shutil.copytree(exported_run, run, copy_function=os.link)
+    run = linked_copy(exported_run, tmp_path)
     before = (run / "onnx" / "manifest.json").read_bytes()
     converting = kill_during_conversion(run)
     assert (converting / "decoder_step.onnx").is_file() and not (converting / "manifest.json").exists(), \

@@ -14,8 +14,6 @@ int8 cases run the VGG16 conversion (~1 minute each).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +26,11 @@ import export.int8
 from demo import bundle_layout as layout
 from export.__main__ import main as export_main
 from export.parity import REFERENCE_CAPTIONS
+from tests.helpers import linked_copy
 
 pytestmark = pytest.mark.slow
 
 SMALL = ("--parity-images", "2", "--calibration-images", "2", "--int8-eval-images", "4")
-
-
-def linked_copy(run: Path, into: Path) -> Path:
-    """A copy of the run whose big files are hard links: a failed export writes only to its work folder."""
-    copy = into / "run"
-    shutil.copytree(run, copy, copy_function=os.link)
-    return copy
 
 
 def nudge_output_bias(path: Path, vocab_size: int) -> None:
@@ -143,8 +135,7 @@ def test_an_int8_encoder_below_the_cosine_bound_is_refused(exported_run, tmp_pat
 
 
 def test_an_unreadable_model_is_refused_before_any_conversion(exported_run, tmp_path, capsys):
-    run = tmp_path / "run"
-    shutil.copytree(exported_run, run, copy_function=os.link)
+    run = linked_copy(exported_run, tmp_path)
     (run / "model.keras").unlink()
     (run / "model.keras").write_bytes(b"not a keras file")
     stderr = export_refused(run, capsys)

@@ -25,13 +25,13 @@ NUM_IMAGES = 10
 BATCH = 2
 
 
-def features_cmd(run: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "train", "features", "--run", str(run), "--vgg-weights", "none",
-            "--batch-size", str(BATCH), *extra]
+def features_args(run: Path, *extra: str) -> list[str]:
+    """`python -m train features` arguments for a small seeded random-init cache."""
+    return ["features", "--run", str(run), "--vgg-weights", "none", "--batch-size", str(BATCH), *extra]
 
 
 def run_features(run: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return run_module(*features_cmd(run, *extra)[2:], env=env)
+    return run_module("train", *features_args(run, *extra), env=env)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,8 @@ def test_cache_rows_are_the_encoder_features_of_each_image(complete_run):
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_same_cache(complete_run):
     run = prepared_flickr30k_run(complete_run.parent, "killed", NUM_IMAGES)
-    process = subprocess.Popen(features_cmd(run), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "train", *features_args(run)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_file = run / "features" / "done.npy"
     deadline = time.monotonic() + 300
     try:
