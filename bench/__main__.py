@@ -37,7 +37,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
                         help="ONNX Runtime provider for the decoding and end-to-end benchmarks (default: %(default)s; "
                              "cuda on a GPU machine, as `make gpu-check` does)")
-    return parser.parse_args(argv)
+    parser.add_argument("--flickr-run", type=Path, default=Path("models/flickr_scale"),
+                        help="the Flickr-scale decoder's run (full runs only); built there from --flickr-captions "
+                             "when it has no bundle, which takes about 10 minutes (default: %(default)s)")
+    parser.add_argument("--flickr-captions", type=Path, default=None,
+                        help="captions to build the Flickr-scale decoder from: Flickr8k.token.txt or a Flickr30K "
+                             "results.csv (default: data/flickr8k/Flickr8k.token.txt when present)")
+    args = parser.parse_args(argv)
+    default_captions = Path("data/flickr8k/Flickr8k.token.txt")
+    if args.flickr_captions is None and default_captions.is_file():
+        args.flickr_captions = default_captions
+    return args
 
 
 def selected(args: argparse.Namespace) -> list[str]:
@@ -56,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in selected(args):
         print(f"bench: {name} ...", end=" ", flush=True, file=sys.stderr)  # stdout: the table alone
         begun = time.time()
-        entries = run_isolated(name, args.run, args.quick, args.out / f".{name}.json", args.provider)
+        entries = run_isolated(name, args, args.out / f".{name}.json")
         (args.out / f".{name}.json").unlink(missing_ok=True)
         results["benchmarks"].extend(entries)
         state = "failed" if any("failed" in e for e in entries) else "skipped" if all("skipped" in e for e in entries) \

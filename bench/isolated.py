@@ -18,62 +18,64 @@ from demo.sessions import PROVIDERS
 from train.run_files import RunFiles
 
 
-def _features(run: Path, quick: bool, provider: str) -> list[dict]:
+def _features(args: argparse.Namespace) -> list[dict]:
     from bench.feature_extraction import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(quick=quick)]
+    return [measure(quick=args.quick)]
 
 
-def _training(run: Path, quick: bool, provider: str) -> list[dict]:
+def _training(args: argparse.Namespace) -> list[dict]:
     from bench.training_speed import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(quick=quick)]
+    return [measure(quick=args.quick)]
 
 
-def _encoder(run: Path, quick: bool, provider: str) -> list[dict]:
+def _encoder(args: argparse.Namespace) -> list[dict]:
     from bench.encoder_latency import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(RunFiles(run).bundle, quick=quick)]
+    return [measure(RunFiles(args.run).bundle, quick=args.quick)]
 
 
-def _decoding(run: Path, quick: bool, provider: str) -> list[dict]:
+def _decoding(args: argparse.Namespace) -> list[dict]:
     from bench.decoding import measure, measure_flickr_scale  # lazy: a child imports only the benchmark it runs
 
-    if quick:  # building the Flickr-sized decoder takes TensorFlow and tf2onnx ~20 s: full runs only
-        return [measure(run, quick=True, provider=provider)]
-    return [measure(run, provider=provider), measure_flickr_scale(provider=provider)]
+    if args.quick:  # the Flickr-scale decoder takes minutes to build and a minute to measure: full runs only
+        return [measure(args.run, quick=True, provider=args.provider)]
+    return [measure(args.run, provider=args.provider),
+            measure_flickr_scale(args.flickr_run, args.flickr_captions, provider=args.provider)]
 
 
-def _end_to_end(run: Path, quick: bool, provider: str) -> list[dict]:
+def _end_to_end(args: argparse.Namespace) -> list[dict]:
     from bench.end_to_end import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(RunFiles(run).bundle, quick=quick, provider=provider)]
+    return [measure(RunFiles(args.run).bundle, quick=args.quick, provider=args.provider)]
 
 
-def _serving(run: Path, quick: bool, provider: str) -> list[dict]:
+def _serving(args: argparse.Namespace) -> list[dict]:
     from bench.serving_load import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(run, quick=quick)]
+    return [measure(args.run, quick=args.quick)]
 
 
-def _export(run: Path, quick: bool, provider: str) -> list[dict]:
+def _export(args: argparse.Namespace) -> list[dict]:
     from bench.export_cost import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(run)]
+    return [measure(args.run)]
 
 
 # provider: the ONNX Runtime provider of the decoding and end-to-end runtimes (the others measure the CPU)
-RUNNERS: dict[str, Callable[[Path, bool, str], list[dict]]] = {
+RUNNERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
     "features": _features, "training": _training, "encoder": _encoder, "decoding": _decoding,
     "end_to_end": _end_to_end, "serving": _serving, "export": _export,
 }
 
 
-def run_isolated(name: str, run: Path, quick: bool, out: Path, provider: str = "cpu") -> list[dict]:
+def run_isolated(name: str, args: argparse.Namespace, out: Path) -> list[dict]:
     """Run benchmark `name` in a child process; a failure becomes an entry saying so, not a lost report."""
-    command = [sys.executable, "-m", "bench.isolated", name, "--run", str(run), "--json", str(out),
-               "--provider", provider]
-    result = subprocess.run(command + (["--quick"] if quick else []), capture_output=True, text=True)
+    command = [sys.executable, "-m", "bench.isolated", name, "--run", str(args.run), "--json", str(out),
+               "--provider", args.provider, "--flickr-run", str(args.flickr_run)]
+    command += ["--flickr-captions", str(args.flickr_captions)] if args.flickr_captions else []
+    result = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
     if result.returncode != 0:
         return [{"name": name, "failed": (result.stderr or result.stdout).strip()[-2000:]}]
     return read_json(out, f"{name} benchmark results")["entries"]
@@ -86,8 +88,10 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu")
+    parser.add_argument("--flickr-run", type=Path, required=True)
+    parser.add_argument("--flickr-captions", type=Path, default=None)
     args = parser.parse_args()
-    atomic_write_json(args.json, {"entries": RUNNERS[args.name](args.run, args.quick, args.provider)})
+    atomic_write_json(args.json, {"entries": RUNNERS[args.name](args)})
     return 0
 
 

@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--provider", choices=PROVIDERS, default="auto",
                          help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
     caption.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0], help="encoder variant")
+    caption.add_argument("--decoder-variant", choices=VARIANTS, default=VARIANTS[0],
+                         help="decoder step variant (int8: where the export shipped one; default: fp32)")
     caption.add_argument("--batch-size", type=int, default=8, help="images encoded together (default: 8)")
     caption.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")
     serve = commands.add_parser("serve", help="the Gradio app: greedy and beam search side by side",
@@ -54,7 +56,8 @@ def caption_command(args: argparse.Namespace) -> int:
     from demo.captioner import Captioner  # lazy: `serve` alone needs Gradio, `caption` alone ONNX Runtime
     from demo.preprocess import ImageError, load_image
 
-    captioner = Captioner(args.model, provider=args.provider, variant=args.variant)
+    captioner = Captioner(args.model, provider=args.provider, variant=args.variant,
+                          decoder_variant=args.decoder_variant)
     options = captioner.options(args.num_beams, args.max_length, args.length_penalty, args.num_return_sequences)
     failed, loaded = 0, []
     for path in args.images:
@@ -70,6 +73,7 @@ def caption_command(args: argparse.Namespace) -> int:
         results += zip([p for p, _ in batch], captioner.caption_pixels(pixels, options))
     if args.json:
         print(json.dumps({"provider": captioner.provider, "variant": captioner.variant,
+                          "decoder_variant": captioner.decoder_variant,
                           "images": [{"image": str(p), **r.to_json()} for p, r in results]}, indent=2))
     else:
         for path, result in results:

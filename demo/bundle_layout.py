@@ -1,4 +1,4 @@
-"""The ONNX bundle's layout: its file names, encoder variants and graph input/output names.
+"""The ONNX bundle's layout: its file names, variants and graph input/output names.
 
 The one place these names are written. The export produces them, the runtime
 (`Captioner`, `OnnxStepModel`) checks and uses them, the Space export copies
@@ -13,11 +13,12 @@ VOCAB = "vocab.json"
 
 ENCODER_FILES = {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx"}  # variant -> file
 VARIANTS = tuple(ENCODER_FILES)
-DECODER_STEP = "decoder_step.onnx"  # (features, token, h, c) -> (log_probs, h_out, c_out)
+DECODER_STEP = "decoder_step.onnx"  # (features, token, h, c) -> (log_probs, h_out, c_out): the whole step, all V
 IMAGE_PROJECTION = "image_projection.onnx"  # features -> image, once per image
-DECODER_STEP_IMAGE = "decoder_step_image.onnx"  # (image, token, h, c) -> (log_probs, h_out, c_out), every step
-SPLIT_DECODER = (IMAGE_PROJECTION, DECODER_STEP_IMAGE)
-DECODER_FILES = (DECODER_STEP, *SPLIT_DECODER)
+# What the runtime runs every step: the whole step minus the image projection, plus the search's row gather in
+# front and the banned-token mask and top-k behind (see TOPK_IO). One per decoder variant.
+DECODER_TOPK_FILES = {"fp32": "decoder_step_topk.onnx", "int8": "decoder_step_topk.int8.onnx"}
+DECODER_FILES = (DECODER_STEP, IMAGE_PROJECTION, *DECODER_TOPK_FILES.values())
 
 # Graph input and output names.
 PIXELS, FEATURES = "pixels", "features"  # uint8 (B, 224, 224, 3) RGB -> float32 (B, 4096) fc2
@@ -25,17 +26,27 @@ IMAGE = "image"  # float32 (B, H): the image's projection
 TOKEN, H, C = "token", "h", "c"  # int64 (B,), float32 (B, H), float32 (B, H)
 LOG_PROBS, H_OUT, C_OUT = "log_probs", "h_out", "c_out"  # float32 (B, V), (B, H), (B, H)
 STEP_OUTPUTS = [LOG_PROBS, H_OUT, C_OUT]
+# The top-k step: new row r continues previous row ROWS[r] (image, h and c are gathered inside the graph, so the
+# state can stay where the session keeps it); BAN (V,) is 0 or -inf per token, added to the log-probabilities
+# before the top-k. Outputs: each row's K best log-probabilities (sorted, ties by lower token id) and their ids,
+# the <end> token's log-probability, and the gathered image, h and c for the next step.
+ROWS, BAN = "rows", "ban"  # int64 (N,), float32 (V,)
+TOP_LOG_PROBS, TOP_IDS, END_LOG_PROB, IMAGE_OUT = "top_log_probs", "top_ids", "end_log_prob", "image_out"
+TOPK_INPUTS = [IMAGE, TOKEN, H, C, ROWS, BAN]
+TOPK_OUTPUTS = [TOP_LOG_PROBS, TOP_IDS, END_LOG_PROB, IMAGE_OUT, H_OUT, C_OUT]
 
 GRAPH_IO = {  # file -> (inputs, outputs), in order
     ENCODER_FILES["fp32"]: ([PIXELS], [FEATURES]),
     ENCODER_FILES["int8"]: ([PIXELS], [FEATURES]),
     DECODER_STEP: ([FEATURES, TOKEN, H, C], STEP_OUTPUTS),
     IMAGE_PROJECTION: ([FEATURES], [IMAGE]),
-    DECODER_STEP_IMAGE: ([IMAGE, TOKEN, H, C], STEP_OUTPUTS),
+    DECODER_TOPK_FILES["fp32"]: (TOPK_INPUTS, TOPK_OUTPUTS),
+    DECODER_TOPK_FILES["int8"]: (TOPK_INPUTS, TOPK_OUTPUTS),
 }
 MODEL_KEYS = {  # file -> its key under the manifest's "models"
     ENCODER_FILES["fp32"]: "encoder", ENCODER_FILES["int8"]: "encoder_int8", DECODER_STEP: "decoder_step",
-    IMAGE_PROJECTION: "image_projection", DECODER_STEP_IMAGE: "decoder_step_image",
+    IMAGE_PROJECTION: "image_projection", DECODER_TOPK_FILES["fp32"]: "decoder_step_topk",
+    DECODER_TOPK_FILES["int8"]: "decoder_step_topk_int8",
 }
 
 
@@ -43,6 +54,15 @@ def encoder_file(variant: str) -> str:
     return ENCODER_FILES[variant]
 
 
+def decoder_file(variant: str) -> str:
+    return DECODER_TOPK_FILES[variant]
+
+
 def variants_in(files) -> list[str]:
     """The encoder variants a bundle ships, from the names of its files."""
     return [variant for variant, name in ENCODER_FILES.items() if name in files]
+
+
+def decoder_variants_in(files) -> list[str]:
+    """The decoder variants a bundle ships."""
+    return [variant for variant, name in DECODER_TOPK_FILES.items() if name in files]

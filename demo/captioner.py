@@ -64,6 +64,7 @@ class Comparison:
     num_beams: int
     provider: str
     variant: str
+    decoder_variant: str = "fp32"
 
     @property
     def encoder_ms(self) -> float:
@@ -72,7 +73,7 @@ class Comparison:
 
 class Captioner:
     def __init__(self, bundle: str | os.PathLike, provider: str = "auto", variant: str = "fp32",
-                 threads: int | None = None, check_hashes: bool = True):
+                 threads: int | None = None, check_hashes: bool = True, decoder_variant: str = "fp32"):
         self.bundle = Path(bundle)
         self.manifest = verify_bundle(self.bundle, check_hashes=check_hashes)
         self.vocab = Vocabulary.load(self.bundle / layout.VOCAB)
@@ -81,35 +82,41 @@ class Captioner:
                               f"{self.manifest['vocab_size']}: the vocabulary and the model come from different "
                               f"runs; {REBUILD}")
         self.variants = layout.variants_in(self.manifest["files"])
+        if not self.variants:
+            raise BundleError(f"{self.bundle} has no encoder: it was exported with --decoder-only and captions "
+                              "features, not images (use demo.onnx_step.OnnxStepModel on it)")
         if variant not in self.variants:
             raise BundleError(f"{self.bundle} has no {variant} encoder (it has: {', '.join(self.variants)}); "
                               "export with --quantize int8 for the int8 variant")
-        self.variant = variant
+        self.decoder_variants = layout.decoder_variants_in(self.manifest["files"])
+        if decoder_variant not in self.decoder_variants:
+            raise BundleError(f"{self.bundle} has no {decoder_variant} decoder (it has: "
+                              f"{', '.join(self.decoder_variants) or 'none'}); the export ships an int8 decoder "
+                              "with --quantize int8 when its captions match fp32's (the manifest's "
+                              f"parity.decoder_int8 says why not); {REBUILD}")
+        self.variant, self.decoder_variant = variant, decoder_variant
         encoder = layout.encoder_file(variant)
         self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads)
         self._check_io(encoder, self.encoder)
         self.decoder = self._decoder()
         if self.decoder.vocab_size != len(self.vocab) or self.decoder.hidden_dim != self.manifest["hidden_size"]:
-            step = layout.DECODER_STEP if self.decoder.projection is None else layout.DECODER_STEP_IMAGE
-            raise BundleError(f"{self.bundle / step} has vocabulary {self.decoder.vocab_size} and "
-                              f"hidden size {self.decoder.hidden_dim}; the manifest says {len(self.vocab)} and "
-                              f"{self.manifest['hidden_size']}: the files come from different exports; {REBUILD}")
+            raise BundleError(f"{self.bundle / layout.decoder_file(decoder_variant)} has vocabulary "
+                              f"{self.decoder.vocab_size} and hidden size {self.decoder.hidden_dim}; the manifest "
+                              f"says {len(self.vocab)} and {self.manifest['hidden_size']}: the files come from "
+                              f"different exports; {REBUILD}")
 
     def _decoder(self) -> OnnxStepModel:
-        """The split decoder (image projection once per image) when exported, else decoder_step.onnx.
+        """The image projection (once per image) and the top-k step (every step), each on one thread.
 
-        `threads` sizes the encoder only; the decoder runs on one thread (see below).
+        `threads` sizes the encoder only: a step's matrices are too small to split, and idle pools of several
+        sessions spinning beside each other cost more than they give (measured: beam 5 3.4 ms vs 4.9-6.2 ms).
         """
         def session(name: str):
-            # One thread: a step's matrices are too small to split, and idle pools of several sessions
-            # spinning beside each other cost more than they give (measured: beam 5 3.4 ms vs 4.9-6.2 ms).
             created, _ = create_session(self.bundle / name, self.provider, threads=1)
             self._check_io(name, created)
             return created
 
-        if all(name in self.manifest["files"] for name in layout.SPLIT_DECODER):
-            return OnnxStepModel(session(layout.DECODER_STEP_IMAGE), session(layout.IMAGE_PROJECTION))
-        return OnnxStepModel(session(layout.DECODER_STEP))
+        return OnnxStepModel(session(layout.decoder_file(self.decoder_variant)), session(layout.IMAGE_PROJECTION))
 
     def _check_io(self, name: str, session) -> None:
         inputs, outputs = ([v.name for v in session.get_inputs()], [v.name for v in session.get_outputs()])
@@ -158,7 +165,7 @@ class Captioner:
         beam_options = self.options(num_beams, max_length, length_penalty, min(num_return_sequences, num_beams))
         greedy = self.caption_features(features, greedy_options, timings)[0]
         beam = self.caption_features(features, beam_options, timings)[0]
-        return Comparison(greedy, beam, num_beams, self.provider, self.variant)
+        return Comparison(greedy, beam, num_beams, self.provider, self.variant, self.decoder_variant)
 
     def caption_features(self, features: np.ndarray, options: SearchOptions,
                          timings_ms: dict[str, float]) -> list[CaptionResult]:

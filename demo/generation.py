@@ -18,6 +18,12 @@ class GenerationDefaults:
     max_length_without_vocabulary: int = 20  # a `SearchOptions` built by hand, with no vocabulary to ask
     compared_num_beams: int = 3  # the beam side of "greedy and beam side by side": the app, the Space, the bench
     compared_num_return_sequences: int = 3  # how many of its beams the app lists
+    max_num_beams: int = 10  # the widest beam the app offers; the exported decoder's top-k covers it (2x)
+
+    @property
+    def top_k(self) -> int:
+        """Words per row a decoder step returns: beam search of width k needs each row's 2k best."""
+        return 2 * self.max_num_beams
 
 
 DEFAULTS = GenerationDefaults()

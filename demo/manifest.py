@@ -1,7 +1,7 @@
 """The ONNX bundle's `manifest.json`: what export promises and what a loader checks.
 
-A bundle is a folder with `encoder.onnx`, `decoder_step.onnx`, `vocab.json`,
-optionally `encoder.int8.onnx`, and this manifest: file hashes, graph input
+A bundle is a folder with `encoder.onnx`, `decoder_step.onnx`, `image_projection.onnx`,
+`decoder_step_topk.onnx`, `vocab.json`, optionally the int8 variants, and this manifest: file hashes, graph input
 and output names, shapes and dtypes, vocabulary and hidden sizes, the opset,
 the run it came from and the parity figures export measured. `verify_bundle`
 refuses anything that does not match, naming the file and what to do, so a
@@ -17,7 +17,7 @@ from demo.bundle_layout import MANIFEST
 from demo.errors import CaptionerError
 
 FORMAT = "vgg16-lstm-captioner/onnx-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the top-k decoder step (decoder_step_topk[.int8].onnx) replaced decoder_step_image.onnx
 REBUILD = "re-run `python -m export --run RUN` (or `make demo` for the default model)"
 
 

@@ -1,39 +1,82 @@
 """The exported decoder behind the `demo.search.step.StepModel` interface (ONNX Runtime, no TensorFlow).
 
-Two forms, the same operations:
-- `decoder_step.onnx` alone: (features, token, h, c) -> (log_probs, h_out, c_out);
-- `image_projection.onnx` + `decoder_step_image.onnx`: the image's projection is
-  computed once per image and carried in the state, so each step skips the
-  4096 x H image Dense (the largest matrix of a step).
+Serving runs two graphs: `image_projection.onnx` once per image (features ->
+image, the 4096 x H Dense), then `decoder_step_topk.onnx` every step. The top-k
+step gathers the rows the search asks for, masks banned words and returns only
+each row's K best words and the `<end>` log-probability, so a step hands back
+(N, K) instead of (N, V). The state (image, h, c) stays in ONNX Runtime values
+bound to the session (IO binding): each step's outputs are the next step's
+inputs, never copied to numpy; on CUDA they stay on the GPU and only the top-k
+comes back.
+
+`WholeStepModel` is `decoder_step.onnx` (the whole distribution), for the
+export's checks against Keras; wrap it in `demo.search.step.TopKStep` to search.
 """
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 
 from demo import bundle_layout as layout
 from demo.manifest import BundleError
-from demo.search.step import State
+from demo.search.step import State, StepOutput, ban_mask
+
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 class OnnxStepModel:
-    def __init__(self, step_session, projection_session=None):
+    def __init__(self, step_session, projection_session):
         self.session, self.projection = step_session, projection_session
         inputs = {i.name: i for i in step_session.get_inputs()}
-        self.image_input = layout.IMAGE if projection_session is not None else layout.FEATURES
-        if self.image_input not in inputs:
-            raise BundleError(f"the decoder graph has no {self.image_input!r} input (inputs: {list(inputs)})")
+        outputs = {o.name: o for o in step_session.get_outputs()}
+        missing = [n for n in layout.TOPK_INPUTS if n not in inputs] + [n for n in layout.TOPK_OUTPUTS
+                                                                         if n not in outputs]
+        if missing:
+            raise BundleError(f"the decoder step graph lacks {missing}: it is not a top-k step of this project")
         self.hidden_dim = int(inputs[layout.H].shape[-1])
-        self.vocab_size = int(step_session.get_outputs()[0].shape[-1])
+        self.vocab_size = int(inputs[layout.BAN].shape[-1])
+        self.top_k = int(outputs[layout.TOP_IDS].shape[-1])
+        self.device = "cuda" if step_session.get_providers()[0] == CUDA_PROVIDER else "cpu"
 
-    def initial_state(self, features: np.ndarray) -> State:
+    def _on_device(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
+
+    def initial_state(self, features: np.ndarray, banned_ids: tuple[int, ...]) -> State:
         features = np.ascontiguousarray(features, dtype=np.float32)
-        if self.projection is None:
-            image = features
-        else:
-            image = self.projection.run([layout.IMAGE], {layout.FEATURES: features})[0]
+        image = self.projection.run([layout.IMAGE], {layout.FEATURES: features})[0]
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {self.image_input: image, layout.H: zeros, layout.C: zeros.copy()}
+        return {layout.IMAGE: self._on_device(image), layout.H: self._on_device(zeros),
+                layout.C: self._on_device(zeros), layout.BAN: self._on_device(ban_mask(self.vocab_size, banned_ids))}
 
-    def step(self, tokens: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    def step(self, tokens: np.ndarray, rows: np.ndarray, state: State) -> tuple[StepOutput, State]:
+        binding = self.session.io_binding()
+        for name in (layout.IMAGE, layout.H, layout.C, layout.BAN):
+            binding.bind_ortvalue_input(name, state[name])
+        binding.bind_cpu_input(layout.TOKEN, np.ascontiguousarray(tokens, dtype=np.int64))
+        binding.bind_cpu_input(layout.ROWS, np.ascontiguousarray(rows, dtype=np.int64))
+        for name in (layout.TOP_LOG_PROBS, layout.TOP_IDS, layout.END_LOG_PROB):
+            binding.bind_output(name, "cpu")  # what the search reads: (N, K), (N, K), (N,)
+        for name in (layout.IMAGE_OUT, layout.H_OUT, layout.C_OUT):
+            binding.bind_output(name, self.device)  # the next step's state, left where it is
+        self.session.run_with_iobinding(binding)
+        top_log_probs, top_ids, end_log_prob, image, h, c = binding.get_outputs()
+        return (StepOutput(top_log_probs.numpy(), top_ids.numpy(), end_log_prob.numpy()),
+                {layout.IMAGE: image, layout.H: h, layout.C: c, layout.BAN: state[layout.BAN]})
+
+
+class WholeStepModel:
+    """decoder_step.onnx: (features, token, h, c) -> (log_probs over all V, h, c); numpy state."""
+
+    def __init__(self, session):
+        self.session = session
+        self.hidden_dim = int(session.get_inputs()[2].shape[-1])
+        self.vocab_size = int(session.get_outputs()[0].shape[-1])
+
+    def initial_state(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
+        return {layout.FEATURES: np.ascontiguousarray(features, dtype=np.float32), layout.H: zeros,
+                layout.C: zeros.copy()}
+
+    def step(self, tokens: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         log_probs, h, c = self.session.run(layout.STEP_OUTPUTS, {**state, layout.TOKEN: tokens.astype(np.int64)})
-        return log_probs, {self.image_input: state[self.image_input], layout.H: h, layout.C: c}
+        return log_probs, {layout.FEATURES: state[layout.FEATURES], layout.H: h, layout.C: c}

@@ -30,10 +30,11 @@ from demo.manifest import FORMAT, FORMAT_VERSION, file_record, io_record, verify
 from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from demo.vocab import Vocabulary
 from export.config import ExportConfig
+from export.decoder_int8 import build_int8_decoder
 from export.errors import ExportError
 from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
 from export.int8 import build_int8_encoder
-from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, split_parity
+from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, topk_parity
 from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
 from train.features import load_cache, run_encoder_spec
@@ -80,16 +81,26 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
     peaks, parity = {}, {}
     peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
                               files, work, cfg)
-    _stage("splitting the decoder after the image projection", split_decoder, work / layout.DECODER_STEP,
-           work / layout.IMAGE_PROJECTION, work / layout.DECODER_STEP_IMAGE)
-    _stage("running onnx.checker on the decoder", _check_models, work, list(layout.DECODER_FILES))
+    _stage(f"splitting the decoder after the image projection, top-{cfg.top_k} step", split_decoder,
+           work / layout.DECODER_STEP, work / layout.IMAGE_PROJECTION, work / layout.decoder_file("fp32"),
+           vocab.end_id, cfg.top_k)
+    decoder_files = [layout.DECODER_STEP, layout.IMAGE_PROJECTION, layout.decoder_file("fp32")]
+    _stage("running onnx.checker on the decoder", _check_models, work, decoder_files)
     test_features = load_cache(files).lookup(by_split["test"])
     parity["decoder"] = _stage("checking decoder parity", decoder_parity, work)
-    parity["decoder_split"] = _stage("checking the split decoder", split_parity, work)
+    parity["decoder_topk"] = _stage("checking the top-k decoder step", topk_parity, work, vocab.end_id)
     parity["captions"] = _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab)
-    spec = _build_encoder(cfg, files, work, peaks, by_split)
-    parity["encoder"] = _stage("checking encoder parity", encoder_parity, work)
     if cfg.quantize == "int8":
+        evaluated = by_split["test"][: cfg.int8_eval_images]
+        parity["decoder_int8"] = _stage(
+            "quantizing the decoder step to int8 and comparing its captions", build_int8_decoder, work, vocab,
+            test_features[: cfg.int8_eval_images], _references(captions, evaluated))
+    if cfg.decoder_only:
+        spec = None
+    else:
+        spec = _build_encoder(cfg, files, work, peaks, by_split)
+        parity["encoder"] = _stage("checking encoder parity", encoder_parity, work)
+    if cfg.quantize == "int8" and not cfg.decoder_only:
         evaluated = by_split["test"][: cfg.int8_eval_images]
         parity["encoder_int8"] = _stage(
             "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
@@ -146,7 +157,8 @@ def _check_models(work: Path, names: list[str]) -> None:
         onnx.checker.check_model(str(work / name), full_check=True)
 
 
-def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary, spec: EncoderSpec, parity: dict,
+def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary, spec: EncoderSpec | None,
+              parity: dict,
               peaks: dict) -> dict:
     from importlib import metadata
 
@@ -168,7 +180,8 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
         "max_length": vocab.max_length,
         "image_size": IMAGE_SIZE,
         "preprocess": PREPROCESS_VERSION,
-        "encoder_weights": spec.describe(),
+        "encoder_weights": spec.describe() if spec else None,
+        "top_k": cfg.top_k,
         "models": models,
         "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != layout.MANIFEST},
         "parity": parity,

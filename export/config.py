@@ -4,14 +4,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.generation import DEFAULTS
 from train.config import option
 
 
 @dataclass
 class ExportConfig:
     run: Path = option(Path("models/default"), "run folder with model.keras and its feature cache")
-    quantize: str = option("none", "also write encoder.int8.onnx (static QDQ, calibrated on training images)",
-                         choices=("none", "int8"))
+    quantize: str = option("none", "also write the int8 variants: encoder.int8.onnx (static QDQ, calibrated on "
+                           "training images) and decoder_step_topk.int8.onnx (dynamic), each shipped only if it "
+                           "passes its check", choices=("none", "int8"))
+    top_k: int = option(DEFAULTS.top_k, "words per row the decoder step returns; beam search of width k needs "
+                        "2k, so the default covers the app's widest beam")
+    decoder_only: bool = option(False, "export the decoder only (no VGG16 encoder): for runs whose features "
+                                "are not VGG16's, e.g. the benchmark's Flickr-scale stand-in; the bundle "
+                                "then captions features, not images")
     opset: int = option(17, "ONNX opset")
     parity_images: int = option(16, "images on which encoder features are compared with Keras")
     calibration_images: int = option(32, "training images that calibrate the int8 activation ranges")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.utils import extract_model
@@ -58,12 +59,12 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
     onnx.save_model(proto, out_path)
 
 
-def split_decoder(decoder_path: Path, projection_path: Path, core_path: Path) -> None:
-    """Cut decoder_step.onnx after the image projection into two graphs of the same operations.
+def split_decoder(decoder_path: Path, projection_path: Path, topk_path: Path, end_id: int, top_k: int) -> None:
+    """Cut decoder_step.onnx after the image projection, and give the per-step part the search's ends.
 
     `image_projection.onnx`: features -> image (B, H), run once per image.
-    `decoder_step_image.onnx`: (image, token, h, c) -> (log_probs, h_out, c_out), run every step.
-    The per-step graph then skips the 4096 x H image Dense, the largest matrix of a step.
+    `decoder_step_topk.onnx`: the rest of the step, every step, without the 4096 x H image Dense (the
+    largest matrix of a step); see `add_search_ends` for what it adds in front and behind.
     """
     proto = onnx.load_model(decoder_path)
     relus = [n.output[0] for n in proto.graph.node if n.op_type == "Relu" and "image_dense" in n.name]
@@ -71,8 +72,64 @@ def split_decoder(decoder_path: Path, projection_path: Path, core_path: Path) ->
         raise ExportError(f"{decoder_path}: cannot find the image projection to split at (found {relus})")
     image = relus[0]
     extract_model(str(decoder_path), str(projection_path), [layout.FEATURES], [image])
-    extract_model(str(decoder_path), str(core_path), [image, layout.TOKEN, layout.H, layout.C], layout.STEP_OUTPUTS)
-    for path in (projection_path, core_path):  # the cut edge is the projection's output, the step's input
-        model = onnx.load_model(path)
-        rename_value(model, image, layout.IMAGE)
-        onnx.save_model(model, path)
+    extract_model(str(decoder_path), str(topk_path), [image, layout.TOKEN, layout.H, layout.C], layout.STEP_OUTPUTS)
+    projection = onnx.load_model(projection_path)  # the cut edge is the projection's output, the step's input
+    rename_value(projection, image, layout.IMAGE)
+    onnx.save_model(projection, projection_path)
+    step = onnx.load_model(topk_path)
+    rename_value(step, image, layout.IMAGE)
+    add_search_ends(step, end_id, top_k)
+    step.graph.name = layout.decoder_file("fp32").removesuffix(".onnx")
+    onnx.save_model(step, topk_path)
+
+
+def add_search_ends(proto, end_id: int, top_k: int) -> None:
+    """(image, token, h, c) -> (log_probs, h_out, c_out) becomes the search's step, in place:
+
+    in front, Gather(rows) of image, h and c (the beams' reordering, done where the state lives);
+    behind, log_probs + ban (0 or -inf per token), TopK(top_k) of that (values sorted, ties by lower
+    id), and its <end> column; the gathered image goes out as image_out for the next step.
+    """
+    graph = proto.graph
+    vocab_size = next(o for o in graph.output if o.name == layout.LOG_PROBS).type.tensor_type.shape.dim[-1].dim_value
+    hidden = next(i for i in graph.input if i.name == layout.H).type.tensor_type.shape.dim[-1].dim_value
+    top_k = min(top_k, vocab_size)
+    state = (layout.IMAGE, layout.H, layout.C)
+    for name in state:  # the old inputs become the gathered rows
+        rename_value(proto, name, f"{name}_selected")
+    for name in (layout.LOG_PROBS,):
+        rename_value(proto, name, "log_probs_all")
+    front = [helper.make_node("Gather", [name, layout.ROWS], [f"{name}_selected"], axis=0, name=f"select_{name}")
+             for name in state]
+    nodes = [*front, *graph.node]  # a graph's nodes are listed in topological order
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend([numpy_helper.from_array(np.array([top_k], dtype=np.int64), "top_k"),
+                              numpy_helper.from_array(np.array(end_id, dtype=np.int64), "end_id")])
+    graph.node.extend([
+        helper.make_node("Add", ["log_probs_all", layout.BAN], ["log_probs_allowed"], name="ban"),
+        helper.make_node("TopK", ["log_probs_allowed", "top_k"], [layout.TOP_LOG_PROBS, layout.TOP_IDS], axis=-1,
+                         largest=1, sorted=1, name="top_k"),
+        helper.make_node("Gather", ["log_probs_allowed", "end_id"], [layout.END_LOG_PROB], axis=1, name="end"),
+        helper.make_node("Identity", [f"{layout.IMAGE}_selected"], [layout.IMAGE_OUT], name="image_out"),
+    ])
+    kept = {o.name: o for o in graph.output}
+    del graph.input[:], graph.output[:], graph.value_info[:]  # shapes of renamed edges; ORT infers them again
+    float_, int64 = TensorProto.FLOAT, TensorProto.INT64
+    graph.input.extend([
+        helper.make_tensor_value_info(layout.IMAGE, float_, ["rows_before", hidden]),
+        helper.make_tensor_value_info(layout.TOKEN, int64, ["rows"]),
+        helper.make_tensor_value_info(layout.H, float_, ["rows_before", hidden]),
+        helper.make_tensor_value_info(layout.C, float_, ["rows_before", hidden]),
+        helper.make_tensor_value_info(layout.ROWS, int64, ["rows"]),
+        helper.make_tensor_value_info(layout.BAN, float_, [vocab_size]),
+    ])
+    graph.output.extend([
+        helper.make_tensor_value_info(layout.TOP_LOG_PROBS, float_, ["rows", top_k]),
+        helper.make_tensor_value_info(layout.TOP_IDS, int64, ["rows", top_k]),
+        helper.make_tensor_value_info(layout.END_LOG_PROB, float_, ["rows"]),
+        helper.make_tensor_value_info(layout.IMAGE_OUT, float_, ["rows", hidden]),
+        kept[layout.H_OUT], kept[layout.C_OUT],
+    ])
+    for value in graph.output[-2:]:
+        value.type.tensor_type.shape.dim[0].dim_param = "rows"

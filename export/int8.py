@@ -22,7 +22,7 @@ from demo import bundle_layout as layout
 from demo.preprocess import load_image
 from demo.vocab import Vocabulary
 from export.errors import ParityError
-from export.parity import cpu_session, decode_all, encode, split_step_model
+from export.parity import cpu_session, decode_all, encode, topk_step_model
 from export.quantize import cosine_similarity, quantize_encoder
 from train.evaluate import bleu_scores
 
@@ -40,7 +40,7 @@ def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], e
     fp32, int8 = cpu_session(fp32_path), cpu_session(int8_path)
     features = {"fp32": encode(fp32, pixels), "int8": encode(int8, pixels)}
     cosine = cosine_similarity(features["fp32"], features["int8"])
-    step = split_step_model(work)
+    step = topk_step_model(work)
     captions = {k: decode_all(step, f, vocab, 1) for k, f in features.items()}
     identical = float(np.mean([a == b for a, b in zip(captions["fp32"], captions["int8"])]))
     bleu = {k: bleu_scores(references, [vocab.decode(c) for c in caps])["bleu_4"] for k, caps in captions.items()}

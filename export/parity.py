@@ -19,8 +19,9 @@ import numpy as np
 from demo import bundle_layout as layout
 from demo.artifacts import read_json
 from demo.generation import DEFAULTS
-from demo.onnx_step import OnnxStepModel
+from demo.onnx_step import OnnxStepModel, WholeStepModel
 from demo.search import best, options_for
+from demo.search.step import StepModel, StepOutput, TopKStep, top_k
 from demo.sessions import create_session
 from demo.vocab import Vocabulary
 from export.errors import ParityError
@@ -72,25 +73,30 @@ def decoder_parity(work: Path) -> dict:
     return {"rows": int(len(reference[layout.TOKEN])), "max_abs_diff": diffs, "tolerance": DECODER_TOLERANCE}
 
 
-def decode_all(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, num_beams: int) -> list[list[int]]:
+def decode_all(step: StepModel, features: np.ndarray, vocab: Vocabulary, num_beams: int) -> list[list[int]]:
     options = options_for(vocab, num_beams)
     return [list(h.tokens) for h in best(step, features, vocab.start_id, vocab.end_id, options)]
 
 
 class JitteredStep:
     """A step model whose log-probabilities move by at most `scale`, at random (seeded): another decoder
-    that agrees with this one to within `scale`."""
+    that agrees with this one to within `scale`. Each row's top-k is re-sorted after the move."""
 
-    def __init__(self, inner, scale: float, seed: int):
+    def __init__(self, inner: StepModel, scale: float, seed: int):
         self.inner, self.scale, self.rng = inner, scale, np.random.default_rng(seed)
-        self.vocab_size = inner.vocab_size
+        self.vocab_size, self.top_k = inner.vocab_size, inner.top_k
 
-    def initial_state(self, features: np.ndarray):
-        return self.inner.initial_state(features)
+    def initial_state(self, features: np.ndarray, banned_ids: tuple[int, ...]):
+        return self.inner.initial_state(features, banned_ids)
 
-    def step(self, tokens: np.ndarray, state):
-        log_probs, state = self.inner.step(tokens, state)
-        return log_probs + self.rng.uniform(-self.scale, self.scale, log_probs.shape).astype(log_probs.dtype), state
+    def step(self, tokens: np.ndarray, rows: np.ndarray, state):
+        out, state = self.inner.step(tokens, rows, state)
+        moved = out.top_log_probs + self.rng.uniform(-self.scale, self.scale, out.top_log_probs.shape)
+        moved = moved.astype(out.top_log_probs.dtype)
+        order = np.lexsort((out.top_ids, -moved), axis=1)
+        end = out.end_log_prob + self.rng.uniform(-self.scale, self.scale, out.end_log_prob.shape)
+        return StepOutput(np.take_along_axis(moved, order, axis=1), np.take_along_axis(out.top_ids, order, axis=1),
+                          end.astype(out.end_log_prob.dtype)), state
 
 
 def is_near_tie(step, feature: np.ndarray, vocab: Vocabulary, num_beams: int, wanted: list[int]) -> bool:
@@ -109,29 +115,46 @@ def compare_captions(step, features: np.ndarray, vocab: Vocabulary, num_beams: i
             "different": sorted(set(differing) - set(ties))}
 
 
-def split_step_model(work: Path) -> OnnxStepModel:
-    return OnnxStepModel(cpu_session(work / layout.DECODER_STEP_IMAGE), cpu_session(work / layout.IMAGE_PROJECTION))
+def topk_step_model(work: Path, variant: str = "fp32") -> OnnxStepModel:
+    return OnnxStepModel(cpu_session(work / layout.decoder_file(variant)), cpu_session(work / layout.IMAGE_PROJECTION))
 
 
-def split_parity(work: Path) -> dict:
-    """The split decoder (projection once, then steps) must compute exactly what decoder_step.onnx does."""
+def whole_step_model(work: Path, end_id: int) -> TopKStep:
+    """decoder_step.onnx, the whole distribution, with the ban and top-k done in numpy (the reference)."""
+    return TopKStep(WholeStepModel(cpu_session(work / layout.DECODER_STEP)), end_id)
+
+
+def topk_parity(work: Path, end_id: int) -> dict:
+    """The top-k step (projection once, rows gathered, top-k in the graph) against decoder_step.onnx:
+    its K values must be the whole step's K best log-probabilities, at the same ids (up to near-ties)."""
     reference = np.load(work / REFERENCE_DECODER, allow_pickle=False)
-    split = split_step_model(work)
-    state = split.initial_state(reference[layout.FEATURES])
-    state[layout.H], state[layout.C] = reference[layout.H], reference[layout.C]
-    log_probs, _ = split.step(reference[layout.TOKEN], state)
     inputs, _ = layout.GRAPH_IO[layout.DECODER_STEP]
-    whole = cpu_session(work / layout.DECODER_STEP).run([layout.LOG_PROBS], {k: reference[k] for k in inputs})[0]
-    diff = float(np.abs(log_probs - whole).max())
-    if not diff <= DECODER_TOLERANCE:
-        raise ParityError(f"the split decoder differs from {layout.DECODER_STEP} by {diff:.2e}")
-    return {"max_abs_diff_vs_decoder_step": diff}
+    whole = cpu_session(work / layout.DECODER_STEP).run(layout.STEP_OUTPUTS, {k: reference[k] for k in inputs})
+    topk = topk_step_model(work)
+    image = topk.projection.run([layout.IMAGE], {layout.FEATURES: reference[layout.FEATURES]})[0]
+    rows = len(reference[layout.TOKEN])
+    out = topk.session.run(layout.TOPK_OUTPUTS, {
+        layout.IMAGE: image, layout.TOKEN: reference[layout.TOKEN], layout.H: reference[layout.H],
+        layout.C: reference[layout.C], layout.ROWS: np.arange(rows, dtype=np.int64),
+        layout.BAN: np.zeros(topk.vocab_size, dtype=np.float32)})
+    top_log_probs, top_ids, end_log_prob, _, h_out, c_out = out
+    expected, _ = top_k(whole[0], topk.top_k)
+    at_ids = np.take_along_axis(whole[0], top_ids, axis=1)
+    diffs = {"top_log_probs_vs_whole_at_same_ids": float(np.abs(top_log_probs - at_ids).max()),
+             "top_log_probs_vs_whole_top_k": float(np.abs(top_log_probs - expected).max()),
+             "end_log_prob": float(np.abs(end_log_prob - whole[0][:, end_id]).max()),
+             "h_out": float(np.abs(h_out - whole[1]).max()), "c_out": float(np.abs(c_out - whole[2]).max())}
+    worst = max(diffs.values())
+    if not worst <= DECODER_TOLERANCE:
+        raise ParityError(f"the top-k decoder step differs from {layout.DECODER_STEP} by {worst:.2e} "
+                          f"({', '.join(f'{k} {v:.1e}' for k, v in diffs.items())}; allowed {DECODER_TOLERANCE:.0e})")
+    return {"rows": rows, "top_k": topk.top_k, "max_abs_diff": diffs}
 
 
 def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
     """Greedy and beam captions of the test split, through both decoder forms: identical to Keras', or fail."""
     reference = read_json(work / REFERENCE_CAPTIONS, "Keras reference captions")
-    forms = {"decoder_step": OnnxStepModel(cpu_session(work / layout.DECODER_STEP)), "split": split_step_model(work)}
+    forms = {"decoder_step": whole_step_model(work, vocab.end_id), "topk": topk_step_model(work)}
     result = {"images": len(features), "near_tie_tolerance": TIE_TOLERANCE}
     for form, step in forms.items():
         for width in CHECKED_WIDTHS:

@@ -28,6 +28,7 @@ from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_json
 from demo.preprocess import IMAGE_SIZE, load_image
 from demo.search import best, options_for
+from demo.search.step import TopKStep
 from demo.vocab import Vocabulary
 from export.graph_edit import CONV_OUTPUT, CONV_PART, rename_value
 from export.parity import CHECKED_WIDTHS, REFERENCE_CAPTIONS, REFERENCE_DECODER, REFERENCE_FEATURES, REFERENCE_PIXELS
@@ -115,7 +116,7 @@ def _decoder_references(files: RunFiles, out: Path, step, hidden: int) -> None:
              layout.C: rng.normal(0, 0.5, (rows, hidden)).astype(np.float32)}
     outputs = step.predict_on_batch({**probe, layout.TOKEN: probe[layout.TOKEN].astype(np.int32)})
     np.savez(out / REFERENCE_DECODER, **probe, **dict(zip(layout.STEP_OUTPUTS, outputs)))
-    keras_step = KerasStepModel(step_model=step)
+    keras_step = TopKStep(KerasStepModel(step_model=step), vocab.end_id)
     captions = {"image_ids": test_ids}
     for width in CHECKED_WIDTHS:
         found = best(keras_step, features, vocab.start_id, vocab.end_id, options_for(vocab, width))

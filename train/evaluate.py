@@ -20,7 +20,7 @@ from tqdm import tqdm
 from demo.artifacts import atomic_write_json
 from demo.errors import BadInput, MissingFile
 from demo.search import best, options_for
-from demo.search.step import SearchOptions
+from demo.search.step import SearchOptions, TopKStep
 from demo.vocab import Vocabulary
 from train.captions_file import read_captions
 from train.coco_metrics import coco_scores
@@ -84,7 +84,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     features = cache.lookup([e.id for e in entries])
     references = [e.references() for e in entries]
     shuffled = [references[i] for i in derangement(len(references), cfg.seed)]
-    step_model = KerasStepModel.load(files.model)
+    step_model = TopKStep(KerasStepModel.load(files.model), vocab.end_id, top_k=2 * max(cfg.beam))
     metrics = {}
     for width in cfg.beam:
         options = options_for(vocab, width, cfg.max_length, cfg.length_penalty)

@@ -5,30 +5,51 @@ follows its own most likely word. The shadow costs one row per step and makes a
 promise users can see: the beam column never shows a caption that scores worse
 than the greedy one (plain beam search can prune the greedy path and end lower).
 
-Finished captions are set aside (`finished`), ranked by GNMT-normalised score
-(see `SearchOptions`). An image stops as soon as no live beam can beat its
-n-th best finished caption: a live beam's score can only fall, so its best
-possible normalised score is bounded by its current log-probability divided
-by the length penalty at the most favourable length.
+Finished captions are set aside, ranked by GNMT-normalised score (see
+`SearchOptions`). An image stops as soon as no live beam can beat its n-th
+best finished caption: a live beam's score can only fall, so its best possible
+normalised score is bounded by its current log-probability divided by the
+length penalty at the most favourable length.
+
+The bookkeeping is whole-array numpy over all live images (A images x
+(k + 1) slots); Python loops run only over captions that finish. Each step
+reads the 2k best words of each row (see `demo.search.step` for why that is
+exact) and ranks an image's k x 2k candidates by score, ties by (beam, token id).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from demo.search.step import Hypothesis, SearchOptions, StepModel, ban, length_penalty, normalized, take_rows
+from demo.search.step import Hypothesis, SearchOptions, StepModel, length_penalty, normalized, require_top_k
 
 DEAD = -np.inf
 
 
-@dataclass
-class _Beams:
-    """The k beams and the shadow (last slot) of one image."""
+class _Finished:
+    """Captions set aside, per image, and each image's n best scores so far (for the stopping test)."""
 
-    scores: np.ndarray  # (k + 1,) summed log-probabilities; -inf marks a dead slot
-    words: list[list[int]]
-    finished: list[Hypothesis]
+    def __init__(self, num_images: int, options: SearchOptions):
+        self.options = options
+        self.captions: list[list[Hypothesis]] = [[] for _ in range(num_images)]
+        self.best = np.full((num_images, options.num_return_sequences), DEAD)  # high to low
+
+    def add(self, images: np.ndarray, log_probs: np.ndarray, words: np.ndarray, natural: np.ndarray) -> None:
+        """Caption j: image images[j], its summed log-probability and its words (a (j, t) array)."""
+        alpha = self.options.length_penalty
+        for image, log_prob, caption, ended in zip(images.tolist(), log_probs.tolist(), words, natural.tolist()):
+            score = normalized(log_prob, len(caption), alpha)
+            self.captions[image].append(Hypothesis(score, log_prob, tuple(caption.tolist()), ended))
+            best = self.best[image]
+            if score > best[-1]:
+                best[-1] = score
+                best[:] = np.sort(best)[::-1]
+
+    def n_best(self, image: int) -> list[Hypothesis]:
+        """The n best distinct captions (the shadow may repeat a beam's caption)."""
+        unique: dict[tuple[int, ...], Hypothesis] = {}
+        for hypothesis in sorted(self.captions[image], reverse=True):
+            unique.setdefault(hypothesis.tokens, hypothesis)
+        return list(unique.values())[: self.options.num_return_sequences]
 
 
 def beam_search(
@@ -36,112 +57,94 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Up to `num_return_sequences` captions per image, best first."""
     k, width = options.num_beams, options.num_beams + 1
+    require_top_k(model, 2 * k, k)
     num_images = len(features)
-    state = take_rows(model.initial_state(features), np.repeat(np.arange(num_images), width))
-    images = [_Beams(np.array([0.0] + [DEAD] * (k - 1) + [0.0]), [[] for _ in range(width)], [])
-              for _ in range(num_images)]
-    active = list(range(num_images))
+    state = model.initial_state(features, options.banned_ids)
+    scores = np.full((num_images, width), DEAD)
+    scores[:, [0, k]] = 0.0  # one beam and the shadow start; the other beams are dead until the first step
+    words = np.zeros((num_images, width, options.max_length), dtype=np.int64)
+    finished = _Finished(num_images, options)
+    active = np.arange(num_images)
+    rows = np.repeat(active, width)
     tokens = np.full(num_images * width, start_id, dtype=np.int64)
     for t in range(options.max_length + 1):
-        log_probs, state = model.step(tokens, state)
-        log_probs = ban(log_probs, options.banned_ids).reshape(len(active), width, -1)
-        rows, next_tokens, still_active = [], [], []
-        for position, image in enumerate(active):
-            beams = images[image]
-            if t == options.max_length:
-                _close_all(beams, log_probs[position], end_id, options)
-                continue
-            origins, chosen = _advance(beams, log_probs[position], end_id, options)
-            if _can_stop(beams, t + 1, options):
-                continue
-            still_active.append(image)
-            rows.extend(position * width + origins)
-            next_tokens.extend(chosen)
-        if not still_active:
+        out, state = model.step(tokens, rows, state)
+        top_log_probs = out.top_log_probs.reshape(len(active), width, -1)
+        top_ids = out.top_ids.reshape(len(active), width, -1)
+        if t == options.max_length:
+            _close_all(finished, active, scores[active], words[active, :, :t], top_ids[:, :, 0],
+                       out.end_log_prob.reshape(len(active), width), end_id)
             break
-        state = take_rows(state, np.asarray(rows))
-        tokens = np.asarray(next_tokens, dtype=np.int64)
-        active = still_active
-    return [_best(images[i].finished, options.num_return_sequences) for i in range(num_images)]
-
-
-def _advance(beams: _Beams, log_probs: np.ndarray, end_id: int, options: SearchOptions):
-    """Extend the k beams (top candidates over k x V) and the shadow (its argmax); return row origins and tokens."""
-    k, vocab_size = options.num_beams, log_probs.shape[-1]
-    candidates = (beams.scores[:k, None] + log_probs[:k]).ravel()
-    count = min(2 * k, candidates.size)  # each beam has one end token: 2k always leave k that go on
-    top = np.argpartition(-candidates, count - 1)[:count]
-    top = top[np.argsort(-candidates[top], kind="stable")]
-    new_scores, new_words, origins, chosen = [], [], [], []
-    for index in top:
-        score = float(candidates[index])
-        if not np.isfinite(score) or len(new_scores) == k:
+        beams = _advance_beams(finished, active, scores[active], words[active, :, :t], top_log_probs, top_ids,
+                               end_id, k)
+        shadow = _advance_shadow(finished, active, scores[active, k], words[active, k, :t], top_log_probs[:, k, 0],
+                                 top_ids[:, k, 0], end_id)
+        origins = np.concatenate([beams[0], np.full((len(active), 1), k)], axis=1)
+        chosen = np.concatenate([beams[1], shadow[1][:, None]], axis=1)
+        words[active] = words[active[:, None], origins]
+        words[active, :, t] = chosen
+        scores[active] = np.concatenate([beams[2], shadow[0][:, None]], axis=1)
+        going_on = ~_can_stop(scores[active], finished.best[active], t + 1, options)
+        if not going_on.any():
             break
-        origin, token = divmod(int(index), vocab_size)
-        if token == end_id:
-            beams.finished.append(_hypothesis(score, beams.words[origin], True, options))
-            continue
-        new_scores.append(score)
-        new_words.append(beams.words[origin] + [token])
-        origins.append(origin)
-        chosen.append(token)
-    while len(new_scores) < k:  # fewer than k candidates alive: pad with dead slots
-        new_scores.append(DEAD)
-        new_words.append([])
-        origins.append(0)
-        chosen.append(end_id)
-    shadow_score, shadow_words = _advance_shadow(beams, log_probs[k], end_id, options)
-    origins.append(k)
-    chosen.append(shadow_words[-1] if shadow_words and np.isfinite(shadow_score) else end_id)
-    beams.scores = np.array(new_scores + [shadow_score])
-    beams.words = new_words + [shadow_words]
-    return np.asarray(origins), chosen
+        positions = np.flatnonzero(going_on)
+        rows = (positions[:, None] * width + origins[positions]).ravel()
+        tokens = chosen[positions].ravel()
+        active = active[positions]
+    return [finished.n_best(image) for image in range(num_images)]
 
 
-def _advance_shadow(beams: _Beams, log_probs: np.ndarray, end_id: int, options: SearchOptions):
-    k = options.num_beams
-    if not np.isfinite(beams.scores[k]):
-        return DEAD, []
-    token = int(log_probs.argmax())
-    score = float(beams.scores[k] + log_probs[token])
-    if token == end_id:
-        beams.finished.append(_hypothesis(score, beams.words[k], True, options))
-        return DEAD, []
-    return score, beams.words[k] + [token]
+def _advance_beams(finished: _Finished, active: np.ndarray, scores: np.ndarray, words: np.ndarray,
+                   top_log_probs: np.ndarray, top_ids: np.ndarray, end_id: int, k: int):
+    """Each image's k new beams from the 2k best of its k x 2k candidates, in order: an <end> among them is
+    set aside as finished, the others go on until there are k. Returns (origins, tokens, scores), each (A, k)."""
+    count = 2 * k
+    per_row = top_log_probs[:, :k, :count].shape[-1]  # 2k, or the whole vocabulary when that is smaller
+    candidates = (scores[:, :k, None] + top_log_probs[:, :k, :count]).reshape(len(active), -1)
+    ids = top_ids[:, :k, :count].reshape(len(active), -1)
+    tie_break = np.repeat(np.arange(k), per_row)[None, :] * (int(ids.max()) + 1) + ids  # (beam, token id)
+    order = np.lexsort((tie_break, -candidates), axis=1)[:, :count]
+    best = np.take_along_axis(candidates, order, axis=1)
+    token = np.take_along_axis(ids, order, axis=1)
+    origin = order // per_row
+    is_end = token == end_id
+    going_before = np.cumsum(~is_end, axis=1) - ~is_end  # candidates that go on, ranked above this one
+    taken = np.isfinite(best) & (going_before < k)
+    image, rank = np.nonzero(taken & is_end)
+    finished.add(active[image], best[image, rank], words[image, origin[image, rank]],
+                 np.ones(len(image), dtype=bool))
+    origins, tokens, new_scores = np.zeros((len(active), k), np.int64), np.full((len(active), k), end_id), \
+        np.full((len(active), k), DEAD)  # fewer than k alive: the rest are dead slots
+    image, rank = np.nonzero(taken & ~is_end)
+    slot = going_before[image, rank]
+    origins[image, slot], tokens[image, slot] = origin[image, rank], token[image, rank]
+    new_scores[image, slot] = best[image, rank]
+    return origins, tokens, new_scores
 
 
-def _close_all(beams: _Beams, log_probs: np.ndarray, end_id: int, options: SearchOptions) -> None:
+def _advance_shadow(finished: _Finished, active: np.ndarray, scores: np.ndarray, words: np.ndarray,
+                    log_probs: np.ndarray, tokens: np.ndarray, end_id: int):
+    """The shadow follows its argmax; when that is <end> it finishes and dies. Returns (scores, tokens)."""
+    alive = np.isfinite(scores)
+    new_scores = scores + log_probs
+    ends = alive & (tokens == end_id)
+    finished.add(active[ends], new_scores[ends], words[ends], np.ones(int(ends.sum()), dtype=bool))
+    goes_on = alive & ~ends
+    return np.where(goes_on, new_scores, DEAD), np.where(goes_on, tokens, end_id)
+
+
+def _close_all(finished: _Finished, active: np.ndarray, scores: np.ndarray, words: np.ndarray,
+               argmax: np.ndarray, end_log_probs: np.ndarray, end_id: int) -> None:
     """At max_length every live slot is closed with the end token's probability."""
-    for slot, score in enumerate(beams.scores):
-        if np.isfinite(score):
-            natural = int(log_probs[slot].argmax()) == end_id
-            beams.finished.append(
-                _hypothesis(float(score + log_probs[slot, end_id]), beams.words[slot], natural, options))
+    image, slot = np.nonzero(np.isfinite(scores))
+    finished.add(active[image], scores[image, slot] + end_log_probs[image, slot], words[image, slot],
+                 argmax[image, slot] == end_id)
 
 
-def _can_stop(beams: _Beams, num_words: int, options: SearchOptions) -> bool:
-    """True when no live slot can still beat the n-th best finished caption."""
-    n = options.num_return_sequences
-    live = beams.scores[np.isfinite(beams.scores)]
-    if live.size == 0:
-        return True
-    if len(beams.finished) < n:
-        return False
-    nth_best = sorted((h.score for h in beams.finished), reverse=True)[n - 1]
+def _can_stop(scores: np.ndarray, nth_best: np.ndarray, num_words: int, options: SearchOptions) -> np.ndarray:
+    """Per image: True when no live slot can still beat the n-th best finished caption."""
+    live = np.isfinite(scores)
     alpha = options.length_penalty
-    shortest, longest = length_penalty(num_words + 1, alpha), length_penalty(options.max_length + 1, alpha)
-    best_possible = float(live.max()) / max(shortest, longest)
-    return best_possible <= nth_best
-
-
-def _hypothesis(log_prob: float, words: list[int], finished: bool, options: SearchOptions) -> Hypothesis:
-    return Hypothesis(score=normalized(log_prob, len(words), options.length_penalty), log_prob=log_prob,
-                      tokens=tuple(words), finished=finished)
-
-
-def _best(finished: list[Hypothesis], n: int) -> list[Hypothesis]:
-    """The n best distinct captions (the shadow may repeat a beam's caption)."""
-    unique: dict[tuple[int, ...], Hypothesis] = {}
-    for hypothesis in sorted(finished, reverse=True):
-        unique.setdefault(hypothesis.tokens, hypothesis)
-    return list(unique.values())[:n]
+    bound = max(length_penalty(num_words + 1, alpha), length_penalty(options.max_length + 1, alpha))
+    best_possible = np.where(live, scores, DEAD).max(axis=1) / bound
+    return ~live.any(axis=1) | (best_possible <= nth_best[:, -1])

@@ -3,39 +3,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.search.step import Hypothesis, SearchOptions, StepModel, ban, normalized, take_rows
+from demo.search.step import Hypothesis, SearchOptions, StepModel, normalized, require_top_k
 
 
 def greedy_search(
     model: StepModel, features: np.ndarray, start_id: int, end_id: int, options: SearchOptions
 ) -> list[Hypothesis]:
     """One caption per image; images whose caption has ended leave the batch."""
+    require_top_k(model, 1, 1)
     num_images = len(features)
-    state = model.initial_state(features)
+    state = model.initial_state(features, options.banned_ids)
+    rows = np.arange(num_images)
     tokens = np.full(num_images, start_id, dtype=np.int64)
-    live = np.arange(num_images)
-    words: list[list[int]] = [[] for _ in range(num_images)]
+    live = np.arange(num_images)  # the image of each row
+    words = np.zeros((num_images, options.max_length), dtype=np.int64)
+    lengths = np.zeros(num_images, dtype=np.int64)
     log_prob = np.zeros(num_images, dtype=np.float64)
     ended = np.zeros(num_images, dtype=bool)
     for t in range(options.max_length + 1):
-        step_log_probs, state = model.step(tokens, state)
-        step_log_probs = ban(step_log_probs, options.banned_ids)
+        out, state = model.step(tokens, rows, state)
         if t == options.max_length:  # full length: close with <end>, whatever the model prefers
-            log_prob[live] += step_log_probs[:, end_id]
+            log_prob[live] += out.end_log_prob
             break
-        best = step_log_probs.argmax(axis=1)
-        log_prob[live] += step_log_probs[np.arange(len(live)), best]
+        best = out.top_ids[:, 0]
+        log_prob[live] += out.top_log_probs[:, 0]
         stop = best == end_id
         ended[live[stop]] = True
-        for image, token in zip(live[~stop], best[~stop]):
-            words[image].append(int(token))
+        going_on = live[~stop]
+        words[going_on, t] = best[~stop]
+        lengths[going_on] += 1
         if stop.all():
             break
-        state = take_rows(state, np.flatnonzero(~stop))
-        tokens = best[~stop].astype(np.int64)
-        live = live[~stop]
-    return [
-        Hypothesis(score=normalized(float(log_prob[i]), len(words[i]), options.length_penalty),
-                   log_prob=float(log_prob[i]), tokens=tuple(words[i]), finished=bool(ended[i]))
-        for i in range(num_images)
-    ]
+        rows, tokens, live = np.flatnonzero(~stop), best[~stop], going_on
+    return [Hypothesis(score=normalized(float(log_prob[i]), int(lengths[i]), options.length_penalty),
+                       log_prob=float(log_prob[i]), tokens=tuple(int(w) for w in words[i, :lengths[i]]),
+                       finished=bool(ended[i]))
+            for i in range(num_images)]

@@ -7,7 +7,7 @@ import pytest
 
 from demo.search.beam_search import beam_search
 from demo.search.greedy_search import greedy_search
-from demo.search.step import SearchOptions, normalized
+from demo.search.step import SearchOptions, TopKStep, normalized
 
 START, END = 1, 2
 BANNED = (0, START)
@@ -37,6 +37,11 @@ class TinyRNN:
         logits -= logits.max(axis=1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         return log_probs, {"h": h}
+
+
+def top_k(model):
+    """The searches read each row's best words: all of a tiny vocabulary, so the search is the exhaustive one."""
+    return TopKStep(model, END, top_k=model.vocab_size)
 
 
 def sequence_log_prob(model, feature, words, closed_with_end=True):
@@ -73,7 +78,7 @@ def test_exhaustive_beam_finds_the_true_best_caption(alpha, seed):
     model = TinyRNN(vocab_size=5, seed=seed)  # 2 real words: 2**4 live prefixes at most
     options = SearchOptions(max_length=4, num_beams=16, length_penalty=alpha, banned_ids=BANNED)
     image_features = features(3, seed)
-    results = beam_search(model, image_features, START, END, options)
+    results = beam_search(top_k(model), image_features, START, END, options)
     for feature, (best,) in zip(image_features, results):
         score, words, log_prob = brute_force_best(model, feature, options)
         assert best.tokens == words
@@ -84,8 +89,8 @@ def test_exhaustive_beam_finds_the_true_best_caption(alpha, seed):
 def test_beam_of_one_equals_greedy(seed):
     model = TinyRNN(seed=seed)
     options = SearchOptions(max_length=8, num_beams=1, length_penalty=0.0, banned_ids=BANNED)
-    greedy = greedy_search(model, features(6, seed), START, END, options)
-    beam = beam_search(model, features(6, seed), START, END, options)
+    greedy = greedy_search(top_k(model), features(6, seed), START, END, options)
+    beam = beam_search(top_k(model), features(6, seed), START, END, options)
     assert [g.tokens for g in greedy] == [b[0].tokens for b in beam]
     assert [g.log_prob for g in greedy] == pytest.approx([b[0].log_prob for b in beam])
 
@@ -96,8 +101,8 @@ def test_beam_never_scores_below_greedy(seed, alpha):
     model = TinyRNN(vocab_size=9, seed=seed, end_bias=-1.0)
     options = SearchOptions(max_length=10, num_beams=3, length_penalty=alpha, banned_ids=BANNED)
     image_features = features(8, seed)
-    greedy = greedy_search(model, image_features, START, END, options)
-    beam = beam_search(model, image_features, START, END, options)
+    greedy = greedy_search(top_k(model), image_features, START, END, options)
+    beam = beam_search(top_k(model), image_features, START, END, options)
     for g, (b,) in zip(greedy, beam):
         assert b.score >= g.score - 1e-9
         if alpha == 0.0:
@@ -108,7 +113,7 @@ def test_greedy_log_prob_is_the_sum_over_its_words():
     model = TinyRNN(seed=3)
     image_features = features(3)
     options = SearchOptions(max_length=6, banned_ids=BANNED)
-    for feature, hyp in zip(image_features, greedy_search(model, image_features, START, END, options)):
+    for feature, hyp in zip(image_features, greedy_search(top_k(model), image_features, START, END, options)):
         if hyp.finished:
             assert hyp.log_prob == pytest.approx(sequence_log_prob(model, feature, hyp.tokens))
 
@@ -120,8 +125,8 @@ def test_batching_images_gives_the_same_results_as_one_at_a_time(search):
                             banned_ids=BANNED)
     run = greedy_search if search == "greedy" else beam_search
     image_features = features(5, 9)
-    batched = run(model, image_features, START, END, options)
-    alone = [run(model, image_features[i:i + 1], START, END, options)[0] for i in range(5)]
+    batched = run(top_k(model), image_features, START, END, options)
+    alone = [run(top_k(model), image_features[i:i + 1], START, END, options)[0] for i in range(5)]
     flat = (lambda results: results) if search == "beam" else (lambda results: [[h] for h in results])
     for batch_list, alone_list in zip(flat(batched), flat(alone)):
         assert [h.tokens for h in batch_list] == [h.tokens for h in alone_list]
@@ -131,7 +136,7 @@ def test_batching_images_gives_the_same_results_as_one_at_a_time(search):
 def test_all_beams_of_all_images_advance_in_one_call_per_step():
     model = TinyRNN(vocab_size=8, seed=5, end_bias=-3.0)  # rarely ends: runs to max_length
     options = SearchOptions(max_length=5, num_beams=3, banned_ids=BANNED)
-    beam_search(model, features(4), START, END, options)
+    beam_search(top_k(model), features(4), START, END, options)
     assert len(model.calls) <= options.max_length + 1
     assert model.calls[0] == 4 * (3 + 1)  # k beams + the greedy shadow per image
 
@@ -139,7 +144,7 @@ def test_all_beams_of_all_images_advance_in_one_call_per_step():
 def test_n_best_list_is_sorted_distinct_and_sized():
     model = TinyRNN(vocab_size=8, seed=6)
     options = SearchOptions(max_length=6, num_beams=5, num_return_sequences=4, banned_ids=BANNED)
-    for n_best in beam_search(model, features(3), START, END, options):
+    for n_best in beam_search(top_k(model), features(3), START, END, options):
         assert len(n_best) == 4
         assert [h.score for h in n_best] == sorted((h.score for h in n_best), reverse=True)
         assert len({h.tokens for h in n_best}) == 4
@@ -148,8 +153,8 @@ def test_n_best_list_is_sorted_distinct_and_sized():
 def test_max_length_caps_words_and_marks_forced_endings():
     model = TinyRNN(vocab_size=8, seed=7, end_bias=-50.0)  # never wants to end
     options = SearchOptions(max_length=3, num_beams=2, banned_ids=BANNED)
-    (greedy,) = greedy_search(model, features(1), START, END, options)
-    ((beam,),) = beam_search(model, features(1), START, END, options)
+    (greedy,) = greedy_search(top_k(model), features(1), START, END, options)
+    ((beam,),) = beam_search(top_k(model), features(1), START, END, options)
     for hyp in (greedy, beam):
         assert len(hyp.tokens) == 3 and hyp.finished is False
 
@@ -157,9 +162,9 @@ def test_max_length_caps_words_and_marks_forced_endings():
 def test_banned_tokens_are_never_generated():
     model = TinyRNN(vocab_size=8, seed=8)
     options = SearchOptions(max_length=6, num_beams=3, num_return_sequences=3, banned_ids=(0, 1, 3, 4))
-    for hyp in greedy_search(model, features(4), START, END, options):
+    for hyp in greedy_search(top_k(model), features(4), START, END, options):
         assert not set(hyp.tokens) & {0, 1, 3, 4}
-    for n_best in beam_search(model, features(4), START, END, options):
+    for n_best in beam_search(top_k(model), features(4), START, END, options):
         assert all(not set(h.tokens) & {0, 1, 3, 4} for h in n_best)
 
 

@@ -6,6 +6,7 @@ the CPU that trained them. The gate must pass such a caption and still fail a re
 """
 import numpy as np
 
+from demo.search.step import TopKStep
 from demo.vocab import SPECIAL_TOKENS, Vocabulary
 from export.parity import TIE_TOLERANCE, compare_captions
 
@@ -37,19 +38,23 @@ class TwoWordModel:
         return log_probs, {"shape": state["shape"], "t": state["t"] + 1}
 
 
+def searchable(gap: float) -> TopKStep:
+    return TopKStep(TwoWordModel(gap), VOCAB.end_id)
+
+
 FEATURES = np.array([[CIRCLE], [SQUARE]], dtype=np.float32)
 
 
 def test_a_near_tie_passes_and_is_counted():
     reference = [[RED, CIRCLE], [RED, SQUARE]]  # what a decoder 1e-5 the other way would say
     for beams in (1, 3):
-        compared = compare_captions(TwoWordModel(gap=1e-5), FEATURES, VOCAB, beams, reference)
+        compared = compare_captions(searchable(1e-5), FEATURES, VOCAB, beams, reference)
         assert compared == {"identical": 0, "near_ties": 2, "different": []}, beams
 
 
 def test_a_real_difference_fails_the_gate():
     reference = [[BLUE, CIRCLE], [RED, SQUARE]]
-    compared = compare_captions(TwoWordModel(gap=20 * TIE_TOLERANCE), FEATURES, VOCAB, 1, reference)
+    compared = compare_captions(searchable(20 * TIE_TOLERANCE), FEATURES, VOCAB, 1, reference)
     assert compared == {"identical": 1, "near_ties": 0, "different": [1]}
     wrong_shape = [[BLUE, SQUARE], [BLUE, SQUARE]]
-    assert compare_captions(TwoWordModel(gap=1e-5), FEATURES, VOCAB, 3, wrong_shape)["different"] == [0]
+    assert compare_captions(searchable(1e-5), FEATURES, VOCAB, 3, wrong_shape)["different"] == [0]

@@ -1,0 +1,83 @@
+"""The int8 decoder step: dynamic quantization of its matrix products, shipped only when it captions like fp32.
+
+Dynamic quantization (int8 weights, activations quantized per call) needs no
+calibration and suits a step whose cost is its matrices: at Flickr scale the
+H x V output layer is most of a step. Unlike the encoder's, this variant is
+gated on what users see: on the held-out split, greedy captions must equal
+fp32's on at least 95% of images and BLEU-4 must move by at most 0.005.
+Below that the export leaves the variant out (and says why); the fp32
+decoder is always there.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+from demo import bundle_layout as layout
+from demo.vocab import Vocabulary
+from export.parity import decode_all, topk_step_model
+from train.evaluate import bleu_scores
+
+log = logging.getLogger(__name__)
+
+MIN_IDENTICAL_GREEDY = 0.95
+MAX_BLEU_4_CHANGE = 0.005
+QUANTIZED_OPS = ["MatMul"]  # the LSTM op stays fp32: quantizing it too measured no faster here, and less exact
+
+
+def quantize_decoder(fp32_path: Path, int8_path: Path) -> None:
+    quantize_dynamic(fp32_path, int8_path, op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8,
+                     per_channel=True)
+
+
+def build_int8_decoder(work: Path, vocab: Vocabulary, features: np.ndarray,
+                       references: list[list[list[str]]]) -> dict:
+    """Write decoder_step_topk.int8.onnx, measure it against fp32, and delete it again if it fails its gate."""
+    fp32_path, int8_path = work / layout.decoder_file("fp32"), work / layout.decoder_file("int8")
+    quantize_decoder(fp32_path, int8_path)
+    steps = {"fp32": topk_step_model(work, "fp32"), "int8": topk_step_model(work, "int8")}
+    captions = {name: decode_all(step, features, vocab, 1) for name, step in steps.items()}
+    identical = float(np.mean([a == b for a, b in zip(captions["fp32"], captions["int8"])]))
+    bleu = {k: bleu_scores(references, [vocab.decode(c) for c in caps])["bleu_4"] for k, caps in captions.items()}
+    change = bleu["int8"] - bleu["fp32"]
+    passed = identical >= MIN_IDENTICAL_GREEDY and abs(change) <= MAX_BLEU_4_CHANGE
+    result = {
+        "evaluation_images": len(features),
+        "bytes": {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
+        "quantized_ops": QUANTIZED_OPS,
+        "greedy_identical_fraction": identical,
+        "bleu_4": bleu,
+        "bleu_4_change": change,
+        "step_time_ratio": step_time_ratio(steps, features[:6]),
+        "gate": {"greedy_identical_at_least": MIN_IDENTICAL_GREEDY, "bleu_4_change_at_most": MAX_BLEU_4_CHANGE},
+        "shipped": passed,
+    }
+    summary = (f"greedy identical {identical:.1%} (at least {MIN_IDENTICAL_GREEDY:.0%}), BLEU-4 "
+               f"{bleu['fp32']:.4f} -> {bleu['int8']:.4f} (change at most {MAX_BLEU_4_CHANGE}), "
+               f"step time x{result['step_time_ratio']:.2f}")
+    if passed:
+        log.info(f"export:   int8 decoder: {summary}")
+    else:
+        int8_path.unlink()
+        result["why"] = f"left out: {summary}"
+        log.warning(f"export:   warning: the int8 decoder is left out of the bundle: {summary}")
+    return result
+
+
+def step_time_ratio(steps: dict, features: np.ndarray, repeats: int = 30) -> float:
+    """int8 / fp32 time of one step over a beam-5-sized batch (6 rows per image), interleaved, median."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    rows = np.repeat(np.arange(len(features)), 6)
+    tokens = np.full(len(rows), 4, dtype=np.int64)
+    states = {name: step.initial_state(features, ()) for name, step in steps.items()}
+    for repeat in range(repeats + 1):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step.step(tokens, rows, states[name])
+            if repeat:  # the first round warms up
+                times[name].append(time.perf_counter() - started)
+    return float(np.median(times["int8"]) / np.median(times["fp32"]))
