@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
                         help="ONNX Runtime provider for the decoding and end-to-end benchmarks (default: %(default)s; "
                              "cuda on a GPU machine, as `make gpu-check` does)")
-    parser.add_argument("--flickr-run", type=Path, default=Path("models/flickr_scale"),
+    parser.add_argument("--flickr-run", type=Path, default=Path("models/flickr-scale"),
                         help="the Flickr-scale decoder's run (full runs only); built there from --flickr-captions "
                              "when it has no bundle, which takes about 10 minutes (default: %(default)s)")
     parser.add_argument("--flickr-captions", type=Path, default=None,

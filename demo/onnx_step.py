@@ -42,18 +42,23 @@ class OnnxStepModel:
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device, 0)
 
     def initial_state(self, features: np.ndarray, banned_ids: tuple[int, ...]) -> State:
+        """The image projection once per image; then one IO binding for the whole search (its own, so
+        concurrent searches on one session never share it)."""
         features = np.ascontiguousarray(features, dtype=np.float32)
         image = self.projection.run([layout.IMAGE], {layout.FEATURES: features})[0]
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
-        return {layout.IMAGE: self._on_device(image), layout.H: self._on_device(zeros),
-                layout.C: self._on_device(zeros), layout.BAN: self._on_device(ban_mask(self.vocab_size, banned_ids))}
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(layout.BAN, self._on_device(ban_mask(self.vocab_size, banned_ids)))
+        return {"binding": binding, layout.IMAGE: self._on_device(image), layout.H: self._on_device(zeros),
+                layout.C: self._on_device(zeros)}
 
     def step(self, tokens: np.ndarray, rows: np.ndarray, state: State) -> tuple[StepOutput, State]:
-        binding = self.session.io_binding()
-        for name in (layout.IMAGE, layout.H, layout.C, layout.BAN):
+        binding = state["binding"]
+        for name in (layout.IMAGE, layout.H, layout.C):
             binding.bind_ortvalue_input(name, state[name])
         binding.bind_cpu_input(layout.TOKEN, np.ascontiguousarray(tokens, dtype=np.int64))
         binding.bind_cpu_input(layout.ROWS, np.ascontiguousarray(rows, dtype=np.int64))
+        binding.clear_binding_outputs()  # the row count changes: ORT allocates fresh outputs each step
         for name in (layout.TOP_LOG_PROBS, layout.TOP_IDS, layout.END_LOG_PROB):
             binding.bind_output(name, "cpu")  # what the search reads: (N, K), (N, K), (N,)
         for name in (layout.IMAGE_OUT, layout.H_OUT, layout.C_OUT):
@@ -61,7 +66,7 @@ class OnnxStepModel:
         self.session.run_with_iobinding(binding)
         top_log_probs, top_ids, end_log_prob, image, h, c = binding.get_outputs()
         return (StepOutput(top_log_probs.numpy(), top_ids.numpy(), end_log_prob.numpy()),
-                {layout.IMAGE: image, layout.H: h, layout.C: c, layout.BAN: state[layout.BAN]})
+                {"binding": binding, layout.IMAGE: image, layout.H: h, layout.C: c})
 
 
 class WholeStepModel:

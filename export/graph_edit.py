@@ -133,3 +133,4 @@ def add_search_ends(proto, end_id: int, top_k: int) -> None:
     ])
     for value in graph.output[-2:]:
         value.type.tensor_type.shape.dim[0].dim_param = "rows"
+

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = "vgg16-lstm-captioner/fc2-cache"
 CACHE_VERSION = 1
 DTYPE = "float16"
+# `weights` of a cache whose rows were not computed by VGG16 (bench.flickr_scale_model): trainable on, never exported.
+STAND_IN_PREFIX = "stand-in:"
 
 
 class CacheMismatch(CaptionerError, RuntimeError):
@@ -64,13 +66,14 @@ def run_image_list(files: RunFiles) -> tuple[Path, list[str]]:
     return captions.image_root, captions.ids()
 
 
-def expected_meta(spec: EncoderSpec, image_ids: list[str], batch_size: int) -> dict:
+def expected_meta(weights: str, image_ids: list[str], batch_size: int) -> dict:
+    """The cache's meta; `weights` is `EncoderSpec.describe()`, or a `STAND_IN_PREFIX` string."""
     digest = hashlib.sha256("\n".join(image_ids).encode("utf-8")).hexdigest()
     return {
         "format": CACHE_FORMAT,
         "version": CACHE_VERSION,
         "model": "vgg16-fc2",
-        "weights": spec.describe(),
+        "weights": weights,
         "preprocess": PREPROCESS_VERSION,
         "feature_dim": FEATURE_DIM,
         "dtype": DTYPE,
@@ -98,7 +101,7 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
     paths = cache_paths(files)
     image_root, image_ids = run_image_list(files)
     spec = EncoderSpec(cfg.vgg_weights, cfg.seed)
-    meta = _open_or_start(paths, expected_meta(spec, image_ids, cfg.batch_size), image_ids, cfg.overwrite)
+    meta = _open_or_start(paths, expected_meta(spec.describe(), image_ids, cfg.batch_size), image_ids, cfg.overwrite)
     done = load_array(paths["done"], "finished-batch list")
     batch_size = meta["batch_size"]
     todo = [b for b in range(len(done)) if not done[b]]
@@ -202,13 +205,37 @@ def _save_done(path: Path, done: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def write_complete_cache(files: RunFiles, features: np.ndarray, weights: str, batch_size: int = 16) -> FeatureCache:
+    """Store features computed elsewhere as a complete cache, rows in captions.json order.
+
+    For stand-in features (`weights` starting with `STAND_IN_PREFIX`): the same files, meta and checks as
+    an extracted cache, so `fit` and `evaluate` read it unchanged.
+    """
+    paths = cache_paths(files)
+    _, image_ids = run_image_list(files)
+    if features.shape != (len(image_ids), FEATURE_DIM):
+        raise ValueError(f"features of shape {features.shape}, expected ({len(image_ids)}, {FEATURE_DIM})")
+    meta = _start(paths, expected_meta(weights, image_ids, batch_size), image_ids)
+    array = load_array(paths["array"], "feature array", mmap_mode="r+")
+    array[:] = features.astype(np.float16)
+    array.flush()
+    del array
+    _save_done(paths["done"], np.ones(-(-len(image_ids) // batch_size), dtype=bool))
+    atomic_write_json(paths["meta"], meta | {"complete": True})
+    return load_cache(files)
+
+
 def run_encoder_spec(files: RunFiles) -> EncoderSpec:
     """The VGG16 weights this run's feature cache was built with: export must rebuild exactly that network."""
     features_cfg = read_json(files.config, "run config").get("features")
     if not features_cfg:
         raise MissingFile(f"{files.config} has no features section: run `python -m train features` first")
-    spec = EncoderSpec(features_cfg["vgg_weights"], int(features_cfg.get("seed", 0)))
     cached = read_json(cache_paths(files)["meta"], "feature cache meta")["weights"]
+    if str(cached).startswith(STAND_IN_PREFIX):
+        raise CacheMismatch(f"the feature cache in {files.features_dir} holds stand-in features ({cached}), not "
+                            "VGG16 fc2 features: no encoder made them, so none can be exported; export the decoder "
+                            "alone (--decoder-only) or run `python -m train features --overwrite` on real images")
+    spec = EncoderSpec(features_cfg["vgg_weights"], int(features_cfg.get("seed", 0)))
     if spec.describe() != cached:
         raise CacheMismatch(f"the VGG16 weights named in {files.config} ({spec.describe()}) are not the ones the "
                             f"feature cache was built with ({cached}); re-run `python -m train features`")
@@ -238,9 +265,7 @@ def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache
     if indexed != image_ids:
         raise CacheMismatch(f"{paths['index']} lists other images than {files.captions}: the run was "
                             "prepared again since; run `python -m train features --overwrite`")
-    wanted = expected_meta(spec or EncoderSpec(), image_ids, meta["batch_size"])
-    if spec is None:
-        wanted["weights"] = meta.get("weights")
+    wanted = expected_meta(meta.get("weights") if spec is None else spec.describe(), image_ids, meta["batch_size"])
     problems = _differences(meta, wanted)
     if problems:
         raise CacheMismatch(f"the feature cache in {paths['meta'].parent} does not match this run:\n  "

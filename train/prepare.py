@@ -103,7 +103,6 @@ def assign_splits(images: list[CaptionedImage], val_size: int | None, test_size:
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Build captions.json, splits.json, vocab.json and prepare_report.json in `cfg.run`."""
     started = time.perf_counter()
-    files = RunFiles(Path(cfg.run))
     dataset = load_dataset(cfg)
     images = check_images(dataset.images, dataset.issues, cfg.workers)
     if not images:
@@ -111,11 +110,25 @@ def run_prepare(cfg: PrepareConfig) -> dict:
             f"no usable images: none of the {len(dataset.images)} images referenced by the captions "
             f"exist and decode under {dataset.image_root}. Check --data-dir / --images-dir."
         )
+    return write_prepared(cfg, dataset, images, started)
+
+
+def write_prepared(cfg: PrepareConfig, dataset: LoadedDataset, images: list[CaptionedImage],
+                   started: float | None = None, vocabulary_splits: tuple[str, ...] = ("train",)) -> dict:
+    """Splits, vocabulary and every prepare file for the usable `images` of `dataset`.
+
+    Split from `run_prepare` so that a caller with captions but no images (the Flickr-scale benchmark
+    model) writes exactly the files `prepare` writes. `started` is when the work began (perf_counter).
+    The vocabulary counts the captions of `vocabulary_splits`: training only, so that evaluation meets
+    unknown words as serving does; the benchmark model counts all, to get the dataset's full vocabulary.
+    """
+    started = time.perf_counter() if started is None else started
+    files = RunFiles(Path(cfg.run))
     assigned = assign_splits(images, cfg.val_size, cfg.test_size, cfg.seed)
     splits = {s: [im.image_id for im in images if im.split == s] for s in SPLITS}
     min_count = cfg.min_count if cfg.min_count is not None else (1 if cfg.dataset == "synthetic" else 5)
-    train_tokens = [tokenize(c) for im in images if im.split == "train" for c in im.captions]
-    vocab, stats = build_vocabulary(train_tokens, min_count=min_count, max_length=cfg.max_length,
+    counted = [tokenize(c) for im in images if im.split in vocabulary_splits for c in im.captions]
+    vocab, stats = build_vocabulary(counted, min_count=min_count, max_length=cfg.max_length,
                                     max_size=cfg.max_vocab)
     report = {
         "dataset": dataset.name,

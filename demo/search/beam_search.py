@@ -101,11 +101,11 @@ def _advance_beams(finished: _Finished, active: np.ndarray, scores: np.ndarray, 
     count = 2 * k
     per_row = top_log_probs[:, :k, :count].shape[-1]  # 2k, or the whole vocabulary when that is smaller
     candidates = (scores[:, :k, None] + top_log_probs[:, :k, :count]).reshape(len(active), -1)
-    ids = top_ids[:, :k, :count].reshape(len(active), -1)
-    tie_break = np.repeat(np.arange(k), per_row)[None, :] * (int(ids.max()) + 1) + ids  # (beam, token id)
-    order = np.lexsort((tie_break, -candidates), axis=1)[:, :count]
-    best = np.take_along_axis(candidates, order, axis=1)
-    token = np.take_along_axis(ids, order, axis=1)
+    # Stable: equal scores stay in (beam, token id) order, as each row arrives sorted with ties by lower id.
+    order = np.argsort(-candidates, axis=1, kind="stable")[:, :count]
+    image = np.arange(len(active))[:, None]
+    best = candidates[image, order]
+    token = top_ids[:, :k, :count].reshape(len(active), -1)[image, order]
     origin = order // per_row
     is_end = token == end_id
     going_before = np.cumsum(~is_end, axis=1) - ~is_end  # candidates that go on, ranked above this one

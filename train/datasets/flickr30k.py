@@ -46,9 +46,17 @@ def load(data_dir: Path, images_dir: Path | None = None) -> LoadedDataset:
         )
     captions_path = _find_captions(data_dir)
     image_root = Path(images_dir) if images_dir is not None else resolve_image_root(data_dir)
+    return load_results_file(captions_path, image_root)
+
+
+def load_results_file(path: Path, image_root: Path) -> LoadedDataset:
+    """Parse one `image_name| comment_number| comment` file, whatever it is called.
+
+    Public for callers that have the captions but not the dataset folder (the Flickr-scale benchmark model).
+    """
     issues = ParseIssues()
-    data_lines = _data_lines(read_text_lines(captions_path, issues))
-    rows = _parse(data_lines, captions_path.name, issues)
+    data_lines = _data_lines(read_text_lines(path, issues))
+    rows = _parse(data_lines, path.name, issues)
     images = group_captions([(row.image_id, row.caption) for row in rows], image_root, issues)
     return LoadedDataset(
         name=NAME,
@@ -56,7 +64,7 @@ def load(data_dir: Path, images_dir: Path | None = None) -> LoadedDataset:
         images=images,
         issues=issues,
         lines_read=len(data_lines),
-        source_files=[captions_path.name],
+        source_files=[path.name],
     )
 
 

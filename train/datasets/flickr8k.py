@@ -57,18 +57,26 @@ def load(data_dir: Path, images_dir: Path | None = None) -> LoadedDataset:
 
 def _load_original(data_dir: Path, images_dir: Path | None) -> LoadedDataset:
     image_root = Path(images_dir) if images_dir is not None else _first_existing(data_dir, IMAGE_DIRS)
+    dataset = load_token_file(data_dir / TOKEN_FILE, image_root)
+    dataset.source_files += _apply_splits(dataset.images, data_dir, dataset.issues)
+    return dataset
+
+
+def load_token_file(path: Path, image_root: Path) -> LoadedDataset:
+    """Parse one `NAME.jpg#N<TAB>caption` file, whatever it is called, without split lists.
+
+    Public for callers that have the captions but not the dataset folder (the Flickr-scale benchmark model).
+    """
     issues = ParseIssues()
-    lines = [(n, line) for n, line in enumerate(read_text_lines(data_dir / TOKEN_FILE, issues), 1) if line.strip()]
-    rows = _parse_token_lines(lines, issues)
-    images = group_captions(rows, image_root, issues)
-    split_files = _apply_splits(images, data_dir, issues)
+    lines = [(n, line) for n, line in enumerate(read_text_lines(path, issues), 1) if line.strip()]
+    rows = _parse_token_lines(lines, issues, path.name)
     return LoadedDataset(
         name=NAME,
         image_root=image_root,
-        images=images,
+        images=group_captions(rows, image_root, issues),
         issues=issues,
         lines_read=len(lines),
-        source_files=[TOKEN_FILE, *split_files],
+        source_files=[path.name],
     )
 
 
@@ -98,12 +106,13 @@ def _first_existing(data_dir: Path, names: tuple[str, ...]) -> Path:
     return data_dir / names[0]
 
 
-def _parse_token_lines(lines: list[tuple[int, str]], issues: ParseIssues) -> list[tuple[str, str]]:
+def _parse_token_lines(lines: list[tuple[int, str]], issues: ParseIssues,
+                      file_name: str = TOKEN_FILE) -> list[tuple[str, str]]:
     rows = []
     for number, line in lines:
         match = _TOKEN_LINE.match(line)
         if match is None or not match["name"].strip():
-            issues.add("malformed_row", f"{TOKEN_FILE}:{number}: {line.strip()}")
+            issues.add("malformed_row", f"{file_name}:{number}: {line.strip()}")
             continue
         rows.append((match["name"].strip(), match["caption"]))
     return rows

@@ -1,0 +1,59 @@
+"""The int8 decoder's gate: shipped when its greedy captions match fp32's, left out (saying why) when not.
+
+Which way the gate goes for a given model depends on its weights (and so on the CPU that trained it), so
+the export's own decision is checked against its own figures, and each outcome is forced by moving the
+bounds: the quantization, the decoding and the measuring are real.
+"""
+import json
+import shutil
+
+import pytest
+
+from demo import bundle_layout as layout
+from demo.vocab import Vocabulary
+from train.captions_file import read_captions
+from train.features import load_cache
+from train.run_files import RunFiles
+
+pytestmark = pytest.mark.slow  # needs the exported session run
+
+
+def test_the_exports_decision_follows_its_own_figures(exported_run):
+    manifest = json.loads((exported_run / "onnx" / "manifest.json").read_text())
+    figures = manifest["parity"]["decoder_int8"]
+    gate = figures["gate"]
+    passes = (figures["greedy_identical_fraction"] >= gate["greedy_identical_at_least"]
+              and abs(figures["bleu_4_change"]) <= gate["bleu_4_change_at_most"])
+    assert figures["shipped"] is passes
+    assert (layout.decoder_file("int8") in manifest["files"]) is passes
+    assert figures["evaluation_images"] == len(read_captions(RunFiles(exported_run).captions).ids("test"))
+    if not passes:
+        assert figures["why"].startswith("left out: greedy identical")
+
+
+@pytest.fixture
+def work(exported_run, tmp_path):
+    """An export's work folder at the point where the int8 decoder is built: the fp32 decoder files."""
+    for name in (layout.IMAGE_PROJECTION, layout.decoder_file("fp32")):
+        shutil.copyfile(exported_run / "onnx" / name, tmp_path / name)
+    files = RunFiles(exported_run)
+    captions = read_captions(files.captions)
+    test = captions.split("test")[:40]
+    return tmp_path, Vocabulary.load(files.vocab), load_cache(files).lookup([e.id for e in test]), \
+        [e.references() for e in test]
+
+
+@pytest.mark.parametrize("bounds, shipped", [((0.0, 1.0), True), ((1.01, 1.0), False), ((0.0, -1.0), False)])
+def test_the_variant_is_shipped_only_within_both_bounds(work, monkeypatch, bounds, shipped):
+    from export import decoder_int8
+
+    folder, vocab, features, references = work
+    monkeypatch.setattr(decoder_int8, "MIN_IDENTICAL_GREEDY", bounds[0])
+    monkeypatch.setattr(decoder_int8, "MAX_BLEU_4_CHANGE", bounds[1])
+    result = decoder_int8.build_int8_decoder(folder, vocab, features, references)
+    assert result["shipped"] is shipped
+    assert (folder / layout.decoder_file("int8")).is_file() is shipped
+    assert result["evaluation_images"] == 40 and 0.0 <= result["greedy_identical_fraction"] <= 1.0
+    assert result["bytes"]["int8"] < result["bytes"]["fp32"]
+    if not shipped:
+        assert "left out" in result["why"] and f"{result['greedy_identical_fraction']:.1%}" in result["why"]
