@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.bundle_layout import VARIANTS
+from demo.bundle_layout import DECODER_TOPK_FILES, VARIANTS
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SOME_INPUTS_REFUSED, run_command
 from demo.generation import DEFAULTS
 from demo.logs import configure_cli_logging
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--provider", choices=PROVIDERS, default="auto",
                          help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
     caption.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0], help="encoder variant")
-    caption.add_argument("--decoder-variant", choices=VARIANTS, default=VARIANTS[0],
+    caption.add_argument("--decoder-variant", choices=tuple(DECODER_TOPK_FILES), default="fp32",
                          help="decoder step variant (int8: where the export shipped one; default: fp32)")
     caption.add_argument("--batch-size", type=int, default=8, help="images encoded together (default: 8)")
     caption.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")

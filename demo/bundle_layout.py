@@ -18,7 +18,6 @@ IMAGE_PROJECTION = "image_projection.onnx"  # features -> image, once per image
 # What the runtime runs every step: the whole step minus the image projection, plus the search's row gather in
 # front and the banned-token mask and top-k behind (see TOPK_IO). One per decoder variant.
 DECODER_TOPK_FILES = {"fp32": "decoder_step_topk.onnx", "int8": "decoder_step_topk.int8.onnx"}
-DECODER_FILES = (DECODER_STEP, IMAGE_PROJECTION, *DECODER_TOPK_FILES.values())
 
 # Graph input and output names.
 PIXELS, FEATURES = "pixels", "features"  # uint8 (B, 224, 224, 3) RGB -> float32 (B, 4096) fc2
@@ -56,6 +55,12 @@ def encoder_file(variant: str) -> str:
 
 def decoder_file(variant: str) -> str:
     return DECODER_TOPK_FILES[variant]
+
+
+def runtime_files(variant: str, decoder_variant: str) -> tuple[str, ...]:
+    """What a Captioner of these variants opens besides the manifest (decoder_step.onnx is the export's reference,
+    not among them): what the app re-checks before loading a pair, and what a Space ships."""
+    return encoder_file(variant), IMAGE_PROJECTION, decoder_file(decoder_variant), VOCAB
 
 
 def variants_in(files) -> list[str]:

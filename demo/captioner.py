@@ -87,13 +87,12 @@ class Captioner:
                               "features, not images (use demo.onnx_step.OnnxStepModel on it)")
         if variant not in self.variants:
             raise BundleError(f"{self.bundle} has no {variant} encoder (it has: {', '.join(self.variants)}); "
-                              "export with --quantize int8 for the int8 variant")
+                              + ("export with --quantize int8 for the int8 variant" if variant == "int8" else
+                                 "choose the one it has (a Space ships one)"))
         self.decoder_variants = layout.decoder_variants_in(self.manifest["files"])
         if decoder_variant not in self.decoder_variants:
             raise BundleError(f"{self.bundle} has no {decoder_variant} decoder (it has: "
-                              f"{', '.join(self.decoder_variants) or 'none'}); the export ships an int8 decoder "
-                              "with --quantize int8 when its captions match fp32's (the manifest's "
-                              f"parity.decoder_int8 says why not); {REBUILD}")
+                              f"{', '.join(self.decoder_variants) or 'none'}); {self._why_no_decoder(decoder_variant)}")
         self.variant, self.decoder_variant = variant, decoder_variant
         encoder = layout.encoder_file(variant)
         self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads)
@@ -104,6 +103,18 @@ class Captioner:
                               f"{self.decoder.vocab_size} and hidden size {self.decoder.hidden_dim}; the manifest "
                               f"says {len(self.vocab)} and {self.manifest['hidden_size']}: the files come from "
                               f"different exports; {REBUILD}")
+
+    def _why_no_decoder(self, decoder_variant: str) -> str:
+        """Why the export left a decoder variant out, as its manifest says; or how to get one."""
+        if decoder_variant != "int8":  # fp32 is always exported: a folder with one variant only (a Space), or damaged
+            return "choose the one it has (a Space ships one)" if self.decoder_variants else REBUILD
+        gate = self.manifest.get("parity", {}).get("decoder_int8")
+        if isinstance(gate, dict) and gate.get("why"):
+            return f"the export's int8 decoder failed its gate (manifest parity.decoder_int8: {gate['why']}); " \
+                   "use the fp32 decoder"
+        if isinstance(gate, dict) and gate.get("shipped"):  # a Space made with --decoder-variant fp32
+            return "its export made one, but this folder was built without it; use the fp32 decoder"
+        return f"the export ships an int8 decoder with --quantize int8 when its captions match fp32's; {REBUILD}"
 
     def _decoder(self) -> OnnxStepModel:
         """The image projection (once per image) and the top-k step (every step), each on one thread.

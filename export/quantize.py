@@ -7,6 +7,7 @@ kernels, several times faster than fp32, and the file is a quarter the size.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +31,29 @@ class _ImageReader:
 class _DropPreprocessingAdvice(logging.Filter):
     """ONNX Runtime's quantizer logs "Please consider to run pre-processing before quantization" (with a link)
     on the root logger for every model. Its pre-processing is symbolic shape inference and graph fusion for
-    transformer-like models; the encoder's shapes are static and its convolutions already fused, so the advice
-    does not apply here, and it would land twice in the middle of our stage lines."""
+    transformer-like models; the encoder's shapes are static and its convolutions already fused (the decoder
+    step has no transformer either), so the advice does not apply here, and it would land in the middle of our
+    stage lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def quantize_encoder(fp32_path: Path, int8_path: Path, calibration_paths: list[Path]) -> None:
-    reader_class = type("ImageReader", (_ImageReader, CalibrationDataReader), {})
+@contextmanager
+def without_preprocessing_advice():
+    """ONNX Runtime's quantizers, minus their advice to pre-process (see `_DropPreprocessingAdvice`)."""
     root, advice = logging.getLogger(), _DropPreprocessingAdvice()
     root.addFilter(advice)
     try:
-        _quantize(fp32_path, int8_path, reader_class(calibration_paths))
+        yield
     finally:
         root.removeFilter(advice)
+
+
+def quantize_encoder(fp32_path: Path, int8_path: Path, calibration_paths: list[Path]) -> None:
+    reader_class = type("ImageReader", (_ImageReader, CalibrationDataReader), {})
+    with without_preprocessing_advice():
+        _quantize(fp32_path, int8_path, reader_class(calibration_paths))
 
 
 def _quantize(fp32_path: Path, int8_path: Path, reader) -> None:

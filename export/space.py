@@ -3,9 +3,12 @@
 DIR gets `app.py`, `requirements.txt` (the TF-free runtime only: `demo/requirements.txt`,
 or with `--gpu` `demo/requirements-gpu.txt`, for a Space on GPU hardware), `README.md`
 with the Space front matter, `.gitattributes` sending the ONNX files to Git
-LFS, the runtime package `demo/` with its examples, and `onnx/`: the bundle,
-by default with the int8 encoder alone (a quarter the size) when the run has
-one. The bundle's manifest is rewritten to list exactly the files shipped.
+LFS, the runtime package `demo/` with its examples, and `onnx/`: what the
+runtime opens for one encoder variant and one decoder variant (the image
+projection, the top-k decoder step and the vocabulary; not `decoder_step.onnx`,
+the export's reference), by default the int8 encoder (a quarter the size) and
+the int8 decoder where the bundle ships them. The bundle's manifest is rewritten
+to list exactly the files shipped.
 """
 from __future__ import annotations
 
@@ -22,11 +25,10 @@ from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, BadInput, run_command
 from demo.generation import DEFAULTS
 from demo.logs import configure_cli_logging
-from demo.manifest import BundleError, verify_bundle
+from demo.manifest import REBUILD, BundleError, verify_bundle
 from train.run_files import RunFiles
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_WITH_EVERY_ENCODER = (*layout.DECODER_FILES, layout.VOCAB)
 SPACE_EXAMPLE_MAX_LENGTH = 20  # the README's API example; any value from the page's slider range works
 log = logging.getLogger(__name__)
 README = """---
@@ -42,25 +44,38 @@ pinned: false{hardware}
 
 # VGG16 + LSTM image captioner
 
-Greedy and beam search side by side on ONNX Runtime ({encoder} encoder, {device}). The model came from the run
+Greedy and beam search side by side on ONNX Runtime ({variant} encoder, {decoder_variant} decoder, {device}). \
+The model came from the run
 `{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export.
 
 API: `gradio_client.Client(URL).predict(handle_file("photo.jpg"), {num_beams}, {max_length}, {length_penalty}, \
-{num_return_sequences}, "{variant}", api_name="/caption")`.
+{num_return_sequences}, "{variant}", "{decoder_variant}", api_name="/caption")`: the last two are the encoder and \
+decoder variants, the only ones this Space ships.
 """
 
 
-def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False) -> Path:
+def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False,
+                decoder_variant: str = "auto") -> Path:
     bundle = RunFiles(run).bundle
     manifest = verify_bundle(bundle)
     if variant == "auto":
         variant = "int8" if "int8" in layout.variants_in(manifest["files"]) else "fp32"
-    encoder = layout.encoder_file(variant)
+    if decoder_variant == "auto":
+        decoder_variant = "int8" if "int8" in layout.decoder_variants_in(manifest["files"]) else "fp32"
+    encoder, decoder = layout.encoder_file(variant), layout.decoder_file(decoder_variant)
     if encoder not in manifest["files"]:
         raise BundleError(f"{bundle} has no {encoder}: export with --quantize int8, or use --variant fp32")
+    if decoder_variant == "int8" and decoder not in manifest["files"]:
+        why = manifest.get("parity", {}).get("decoder_int8", {}).get("why")
+        raise BundleError(f"{bundle} has no {decoder}: "
+                          + (f"the export left it out ({why})" if why else "export with --quantize int8")
+                          + ", or use --decoder-variant fp32")
+    shipped = list(layout.runtime_files(variant, decoder_variant))
+    missing = [name for name in shipped if name not in manifest["files"]]
+    if missing:  # a bundle from --decoder-only, or hand-made
+        raise BundleError(f"{bundle} lacks {', '.join(missing)}, which the runtime needs; {REBUILD}")
     if out.exists() and any(out.iterdir()):
         raise BadInput(f"{out} is not empty; choose a new folder")
-    shipped = [encoder, *(name for name in SHIPPED_WITH_EVERY_ENCODER if name in manifest["files"])]
     (out / layout.BUNDLE_DIR).mkdir(parents=True, exist_ok=True)
     for name in shipped:
         shutil.copyfile(bundle / name, out / layout.BUNDLE_DIR / name)
@@ -71,8 +86,8 @@ def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False) 
     shutil.copyfile(REPO / "demo" / ("requirements-gpu.txt" if gpu else "requirements.txt"), out / "requirements.txt")
     shutil.copyfile(REPO / "demo" / "app.py", out / "app.py")  # the one entry point: it finds onnx/ beside itself
     atomic_write_bytes(out / ".gitattributes", b"*.onnx filter=lfs diff=lfs merge=lfs -text\n")
-    readme = README.format(gradio_version=gradio.__version__, encoder=variant, run=run.resolve().name,
-                           variant=variant, hardware="\nsuggested_hardware: t4-small" if gpu else "",
+    readme = README.format(gradio_version=gradio.__version__, run=run.resolve().name, variant=variant,
+                           decoder_variant=decoder_variant, hardware="\nsuggested_hardware: t4-small" if gpu else "",
                            device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU",
                            num_beams=DEFAULTS.compared_num_beams, max_length=SPACE_EXAMPLE_MAX_LENGTH,
                            length_penalty=DEFAULTS.length_penalty,
@@ -91,13 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="new, empty folder for the Space")
     parser.add_argument("--variant", choices=("auto", *layout.VARIANTS), default="auto",
                         help="encoder to ship (auto: int8 when the bundle has it)")
+    parser.add_argument("--decoder-variant", choices=("auto", *layout.DECODER_TOPK_FILES), default="auto",
+                        help="decoder step to ship (auto: int8 when the bundle has it, i.e. when it passed the "
+                             "export's gate)")
     parser.add_argument("--gpu", action="store_true", help="for GPU hardware: onnxruntime-gpu with its CUDA and "
                         "cuDNN packages (demo/requirements-gpu.txt); without a GPU it still captions, on the CPU")
     args = parser.parse_args(argv)
     configure_cli_logging()
 
     def space() -> int:
-        out = build_space(args.run, args.out, args.variant, args.gpu)
+        out = build_space(args.run, args.out, args.variant, args.gpu, args.decoder_variant)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
         log.info("space: %s (%.0f MB); push it to a Hugging Face Space (Gradio SDK) with Git LFS", out, size)
         return EXIT_OK

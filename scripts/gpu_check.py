@@ -7,7 +7,8 @@ do not depend on it, and any failure makes the exit status 1:
   2. TensorFlow sees the GPU
   3. a 600-scene synthetic run: prepare, VGG16 features, `fit --strategy mirrored` for 2 epochs
   4. `export --quantize int8`
-  5. the caption CLI on `--provider cuda` reports provider cuda
+  5. the caption CLI on `--provider cuda` reports provider cuda (fp32 decoder, and int8 where the export
+     shipped it)
   6. `demo serve --provider cuda`: the page loads and its API answers with provider cuda
   7. `python -m bench --quick --only decoding end_to_end --provider cuda`
 
@@ -139,9 +140,15 @@ def pipeline(check: Check, python: str, run_dir: Path, rehearsal: bool) -> None:
 
     def caption() -> str:
         image = next(iter(sorted((run_dir / "synthetic").rglob("*.png"))))
-        out = json.loads(run(python, "-m", "demo", "caption", "--model", str(run_dir / "onnx"), str(image),
-                             "--num-beams", "3", "--json", "--provider", provider))
-        return f"provider {out['provider']}: '{out['images'][0]['caption']}'"
+        files = json.loads((run_dir / "onnx" / "manifest.json").read_text())["files"]
+        said = []
+        for decoder in ("fp32", "int8") if "decoder_step_topk.int8.onnx" in files else ("fp32",):
+            out = json.loads(run(python, "-m", "demo", "caption", "--model", str(run_dir / "onnx"), str(image),
+                                 "--num-beams", "3", "--json", "--provider", provider, "--decoder-variant", decoder))
+            if out["provider"] != provider or out["decoder_variant"] != decoder:
+                raise RuntimeError(f"the CLI says provider {out['provider']}, decoder {out['decoder_variant']}")
+            said.append(f"{decoder} decoder: '{out['images'][0]['caption']}'")
+        return f"provider {provider}; " + "; ".join(said)
 
     def bench() -> str:
         out_dir = run_dir / "bench"
@@ -153,8 +160,11 @@ def pipeline(check: Check, python: str, run_dir: Path, rehearsal: bool) -> None:
         if decoding["provider"] != provider or e2e["provider"] != provider:
             raise RuntimeError(f"benchmarks ran on {decoding['provider']} / {e2e['provider']}, not {provider}")
         ms = decoding["ms_per_caption"]
-        return (f"greedy {ms['ort_greedy']:.2f} ms, beam 5 {ms['ort_beam5_batched']:.2f} ms per caption; "
-                f"image to captions p50 {e2e['p50_ms']:.0f} ms (fp32)")
+        int8 = (f"; int8 decoder: greedy {ms['ort_greedy_int8']:.2f} ms, beam 5 {ms['ort_beam5_int8']:.2f} ms"
+                if "ort_beam5_int8" in ms else "")
+        return (f"greedy {ms['ort_greedy']:.2f} ms, beam 5 {ms['ort_beam5']:.2f} ms, beam 3 over 16 images "
+                f"{ms['ort_beam3_16_images']:.2f} ms per caption{int8}; image to captions p50 {e2e['p50_ms']:.0f} ms "
+                "(fp32)")
 
     check.step("TensorFlow sees the GPU", sees_gpu, "environment")
     check.step("train: prepare, features, fit --strategy mirrored (2 epochs)", train, "environment")

@@ -72,6 +72,17 @@ def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def int8_decoder_run(exported_run, tmp_path_factory) -> Path:
+    """A run folder whose onnx/ is the exported bundle with the int8 decoder step in it (seconds: see
+    helpers.with_int8_decoder), whatever this run's int8 decoder measured at export."""
+    from tests.helpers import with_int8_decoder
+
+    run = tmp_path_factory.mktemp("int8-decoder")
+    with_int8_decoder(exported_run / "onnx", run / "onnx")
+    return run
+
+
+@pytest.fixture(scope="session")
 def captioner(exported_run):
     """The exported bundle's Captioner with the defaults a user gets (provider auto, fp32)."""
     from demo.captioner import Captioner

@@ -37,6 +37,79 @@ def linked_copy(run: Path, into: Path) -> Path:
     return copy
 
 
+def bundle_copy(source: Path, target: Path, copied: tuple[str, ...] = ()) -> Path:
+    """A bundle copy whose big encoder files are symlinks, unless named in `copied` (those are changed)."""
+    import shutil
+
+    target.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name.startswith("encoder") and path.name not in copied:
+            os.symlink(path, target / path.name)
+        else:
+            shutil.copy(path, target / path.name)
+    return target
+
+
+def read_manifest(bundle: Path) -> dict:
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def reseal(bundle: Path, changed: list[str], **fields) -> None:
+    """Make the manifest agree with the changed (or added) files again (records; graph IO for .onnx files), plus
+    `fields`. Written atomically, as the export writes it: what a consistent but wrong manifest looks like."""
+    import onnxruntime as ort
+
+    from demo.artifacts import atomic_write_json
+    from demo.bundle_layout import MODEL_KEYS
+    from demo.manifest import file_record, io_record
+
+    manifest = read_manifest(bundle)
+    for name in changed:
+        manifest["files"][name] = file_record(bundle / name)
+        if name.endswith(".onnx"):
+            session = ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
+            model = manifest["models"].setdefault(MODEL_KEYS[name], {"file": name})
+            model |= {"inputs": io_record(session.get_inputs()), "outputs": io_record(session.get_outputs())}
+    atomic_write_json(bundle / "manifest.json", manifest | fields)
+
+
+def with_int8_decoder(source: Path, target: Path) -> Path:
+    """A copy of the bundle `source` that ships the int8 decoder step whether or not this run's passed the
+    export's gate: quantized with the export's own function and sealed into the manifest as the export seals a
+    variant that passed (file record, graph IO, `parity.decoder_int8.shipped`)."""
+    from demo.bundle_layout import decoder_file
+    from export.decoder_int8 import quantize_decoder
+
+    bundle = bundle_copy(source, target)
+    int8 = bundle / decoder_file("int8")
+    int8.unlink(missing_ok=True)
+    quantize_decoder(bundle / decoder_file("fp32"), int8)
+    parity = read_manifest(bundle)["parity"]
+    gate = {k: v for k, v in parity.get("decoder_int8", {}).items() if k != "why"} | {"shipped": True}
+    reseal(bundle, [int8.name], parity=parity | {"decoder_int8": gate})
+    return bundle
+
+
+def without_int8_decoder(source: Path, target: Path) -> tuple[Path, str]:
+    """The bundle `source`, or a copy of it without the int8 decoder step where this run's passed its gate,
+    with the manifest's reason for leaving it out: (bundle, reason). Which one a run gets depends on its weights."""
+    from demo.artifacts import atomic_write_json
+    from demo.bundle_layout import MODEL_KEYS, decoder_file
+
+    manifest = read_manifest(source)
+    gate = manifest["parity"]["decoder_int8"]
+    if not gate["shipped"]:
+        return source, gate["why"]
+    bundle = bundle_copy(source, target)
+    name = decoder_file("int8")
+    (bundle / name).unlink()
+    del manifest["files"][name], manifest["models"][MODEL_KEYS[name]]
+    why = "left out: greedy identical 50.0% (at least 95%), planted by the test"
+    manifest["parity"]["decoder_int8"] = gate | {"shipped": False, "why": why}
+    atomic_write_json(bundle / "manifest.json", manifest)
+    return bundle, why
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -95,12 +168,14 @@ def start_server(bundle: Path, *extra: str):
 
 
 def ask_caption(url: str, image: Path, num_beams: int = 3, max_length: int = 20, length_penalty: float = 0.5,
-                num_return_sequences: int = 3, variant: str = "fp32") -> dict:
-    """The app's `/caption` API through gradio_client, as its users call it."""
+                num_return_sequences: int = 3, variant: str = "fp32", decoder_variant: str | None = None) -> dict:
+    """The app's `/caption` API through gradio_client, as its users call it (without `decoder_variant`, as
+    callers written before it existed do)."""
     from gradio_client import Client, handle_file
 
-    return Client(url, verbose=False).predict(handle_file(str(image)), num_beams, max_length, length_penalty,
-                                              num_return_sequences, variant, api_name="/caption")
+    args = [handle_file(str(image)), num_beams, max_length, length_penalty, num_return_sequences, variant]
+    return Client(url, verbose=False).predict(*args, *([decoder_variant] if decoder_variant else []),
+                                              api_name="/caption")
 
 
 def split_images(run: Path, *, split: str = "test", count: int | None = None) -> list[Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.bundle_layout import encoder_file, variants_in
+from demo.bundle_layout import decoder_variants_in, runtime_files, variants_in
 from demo.captioner import Captioner, CaptionResult, Comparison
 from demo.errors import CaptionerError
 from demo.generation import DEFAULTS
@@ -30,41 +30,53 @@ log = logging.getLogger(__name__)
 
 
 class CaptionerPool:
-    """One Captioner per encoder variant, created on first use and shared by all requests."""
+    """One Captioner per (encoder variant, decoder variant), created on first use and shared by all requests."""
 
     def __init__(self, bundle: Path, provider: str = "auto"):
         self.bundle, self.provider = Path(bundle), provider
-        self._loaded: dict[str, Captioner] = {}
+        self._loaded: dict[tuple[str, str], Captioner] = {}
         self._lock = threading.Lock()
         self.error: str | None = None
         try:
             self.manifest = verify_bundle(self.bundle)
             self.variants = variants_in(self.manifest["files"])
-            self.get(self.variants[0])  # load now: a broken bundle shows on the page, not on the first request
-        except (BundleError, VocabularyError, OSError, IndexError) as exc:  # a provider error stops the server
-            self.variants, self.error = [], str(exc) or "the bundle has no encoder"
+            self.decoder_variants = decoder_variants_in(self.manifest["files"])
+            # load now: a broken bundle shows on the page, not on the first request (a bundle without an
+            # encoder or a decoder step is refused by the Captioner, which says why)
+            self.get(*self.default_pair())
+        except (BundleError, VocabularyError, OSError) as exc:  # a provider error stops the server
+            self.variants, self.decoder_variants, self.error = [], [], str(exc)
+
+    def default_pair(self) -> tuple[str, str]:
+        """The (encoder, decoder) variants the page starts with: fp32 where the bundle has it."""
+        return (self.variants or ["fp32"])[0], (self.decoder_variants or ["fp32"])[0]
 
     def max_length(self) -> int:
         """The slider's first value: what `max_length=None` means for this bundle (its vocabulary's)."""
         low, high = MAX_LENGTH_RANGE
         wanted = DEFAULTS.max_length or (DEFAULTS.max_length_without_vocabulary if self.error else
-                                         self.get(self.variants[0]).vocab.max_length)
+                                         self.get(*self.default_pair()).vocab.max_length)
         return min(high, max(low, wanted))
 
-    def get(self, variant: str) -> Captioner:
+    def get(self, variant: str, decoder_variant: str = "fp32") -> Captioner:
+        key = (variant, decoder_variant)
         with self._lock:
-            if variant not in self._loaded:  # every file's sha256 was checked once, at start; sizes again here
-                if self._loaded:  # a variant first asked for later: its files may have been replaced since
-                    self._verify_again(variant)
-                self._loaded[variant] = Captioner(self.bundle, provider=self.provider, variant=variant,
-                                                  check_hashes=False)
-            return self._loaded[variant]
+            if key not in self._loaded:  # every file's sha256 was checked once, at start; sizes again here
+                if self._loaded:  # a pair first asked for later: its files may have been replaced since
+                    self._verify_again(variant, decoder_variant)
+                self._loaded[key] = Captioner(self.bundle, provider=self.provider, variant=variant,
+                                              decoder_variant=decoder_variant, check_hashes=False)
+            return self._loaded[key]
 
-    def _verify_again(self, variant: str) -> None:
-        """The sha256 of the files a lazily loaded variant opens (its encoder, the decoder, the vocabulary)."""
-        others = {encoder_file(v) for v in self.variants if v != variant}
+    def _verify_again(self, variant: str, decoder_variant: str) -> None:
+        """The sha256 of the files a lazily loaded pair opens (its encoder, the image projection, its decoder
+        step, the vocabulary); the other variants' files are not read. A variant the bundle lacks is left to the
+        Captioner to refuse."""
+        if variant not in self.variants or decoder_variant not in self.decoder_variants:
+            return
         try:
-            verify_files(self.bundle, self.manifest, [n for n in self.manifest["files"] if n not in others])
+            verify_files(self.bundle, self.manifest,
+                         [n for n in runtime_files(variant, decoder_variant) if n in self.manifest["files"]])
         except BundleError as exc:
             raise BundleError(f"{exc} (or, if it was re-exported after this server started, restart the "
                               "server)") from None
@@ -82,7 +94,8 @@ def highlight(words: list[str], other: list[str]) -> list[tuple[str, str | None]
 
 
 def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, max_length: int,
-                length_penalty: float, num_return_sequences: int, variant: str) -> dict:
+                length_penalty: float, num_return_sequences: int, variant: str,
+                decoder_variant: str = "fp32") -> dict:
     """Greedy and beam results for one image, as a JSON-able dict (what the API returns).
 
     `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
@@ -91,8 +104,8 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, 
         raise CannotCaption(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
     if image is None:
         raise CannotCaption("upload an image first (or pick an example)")
-    found = pool.get(variant).compare(image, int(num_beams), int(max_length), length_penalty,
-                                      int(num_return_sequences), name=_upload_name(image))
+    found = pool.get(variant, decoder_variant).compare(image, int(num_beams), int(max_length), length_penalty,
+                                                       int(num_return_sequences), name=_upload_name(image))
     return to_json(found)
 
 
@@ -102,7 +115,8 @@ class CannotCaption(CaptionerError):
 
 def to_json(found: Comparison) -> dict:
     return {"greedy": _summary(found.greedy), "beam": _summary(found.beam) | {"num_beams": found.num_beams},
-            "provider": found.provider, "variant": found.variant, "encoder_ms": found.encoder_ms}
+            "provider": found.provider, "variant": found.variant, "decoder_variant": found.decoder_variant,
+            "encoder_ms": found.encoder_ms}
 
 
 def caption_or_explain(pool: CaptionerPool, *args) -> dict:
@@ -133,6 +147,7 @@ def _summary(result: CaptionResult) -> dict:
 def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
     pool = CaptionerPool(bundle, provider)
     variants = pool.variants or ["fp32"]
+    decoder_variants = pool.decoder_variants or ["fp32"]
     with gr.Blocks(title="VGG16 + LSTM captioner") as app:
         gr.Markdown("# VGG16 + LSTM image captioner\nGreedy and beam search side by side, on ONNX Runtime. "
                     "Words where the two captions differ are highlighted.")
@@ -155,6 +170,8 @@ def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
                                        label="Beams to list")
                 variant = gr.Radio(variants, value=variants[0], label="Encoder variant",
                                    visible=len(variants) > 1)
+                decoder_variant = gr.Radio(decoder_variants, value=decoder_variants[0], label="Decoder variant",
+                                           visible=len(decoder_variants) > 1, elem_id="decoder-variant")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
         with gr.Row():
             with gr.Column():
@@ -186,13 +203,15 @@ def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
                 [[c["caption"], round(c["log_prob"], 3), round(c["score"], 3)] for c in beam["candidates"]],
                 f"beam {beam['num_beams']} · log-prob {beam['log_prob']:.3f} · decode {beam['decode_ms']:.1f} ms",
                 f"encoder {result['encoder_ms']:.1f} ms · provider **{result['provider']}** · "
-                f"variant **{result['variant']}**",
+                f"variant **{result['variant']}** · decoder **{result['decoder_variant']}**",
             )
 
         def api(*args) -> dict:
             return caption_or_explain(pool, *args)
 
-        inputs = [image, num_beams, max_length, length_penalty, num_return, variant]
+        # the decoder variant last: API calls written before it existed still work (gradio_client fills it in
+        # with the radio's value: fp32, or the one decoder a Space ships)
+        inputs = [image, num_beams, max_length, length_penalty, num_return, variant, decoder_variant]
         button.click(on_click, inputs, [greedy_text, greedy_info, beam_text, beam_list, beam_info, footer],
                      api_visibility="private")
         gr.Button(visible=False).click(api, inputs, api_result, api_name="caption")

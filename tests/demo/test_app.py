@@ -30,7 +30,29 @@ def test_api_endpoint_returns_the_runtime_captions(served_app, captioner):
     assert result["beam"]["caption"] == expected.caption and result["beam"]["num_beams"] == 3
     assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in expected.candidates]
     assert result["provider"] == auto_provider() and result["variant"] == "fp32" and result["encoder_ms"] > 0
+    assert result["decoder_variant"] == "fp32"
     json.dumps(result)  # JSON-able as promised
+
+
+def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_decoder_run):
+    """On a bundle with both decoder steps: the six-argument call of callers written before the decoder variant
+    existed gets fp32, the seventh argument picks int8, and the answer says which one ran."""
+    from demo.captioner import Captioner
+
+    image, settings = example_image(), (3, 20, 0.5, 3)
+    process, url = start_server(int8_decoder_run / "onnx", "--provider", "cpu")
+    server = Drained(process)
+    try:
+        older = ask_caption(url, image, *settings)
+        int8 = ask_caption(url, image, *settings, decoder_variant="int8")
+    finally:
+        server.stop()
+    assert (older["variant"], older["decoder_variant"]) == ("fp32", "fp32")
+    assert (int8["variant"], int8["decoder_variant"]) == ("fp32", "int8")
+    want = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").compare(image, *settings)
+    assert int8["greedy"]["caption"] == want.greedy.caption
+    assert int8["greedy"]["log_prob"] == pytest.approx(want.greedy.log_prob, abs=1e-5)
+    assert [c["caption"] for c in int8["beam"]["candidates"]] == [c.caption for c in want.beam.candidates]
 
 
 def test_browser_uploads_an_example_and_reads_both_captions(served_app, captioner):

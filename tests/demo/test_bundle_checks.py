@@ -5,60 +5,23 @@ editing one file is refused there. The checks `Captioner` makes after it (the vo
 decoder's V and H, each graph's input and output names) guard against a manifest that is consistent
 with its files and still wrong: a hand-mixed bundle, a manifest rewritten by a tool. Here every tampered
 bundle is resealed (file records, graph IO, sizes rewritten to match) so that `verify_bundle` passes and
-the captioner's own check is the one that speaks. Also: the app's lazy load of a second encoder variant.
+the captioner's own check is the one that speaks. Also: the app's lazy load of other encoder and decoder
+variants, and the int8 decoder asked of a bundle the export left it out of.
 
 Slow: the session's exported run, ONNX Runtime sessions of the real VGG16 encoder, CLI subprocesses.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_module, split_images
+from tests.helpers import bundle_copy, read_manifest, reseal, run_module, split_images, without_int8_decoder
 
 pytestmark = pytest.mark.slow
-
-
-def bundle_copy(source: Path, target: Path, copied: tuple[str, ...] = ()) -> Path:
-    """A bundle copy whose big encoder files are symlinks, unless named in `copied` (those are changed)."""
-    target.mkdir()
-    for path in source.iterdir():
-        if path.name.startswith("encoder") and path.name not in copied:
-            os.symlink(path, target / path.name)
-        else:
-            shutil.copy(path, target / path.name)
-    return target
-
-
-def read_manifest(bundle: Path) -> dict:
-    return json.loads((bundle / "manifest.json").read_text())
-
-
-def reseal(bundle: Path, changed: list[str], **fields) -> None:
-    """Make the manifest agree with the changed files again (records; graph IO for .onnx files), plus `fields`.
-
-    Written atomically, as the export writes it: what a consistent but wrong manifest looks like.
-    """
-    import onnxruntime as ort
-
-    from demo.artifacts import atomic_write_json
-    from demo.bundle_layout import MODEL_KEYS
-    from demo.manifest import file_record, io_record
-
-    manifest = read_manifest(bundle)
-    for name in changed:
-        manifest["files"][name] = file_record(bundle / name)
-        if name.endswith(".onnx"):
-            session = ort.InferenceSession(str(bundle / name), providers=["CPUExecutionProvider"])
-            manifest["models"][MODEL_KEYS[name]] |= {"inputs": io_record(session.get_inputs()),
-                                                     "outputs": io_record(session.get_outputs())}
-    atomic_write_json(bundle / "manifest.json", manifest | fields)
 
 
 def rename_graph_value(path: Path, old: str, new: str) -> None:
@@ -72,18 +35,6 @@ def rename_graph_value(path: Path, old: str, new: str) -> None:
     onnx.checker.check_model(model)
     path.unlink()  # the copy may be a symlink into the session's run: never write through it
     onnx.save(model, str(path))
-
-
-def drop_split_decoder(bundle: Path) -> None:
-    """A bundle listing decoder_step.onnx alone, as an export without the split would: the runtime uses it."""
-    from demo.artifacts import atomic_write_json
-    from demo.bundle_layout import MODEL_KEYS, SPLIT_DECODER
-
-    manifest = read_manifest(bundle)
-    for name in SPLIT_DECODER:
-        (bundle / name).unlink()
-        del manifest["files"][name], manifest["models"][MODEL_KEYS[name]]
-    atomic_write_json(bundle / "manifest.json", manifest)
 
 
 def one_token_fewer(bundle: Path) -> int:
@@ -105,27 +56,24 @@ def vocab_of_another_run(bundle: Path, manifest: dict) -> str:
 def manifest_and_vocab_smaller_than_the_decoder(bundle: Path, manifest: dict) -> str:
     size = one_token_fewer(bundle)
     reseal(bundle, ["vocab.json"], vocab_size=size)  # vocabulary and manifest agree; the decoder does not
-    return (f"{bundle / 'decoder_step_image.onnx'} has vocabulary {manifest['vocab_size']} and hidden size "
+    return (f"{bundle / 'decoder_step_topk.onnx'} has vocabulary {manifest['vocab_size']} and hidden size "
             f"{manifest['hidden_size']}; the manifest says {size} and {manifest['hidden_size']}: the files come "
             "from different exports")
 
 
-def manifest_hidden_size_wrong(bundle: Path, manifest: dict, split: bool = True) -> str:
-    if not split:
-        drop_split_decoder(bundle)
+def manifest_hidden_size_wrong(bundle: Path, manifest: dict, decoder_variant: str = "fp32") -> str:
+    from demo.bundle_layout import decoder_file
+
     reseal(bundle, [], hidden_size=manifest["hidden_size"] + 1)
-    step = "decoder_step_image.onnx" if split else "decoder_step.onnx"
-    return (f"{bundle / step} has vocabulary {manifest['vocab_size']} and hidden size "
+    return (f"{bundle / decoder_file(decoder_variant)} has vocabulary {manifest['vocab_size']} and hidden size "
             f"{manifest['hidden_size']}; the manifest says {manifest['vocab_size']} and {manifest['hidden_size'] + 1}"
             ": the files come from different exports")
 
 
-def graph_renamed(name: str, old: str, new: str, split: bool = True) -> Callable[[Path, dict], str]:
+def graph_renamed(name: str, old: str, new: str) -> Callable[[Path, dict], str]:
     def damage(bundle: Path, manifest: dict) -> str:
         from demo.bundle_layout import GRAPH_IO
 
-        if not split:
-            drop_split_decoder(bundle)
         rename_graph_value(bundle / name, old, new)
         reseal(bundle, [name])
         inputs, outputs = ([new if v == old else v for v in values] for values in GRAPH_IO[name])
@@ -134,33 +82,54 @@ def graph_renamed(name: str, old: str, new: str, split: bool = True) -> Callable
     return damage
 
 
-CASES = {  # id: (damage returning the exact message, encoder variant loaded, encoder files copied not linked)
-    "vocab-size": (vocab_of_another_run, "fp32", ()),
-    "decoder-vocab-size": (manifest_and_vocab_smaller_than_the_decoder, "fp32", ()),
-    "decoder-hidden-size": (manifest_hidden_size_wrong, "fp32", ()),
-    "unsplit-decoder-hidden-size": (lambda bundle, manifest: manifest_hidden_size_wrong(bundle, manifest, False),
-                                    "fp32", ()),
-    "step-image-input": (graph_renamed("decoder_step_image.onnx", "token", "word"), "fp32", ()),
-    "projection-output": (graph_renamed("image_projection.onnx", "image", "projection"), "fp32", ()),
-    "unsplit-step-output": (graph_renamed("decoder_step.onnx", "log_probs", "logits", split=False), "fp32", ()),
-    "int8-encoder-input": (graph_renamed("encoder.int8.onnx", "pixels", "images"), "int8", ("encoder.int8.onnx",)),
+def without_the_topk_step(bundle: Path, manifest: dict) -> str:
+    """A bundle whose manifest lists decoder_step.onnx but no top-k step: the runtime never falls back to the
+    whole step (the export's reference), it names what is missing."""
+    from demo.artifacts import atomic_write_json
+    from demo.bundle_layout import DECODER_TOPK_FILES, MODEL_KEYS
+
+    edited = read_manifest(bundle)
+    for name in DECODER_TOPK_FILES.values():
+        (bundle / name).unlink()
+        del edited["files"][name], edited["models"][MODEL_KEYS[name]]
+    atomic_write_json(bundle / "manifest.json", edited)
+    return f"{bundle} has no fp32 decoder (it has: none)"
+
+
+CASES = {  # id: (damage returning the exact message, encoder variant, decoder variant, encoder files copied)
+    "vocab-size": (vocab_of_another_run, "fp32", "fp32", ()),
+    "decoder-vocab-size": (manifest_and_vocab_smaller_than_the_decoder, "fp32", "fp32", ()),
+    "decoder-hidden-size": (manifest_hidden_size_wrong, "fp32", "fp32", ()),
+    "int8-decoder-hidden-size": (lambda bundle, manifest: manifest_hidden_size_wrong(bundle, manifest, "int8"),
+                                 "fp32", "int8", ()),
+    "topk-step-input": (graph_renamed("decoder_step_topk.onnx", "token", "word"), "fp32", "fp32", ()),
+    "topk-step-output": (graph_renamed("decoder_step_topk.onnx", "top_ids", "ids"), "fp32", "fp32", ()),
+    "int8-topk-step-input": (graph_renamed("decoder_step_topk.int8.onnx", "rows", "beams"), "fp32", "int8", ()),
+    "projection-output": (graph_renamed("image_projection.onnx", "image", "projection"), "fp32", "fp32", ()),
+    "no-topk-step": (without_the_topk_step, "fp32", "fp32", ()),
+    "int8-encoder-input": (graph_renamed("encoder.int8.onnx", "pixels", "images"), "int8", "fp32",
+                           ("encoder.int8.onnx",)),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_each_captioner_check_fires_on_a_bundle_that_passes_verify_bundle(exported_run, tmp_path, case):
+def test_each_captioner_check_fires_on_a_bundle_that_passes_verify_bundle(exported_run, int8_decoder_run, tmp_path,
+                                                                          case):
+    """On the bundle with both decoder variants (tests/conftest.py), so the int8 step's checks are reached too."""
     from demo.captioner import Captioner
     from demo.manifest import REBUILD, BundleError, verify_bundle
 
-    damage, variant, copied = CASES[case]
-    bundle = bundle_copy(exported_run / "onnx", tmp_path / "onnx", copied)
-    message = damage(bundle, read_manifest(exported_run / "onnx"))
+    damage, variant, decoder_variant, copied = CASES[case]
+    source = int8_decoder_run / "onnx"
+    bundle = bundle_copy(source, tmp_path / "onnx", copied)
+    message = damage(bundle, read_manifest(source))
     verify_bundle(bundle)  # the premise: the manifest's own checks pass, so they cannot be what refuses it
     with pytest.raises(BundleError, match=re.escape(message)) as info:
-        Captioner(bundle, provider="cpu", variant=variant)
+        Captioner(bundle, provider="cpu", variant=variant, decoder_variant=decoder_variant)
     assert str(info.value).endswith(REBUILD), "names the fix"
     result = run_module("demo", "caption", "--model", str(bundle), "--provider", "cpu", "--variant", variant,
-                        str(split_images(exported_run)[0]), timeout=300)
+                        "--decoder-variant", decoder_variant, str(split_images(exported_run)[0]),
+                        timeout=300)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip() == f"error: {info.value}" and "Traceback" not in result.stderr, result.stderr
 
@@ -182,13 +151,21 @@ def edit_manifest_hash(path: Path) -> None:
     path.write_text(json.dumps(manifest))
 
 
+def format_version_1(path: Path) -> None:
+    """A bundle from before the top-k step (decoder_step_image.onnx): its manifest says version 1."""
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps(manifest | {"version": 1}))
+
+
 @pytest.mark.parametrize("damage, target, message", [
     (truncate, "decoder_step.onnx", r"decoder_step.onnx has \d+ bytes, the manifest says \d+"),
     (edit_vocab, "vocab.json", r"vocab.json has \d+ bytes, the manifest says \d+"),
     (edit_manifest_hash, "manifest.json", "decoder_step.onnx does not match its sha256"),
     (Path.unlink, "decoder_step.onnx", "decoder_step.onnx is listed in the manifest but missing"),
     (Path.unlink, "manifest.json", "bundle manifest not found"),
-], ids=["truncated-onnx", "vocab-edited", "hash-mismatch", "missing-file", "missing-manifest"])
+    (format_version_1, "manifest.json", "manifest.json has version 1, this code reads version 2; re-run `python -m "
+                                        "export --run RUN`"),
+], ids=["truncated-onnx", "vocab-edited", "hash-mismatch", "missing-file", "missing-manifest", "format-version-1"])
 def test_damaged_bundles_are_refused_naming_the_file(exported_run, tmp_path, damage, target, message):
     from demo.captioner import Captioner
     from demo.manifest import BundleError
@@ -203,7 +180,7 @@ def test_damaged_bundles_are_refused_naming_the_file(exported_run, tmp_path, dam
     assert result.stderr.strip() == f"error: {info.value}", result.stderr
 
 
-# ---- the app's second encoder variant, loaded on its first request ----------------------------------------
+# ---- the app's other variants, loaded on their first request ---------------------------------------------
 
 SETTINGS = (3, 20, 0.5, 3)  # num_beams, max_length, length_penalty, num_return_sequences
 
@@ -246,5 +223,59 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
         pool.get("int8")
     with pytest.raises(gr.Error, match=re.escape(wanted)):  # what the page and the API show
         caption_or_explain(pool, image, *SETTINGS, "int8")
-    assert "int8" not in pool._loaded
+    assert ("int8", "fp32") not in pool._loaded
     assert caption_or_explain(pool, image, *SETTINGS, "fp32")["variant"] == "fp32", "fp32 still served"
+
+
+def test_pool_serves_the_int8_decoder_as_its_captioner_does(int8_decoder_run, exported_run):
+    from demo.captioner import Captioner
+    from demo.web.page import CaptionerPool, run_caption
+
+    image = str(split_images(exported_run)[0])
+    pool = CaptionerPool(int8_decoder_run / "onnx", provider="cpu")
+    assert pool.error is None and pool.decoder_variants == ["fp32", "int8"] and pool.default_pair() == ("fp32", "fp32")
+    fp32 = run_caption(pool, image, *SETTINGS, "fp32")  # the decoder variant left out, as older callers do
+    int8 = run_caption(pool, image, *SETTINGS, "fp32", "int8")
+    assert (fp32["variant"], fp32["decoder_variant"]) == ("fp32", "fp32")
+    assert (int8["variant"], int8["decoder_variant"]) == ("fp32", "int8")
+    alone = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").compare(image, *SETTINGS)
+    assert int8["greedy"]["caption"] == alone.greedy.caption
+    assert int8["greedy"]["log_prob"] == pytest.approx(alone.greedy.log_prob, abs=1e-5)
+    assert [c["caption"] for c in int8["beam"]["candidates"]] == [c.caption for c in alone.beam.candidates]
+    # the int8 step really ran: its matrices change the scores (measured, not assumed)
+    assert int8["greedy"]["log_prob"] != fp32["greedy"]["log_prob"], (int8["greedy"], fp32["greedy"])
+
+
+def test_decoder_variant_replaced_after_start_is_refused_and_other_pairs_still_load(int8_decoder_run, exported_run,
+                                                                                     tmp_path):
+    """A lazily loaded pair re-hashes the files it opens, and only those: a damaged int8 decoder step refuses
+    (fp32, int8) and leaves (int8, fp32) loading."""
+    from demo.manifest import BundleError
+    from demo.web.page import CaptionerPool, run_caption
+
+    bundle = bundle_copy(int8_decoder_run / "onnx", tmp_path / "onnx")  # decoder files copied, encoders linked
+    image = str(split_images(exported_run)[0])
+    pool = CaptionerPool(bundle, provider="cpu")
+    step = bundle / "decoder_step_topk.int8.onnx"
+    data = bytearray(step.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    step.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=re.escape(f"{step} does not match its sha256 in the manifest")):
+        pool.get("fp32", "int8")
+    assert ("fp32", "int8") not in pool._loaded
+    answer = run_caption(pool, image, *SETTINGS, "int8", "fp32")
+    assert (answer["variant"], answer["decoder_variant"]) == ("int8", "fp32")
+
+
+def test_int8_decoder_asked_of_a_bundle_without_it_names_the_manifests_reason(exported_run, tmp_path):
+    from demo.captioner import Captioner
+    from demo.manifest import BundleError
+
+    bundle, why = without_int8_decoder(exported_run / "onnx", tmp_path / "onnx")
+    with pytest.raises(BundleError, match=re.escape(why)) as info:
+        Captioner(bundle, provider="cpu", decoder_variant="int8")
+    assert "has no int8 decoder (it has: fp32)" in str(info.value)
+    result = run_module("demo", "caption", "--model", str(bundle), "--provider", "cpu", "--decoder-variant", "int8",
+                        str(split_images(exported_run)[0]), timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == f"error: {info.value}", result.stderr

@@ -107,6 +107,22 @@ def test_cli_captions_good_images_and_names_the_bad_one(exported_run, tmp_path):
     assert plain.returncode == 0 and plain.stdout.startswith(f"{good[0]}\t")
 
 
+def test_cli_int8_decoder_reports_its_variant_and_its_captions(int8_decoder_run, exported_run):
+    """The int8 decoder step (tests/conftest.py int8_decoder_run) behind `--decoder-variant int8`."""
+    from demo.captioner import Captioner
+
+    bundle, images = int8_decoder_run / "onnx", split_images(exported_run, count=2)
+    result = run_module("demo", "caption", "--model", str(bundle), *map(str, images), "--num-beams", "3", "--json",
+                        "--provider", "cpu", "--decoder-variant", "int8")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = json.loads(result.stdout)
+    assert (output["variant"], output["decoder_variant"]) == ("fp32", "int8")
+    int8 = Captioner(bundle, provider="cpu", decoder_variant="int8").caption(images, num_beams=3)
+    assert [entry["caption"] for entry in output["images"]] == [r.caption for r in int8] and int8[0].caption
+    fp32 = Captioner(bundle, provider="cpu").caption(images, num_beams=3)
+    assert [r.log_prob for r in int8] != [r.log_prob for r in fp32], "the int8 step's scores, not fp32's"
+
+
 def test_auto_picks_cuda_where_it_exists(exported_run):
     """On a machine with onnxruntime-gpu and an NVIDIA driver: every session of `auto` on CUDA, the CPU's captions."""
     import ctypes

@@ -76,22 +76,58 @@ def test_fewer_words_than_2k_per_row_is_refused_naming_the_fix():
         generate(model, np.zeros((1, 5), dtype=np.float32), START, END, options)
 
 
-@pytest.mark.slow  # needs the exported session run (~3 min to build, shared with other tests)
-def test_exported_top_k_decoder_equals_the_full_search_over_decoder_step(captioner, exported_run):
-    """The graph's gather, ban and TopK against the oracle over decoder_step.onnx (all V words per row)."""
-    from demo.onnx_step import WholeStepModel
-    from demo.preprocess import load_image
-    from demo.sessions import create_session
-    from tests.helpers import split_images
+def assert_bundle_searches_like_the_oracle(bundle, features, vocab) -> int:
+    """Every width, n-best on: the bundle's top-k step against the oracle over its decoder_step.onnx (all V words).
 
-    whole = WholeStepModel(create_session(exported_run / "onnx" / "decoder_step.onnx", "cpu", threads=1)[0])
-    features, _ = captioner.encode(np.stack([load_image(p) for p in split_images(exported_run, count=12)]))
-    vocab = captioner.vocab
-    assert captioner.decoder.top_k == DEFAULTS.top_k
+    The two graphs compute the same log-probabilities in different graphs, so they may differ in the last
+    bits: captions must be identical and log-probabilities equal to 1e-5. Returns how many captions ended
+    by <end>, for the caller's premise.
+    """
+    from demo.onnx_step import OnnxStepModel, WholeStepModel
+    from demo.search import options_for
+    from demo.sessions import create_session
+
+    def session(name):
+        return create_session(bundle / name, "cpu", threads=1)[0]
+
+    topk = OnnxStepModel(session("decoder_step_topk.onnx"), session("image_projection.onnx"))
+    whole = WholeStepModel(session("decoder_step.onnx"))
+    assert topk.top_k == DEFAULTS.top_k < len(vocab)  # a real truncation: the step returns 20 of V words
+    ended = 0
     for width in WIDTHS:
-        options = captioner.options(width, num_return_sequences=min(width, 3))
-        found = generate(captioner.decoder, features, vocab.start_id, vocab.end_id, options)
+        options = options_for(vocab, width, num_return_sequences=min(width, 3))
+        found = generate(topk, features, vocab.start_id, vocab.end_id, options)
         for got, want in zip(found, oracle(whole, features, options)):
             assert [h.tokens for h in got] == [h.tokens for h in want], width
             assert [h.finished for h in got] == [h.finished for h in want]
             np.testing.assert_allclose([h.log_prob for h in got], [h.log_prob for h in want], rtol=0, atol=1e-5)
+            ended += sum(h.finished for h in got)
+    return ended
+
+
+@pytest.mark.slow  # needs the exported session run (~3 min to build, shared with other tests)
+def test_the_synthetic_bundle_searches_like_the_full_vocabulary_search(captioner, exported_run):
+    from demo.preprocess import load_image
+    from tests.helpers import split_images
+
+    features, _ = captioner.encode(np.stack([load_image(p) for p in split_images(exported_run, count=12)]))
+    assert assert_bundle_searches_like_the_oracle(exported_run / "onnx", features, captioner.vocab) > 0
+
+
+@pytest.mark.slow  # builds a small Flickr-scale decoder from real captions (~2 min)
+@pytest.mark.timeout(600)
+def test_a_flickr_scale_bundle_searches_like_the_full_vocabulary_search(shared_flickr8k, tmp_path):
+    """300 real Flickr8k images (a vocabulary of ~1.5k words), trained, exported decoder-only."""
+    from demo.vocab import Vocabulary
+    from tests.helpers import run_module
+    from train.captions_file import read_captions
+    from train.features import load_cache
+    from train.run_files import RunFiles
+
+    built = run_module("bench.flickr_scale_model", "--captions", str(shared_flickr8k / "Flickr8k.token.txt"),
+                       "--out", str(tmp_path / "run"), "--num-images", "300", "--epochs", "3",
+                       "--embed-dim", "64", "--hidden-dim", "64")
+    assert built.returncode == 0, built.stderr[-3000:]
+    files = RunFiles(tmp_path / "run")
+    features = load_cache(files).lookup(read_captions(files.captions).ids("test")[:16])
+    assert assert_bundle_searches_like_the_oracle(files.bundle, features, Vocabulary.load(files.vocab)) > 0

@@ -25,8 +25,12 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
 
     bundle = exported_run / "onnx"
     manifest = verify_bundle(bundle)
-    assert sorted(manifest["files"]) == ["decoder_step.onnx", "decoder_step_image.onnx", "encoder.int8.onnx",
-                                        "encoder.onnx", "image_projection.onnx", "vocab.json"]
+    assert manifest["version"] == 2
+    int8_decoder = ["decoder_step_topk.int8.onnx"] if manifest["parity"]["decoder_int8"]["shipped"] else []
+    assert sorted(manifest["files"]) == sorted(["decoder_step.onnx", "decoder_step_topk.onnx", *int8_decoder,
+                                                "encoder.int8.onnx", "encoder.onnx", "image_projection.onnx",
+                                                "vocab.json"])
+    assert {m["file"] for m in manifest["models"].values()} == set(manifest["files"]) - {"vocab.json"}
     for name, record in manifest["files"].items():
         assert sha256_file(bundle / name) == record["sha256"]
     assert manifest["vocab_size"] == len(json.loads((bundle / "vocab.json").read_text())["tokens"])
@@ -37,6 +41,11 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
     decoder = manifest["models"]["decoder_step"]
     assert [i["name"] for i in decoder["inputs"]] == ["features", "token", "h", "c"]
     assert [o["name"] for o in decoder["outputs"]] == ["log_probs", "h_out", "c_out"]
+    topk = manifest["models"]["decoder_step_topk"]
+    assert [i["name"] for i in topk["inputs"]] == ["image", "token", "h", "c", "rows", "ban"]
+    assert [o["name"] for o in topk["outputs"]] == ["top_log_probs", "top_ids", "end_log_prob", "image_out", "h_out",
+                                                    "c_out"]
+    assert topk["outputs"][1]["shape"] == [None, manifest["top_k"]] and manifest["top_k"] >= 2 * 3, "beam 3 exact"
     assert not list(exported_run.glob(".onnx-tmp-*")), "the work folder is gone after a good export"
 
 
@@ -46,17 +55,24 @@ def test_parity_figures_are_recorded_and_within_bounds(exported_run):
     assert parity["encoder"]["max_abs_diff_relative_to_feature_scale"] <= 1e-4
     assert parity["decoder"]["max_abs_diff"]["log_probs"] <= 1e-4
     captions = parity["captions"]
-    for key in ("greedy", "beam_3", "split_greedy", "split_beam_3"):  # near-ties: see test_near_ties.py
+    for key in ("greedy", "beam_3", "topk_greedy", "topk_beam_3"):  # near-ties: see test_near_ties.py
         assert captions[f"{key}_identical"] + captions[f"{key}_near_ties"] == captions["images"] > 0, key
+    assert max(parity["decoder_topk"]["max_abs_diff"].values()) <= 1e-4
     int8 = parity["encoder_int8"]
     assert int8["cosine_mean"] >= 0.99 and int8["bytes"]["int8"] < int8["bytes"]["fp32"] / 3
+    decoder_int8 = parity["decoder_int8"]  # shipped or not (the gate itself: tests/export/test_decoder_int8.py)
+    assert decoder_int8["shipped"] in (True, False) and decoder_int8["bytes"]["int8"] < decoder_int8["bytes"]["fp32"]
+    assert ("why" in decoder_int8) is not decoder_int8["shipped"], "a left-out int8 decoder says why"
 
 
 def test_onnx_checker_passes_on_every_model(exported_run):
     import onnx
 
-    for name in ("encoder.onnx", "encoder.int8.onnx", "decoder_step.onnx", "image_projection.onnx",
-                 "decoder_step_image.onnx"):
+    manifest = json.loads((exported_run / "onnx" / "manifest.json").read_text())
+    names = [name for name in manifest["files"] if name.endswith(".onnx")]
+    assert {"encoder.onnx", "encoder.int8.onnx", "decoder_step.onnx", "image_projection.onnx",
+            "decoder_step_topk.onnx"} <= set(names)
+    for name in names:
         onnx.checker.check_model(str(exported_run / "onnx" / name), full_check=True)
 
 
@@ -66,15 +82,16 @@ import numpy as np
 import onnxruntime as ort
 from demo.search.greedy_search import greedy_search
 from demo.manifest import verify_bundle
-from demo.onnx_step import OnnxStepModel
+from demo.onnx_step import WholeStepModel
 from demo.preprocess import load_image
-from demo.search.step import SearchOptions
+from demo.search.step import SearchOptions, TopKStep
 from demo.vocab import Vocabulary
 bundle, images = sys.argv[1], sys.argv[2:]
 manifest = verify_bundle(bundle)
 vocab = Vocabulary.load(f"{bundle}/vocab.json", expected_size=manifest["vocab_size"])
 encoder = ort.InferenceSession(f"{bundle}/encoder.onnx", providers=["CPUExecutionProvider"])
-step = OnnxStepModel(ort.InferenceSession(f"{bundle}/decoder_step.onnx", providers=["CPUExecutionProvider"]))
+step = TopKStep(WholeStepModel(ort.InferenceSession(f"{bundle}/decoder_step.onnx",
+                                                    providers=["CPUExecutionProvider"])), vocab.end_id)
 features = encoder.run(["features"], {"pixels": np.stack([load_image(p) for p in images])})[0]
 options = SearchOptions(max_length=vocab.max_length, banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
 found = greedy_search(step, features, vocab.start_id, vocab.end_id, options)
@@ -93,7 +110,7 @@ def test_bundle_captions_with_onnx_runtime_alone(exported_run):
     assert output["tensorflow_loaded"] is False
     from demo.captioner import Captioner
 
-    captioner = Captioner(exported_run / "onnx", provider="cpu")  # the split decoder; the script used the whole one
+    captioner = Captioner(exported_run / "onnx", provider="cpu")  # the top-k step; the script used the whole one
     runtime = [r.caption for r in captioner.caption(images)]
     assert not caption_differences(captioner, images, output["captions"], runtime, 1), (output["captions"], runtime)
 

@@ -20,7 +20,16 @@ def space(exported_run, tmp_path_factory):
     return out
 
 
-def test_space_folder_has_everything_and_no_tensorflow(space):
+def shipped_decoder(space) -> str:
+    """The one decoder variant a Space ships."""
+    from demo.bundle_layout import decoder_variants_in
+    from demo.manifest import verify_bundle
+
+    (variant,) = decoder_variants_in(verify_bundle(space / "onnx")["files"])
+    return variant
+
+
+def test_space_folder_has_everything_and_no_tensorflow(space, exported_run):
     assert {p.name for p in space.iterdir()} >= {"app.py", "requirements.txt", "README.md", ".gitattributes", "demo",
                                                   "onnx"}
     lines = (space / "requirements.txt").read_text().lower().splitlines()
@@ -35,7 +44,14 @@ def test_space_folder_has_everything_and_no_tensorflow(space):
     assert "encoder.int8.onnx" in shipped and "encoder.onnx" not in shipped, "int8 by default, to keep it light"
     from demo.manifest import verify_bundle
 
-    assert set(verify_bundle(space / "onnx")["files"]) == shipped - {"manifest.json"}
+    bundle = verify_bundle(exported_run / "onnx")
+    decoder = "decoder_step_topk.int8.onnx" if "decoder_step_topk.int8.onnx" in bundle["files"] else \
+        "decoder_step_topk.onnx"  # int8 where this run's passed the export's gate
+    assert shipped == {"encoder.int8.onnx", "image_projection.onnx", decoder, "vocab.json", "manifest.json"}, \
+        "what the runtime opens for one pair of variants; not decoder_step.onnx, the export's reference"
+    manifest = verify_bundle(space / "onnx")
+    assert set(manifest["files"]) == shipped - {"manifest.json"}
+    assert {m["file"] for m in manifest["models"].values()} == shipped - {"manifest.json", "vocab.json"}
 
 
 def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_path):
@@ -44,7 +60,9 @@ def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_
 
     example = sorted((space / "demo" / "examples").glob("*.png"))[0]
     settings = (3, 20, 0.5, 2)
-    here = Captioner(space / "onnx", variant="int8", provider="cpu").compare(example, *settings)
+    decoder = shipped_decoder(space)
+    here = Captioner(space / "onnx", variant="int8", decoder_variant=decoder, provider="cpu").compare(example,
+                                                                                                    *settings)
     fp32 = Captioner(exported_run / "onnx", variant="fp32", provider="cpu").compare(example, *settings)
     assert abs(here.greedy.log_prob - fp32.greedy.log_prob) > 1e-4, "premise: the two encoders score differently"
     port = free_port()
@@ -53,10 +71,11 @@ def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_
     process, url = wait_for_server([sys.executable, "app.py"], f"http://127.0.0.1:{port}/", cwd=space, env=env)
     server = Drained(process)
     try:
-        result = ask_caption(url, example, *settings, variant="int8")
+        result = ask_caption(url, example, *settings, variant="int8")  # the README's call, less its decoder variant
     finally:
         server.stop()
     assert result["variant"] == "int8" and result["provider"] == auto_provider()
+    assert result["decoder_variant"] == decoder, "without one, the API takes the decoder the Space ships"
     assert result["greedy"]["caption"] == here.greedy.caption
     assert result["greedy"]["log_prob"] == pytest.approx(here.greedy.log_prob, abs=1e-5), "the int8 encoder's score"
     assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in here.beam.candidates]
@@ -66,22 +85,25 @@ def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_
 def fp32_space(exported_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("space-fp32") / "space"
     result = run_module("export.space", "--run", str(exported_run), "--out", str(out), "--variant", "fp32",
-                        timeout=300)
+                        "--decoder-variant", "fp32", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return out
 
 
-def test_fp32_space_ships_the_fp32_encoder_alone(fp32_space, exported_run):
+def test_fp32_space_ships_the_fp32_encoder_and_decoder_alone(fp32_space, exported_run):
     from demo.captioner import Captioner
     from demo.manifest import verify_bundle
 
     shipped = {p.name for p in (fp32_space / "onnx").iterdir()}
     bundle = verify_bundle(exported_run / "onnx")
-    assert shipped == set(bundle["files"]) - {"encoder.int8.onnx"} | {"manifest.json"}
+    assert shipped == {"encoder.onnx", "image_projection.onnx", "decoder_step_topk.onnx", "vocab.json",
+                       "manifest.json"}
     manifest = verify_bundle(fp32_space / "onnx")
     assert set(manifest["files"]) == shipped - {"manifest.json"}
-    assert "encoder_int8" not in manifest["models"] and manifest["models"]["encoder"] == bundle["models"]["encoder"]
-    assert "(fp32 encoder" in (fp32_space / "README.md").read_text()
+    assert set(manifest["models"]) == {"encoder", "image_projection", "decoder_step_topk"}
+    assert manifest["models"]["encoder"] == bundle["models"]["encoder"]
+    readme = (fp32_space / "README.md").read_text()
+    assert "(fp32 encoder, fp32 decoder" in readme and '"fp32", "fp32", api_name="/caption"' in readme
     example = sorted((fp32_space / "demo" / "examples").glob("*.png"))[0]
     space = Captioner(fp32_space / "onnx", provider="cpu")
     assert space.variants == ["fp32"]
@@ -98,6 +120,36 @@ def test_int8_space_from_a_bundle_without_int8_is_refused(fp32_space, tmp_path):
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stderr.strip() == (f"error: {fp32_space / 'onnx'} has no encoder.int8.onnx: export with "
                                      "--quantize int8, or use --variant fp32"), result.stderr
+    assert not out.exists(), "nothing written"
+
+
+def test_int8_decoder_space_ships_the_int8_step_alone(int8_decoder_run, tmp_path):
+    from demo.captioner import Captioner
+    from demo.manifest import verify_bundle
+
+    out = tmp_path / "space"
+    result = run_module("export.space", "--run", str(int8_decoder_run), "--out", str(out), "--variant", "fp32",
+                        "--decoder-variant", "int8", timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    shipped = {p.name for p in (out / "onnx").iterdir()}
+    assert {name for name in shipped if name.startswith("decoder")} == {"decoder_step_topk.int8.onnx"}
+    manifest = verify_bundle(out / "onnx")
+    assert set(manifest["files"]) == shipped - {"manifest.json"}
+    assert '"fp32", "int8", api_name="/caption"' in (out / "README.md").read_text()
+    example = sorted((out / "demo" / "examples").glob("*.png"))[0]
+    (got,) = Captioner(out / "onnx", provider="cpu", decoder_variant="int8").caption([example], num_beams=3)
+    (want,) = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").caption([example],
+                                                                                                   num_beams=3)
+    assert (got.caption, got.log_prob) == (want.caption, pytest.approx(want.log_prob, abs=1e-5))
+
+
+def test_int8_decoder_space_from_a_bundle_without_it_is_refused(fp32_space, tmp_path):
+    out = tmp_path / "space"
+    result = run_module("export.space", "--run", str(fp32_space), "--out", str(out), "--decoder-variant", "int8",
+                        timeout=300)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"error: {fp32_space / 'onnx'} has no decoder_step_topk.int8.onnx: " in result.stderr
+    assert result.stderr.strip().endswith(", or use --decoder-variant fp32") and "Traceback" not in result.stderr
     assert not out.exists(), "nothing written"
 
 
