@@ -110,7 +110,7 @@ def _decoding_rows(entry: dict) -> list[str]:
     ms, ratios, targets, met = entry["ms_per_caption"], entry["ratios"], entry["targets"], entry["met"]
     kind = "trained default run" if entry["name"] == "decoding" else "Flickr-scale, trained (stand-in features)"
     lines = [f"| decoding ({kind}: V={entry['vocab_size']}, H={entry['hidden_size']}, top-{entry['top_k']}, "
-             f"<= 20 words, {entry['provider']}) | | | | |"]
+             f"<= 20 words, {entry['provider']}, step on {entry['step_threads']} thread(s)) | | | | |"]
     lines += [f"| | {name}: ms per caption | {value:.2f} | | |" for name, value in ms.items()]
     beam5 = f"<= {targets['beam5_ms_at_most']}"
     lines.append(f"| | ORT beam 5 ms per caption | {ms['ort_beam5']:.2f} | {beam5} | {_met(met['beam5_ms'])} |")
@@ -127,7 +127,8 @@ def _decoding_rows(entry: dict) -> list[str]:
         lines.append(f"| | 16 images at beam 3, ms per caption | {batch:.2f} "
                      f"| <= {targets['batch16_beam3_ms_at_most']} | {_met(met['batch16_beam3_ms'])} |")
         int8 = ratios.get("int8_to_fp32_step")
-        lines.append(f"| | int8 / fp32 decoder step (6 rows) | {'-' if int8 is None else f'{int8:.2f}'} "
+        shipped = "" if entry.get("int8_shipped") else ", int8 not shipped (caption gate)"
+        lines.append(f"| | int8 / fp32 decoder step (6 rows{shipped}) | {'-' if int8 is None else f'{int8:.2f}'} "
                      f"| <= {targets['int8_step_ratio_at_most']} | {_met(met['int8_step_ratio'])} |")
     else:
         lines.append(f"| | seed loop / ORT greedy | {seed:.0f}x | | |")

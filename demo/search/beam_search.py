@@ -33,10 +33,13 @@ class _Finished:
         self.captions: list[list[Hypothesis]] = [[] for _ in range(num_images)]
         self.best = np.full((num_images, options.num_return_sequences), DEAD)  # high to low
 
-    def add(self, images: np.ndarray, log_probs: np.ndarray, words: np.ndarray, natural: np.ndarray) -> None:
-        """Caption j: image images[j], its summed log-probability and its words (a (j, t) array)."""
+    def add(self, images: np.ndarray, log_probs: np.ndarray, words: np.ndarray,
+            natural: np.ndarray | None = None) -> None:
+        """Caption j: image images[j], its summed log-probability and its words (a (j, t) array); `natural`:
+        closed by <end> by choice (default) rather than at max_length."""
         alpha = self.options.length_penalty
-        for image, log_prob, caption, ended in zip(images.tolist(), log_probs.tolist(), words, natural.tolist()):
+        natural = [True] * len(images) if natural is None else natural.tolist()
+        for image, log_prob, caption, ended in zip(images.tolist(), log_probs.tolist(), words, natural):
             score = normalized(log_prob, len(caption), alpha)
             self.captions[image].append(Hypothesis(score, log_prob, tuple(caption.tolist()), ended))
             best = self.best[image]
@@ -60,91 +63,94 @@ def beam_search(
     require_top_k(model, 2 * k, k)
     num_images = len(features)
     state = model.initial_state(features, options.banned_ids)
+    # The live images' slots, compacted: an image that stops leaves these arrays (and the next step's rows).
+    images = np.arange(num_images)
     scores = np.full((num_images, width), DEAD)
     scores[:, [0, k]] = 0.0  # one beam and the shadow start; the other beams are dead until the first step
     words = np.zeros((num_images, width, options.max_length), dtype=np.int64)
     finished = _Finished(num_images, options)
-    active = np.arange(num_images)
-    rows = np.repeat(active, width)
+    rows = np.repeat(images, width)
     tokens = np.full(num_images * width, start_id, dtype=np.int64)
     for t in range(options.max_length + 1):
         out, state = model.step(tokens, rows, state)
-        top_log_probs = out.top_log_probs.reshape(len(active), width, -1)
-        top_ids = out.top_ids.reshape(len(active), width, -1)
+        top_log_probs = out.top_log_probs.reshape(len(images), width, -1)
+        top_ids = out.top_ids.reshape(len(images), width, -1)
         if t == options.max_length:
-            _close_all(finished, active, scores[active], words[active, :, :t], top_ids[:, :, 0],
-                       out.end_log_prob.reshape(len(active), width), end_id)
+            _close_all(finished, images, scores, words[:, :, :t], top_ids[:, :, 0],
+                       out.end_log_prob.reshape(len(images), width), end_id)
             break
-        beams = _advance_beams(finished, active, scores[active], words[active, :, :t], top_log_probs, top_ids,
-                               end_id, k)
-        shadow = _advance_shadow(finished, active, scores[active, k], words[active, k, :t], top_log_probs[:, k, 0],
-                                 top_ids[:, k, 0], end_id)
-        origins = np.concatenate([beams[0], np.full((len(active), 1), k)], axis=1)
-        chosen = np.concatenate([beams[1], shadow[1][:, None]], axis=1)
-        words[active] = words[active[:, None], origins]
-        words[active, :, t] = chosen
-        scores[active] = np.concatenate([beams[2], shadow[0][:, None]], axis=1)
-        going_on = ~_can_stop(scores[active], finished.best[active], t + 1, options)
-        if not going_on.any():
+        origins, chosen, scores = _advance(finished, images, scores, words[:, :, :t], top_log_probs, top_ids,
+                                           end_id, k)
+        words = words[np.arange(len(images))[:, None], origins]
+        words[:, :, t] = chosen
+        going_on = ~_can_stop(scores, finished.best[images, -1], t + 1, options)
+        if going_on.all():  # the next rows continue this step's rows (image position * width + slot)
+            rows = (np.arange(len(images))[:, None] * width + origins).ravel()
+        elif going_on.any():
+            keep = np.flatnonzero(going_on)
+            rows = (keep[:, None] * width + origins[keep]).ravel()
+            images, scores, words, chosen = images[keep], scores[keep], words[keep], chosen[keep]
+        else:
             break
-        positions = np.flatnonzero(going_on)
-        rows = (positions[:, None] * width + origins[positions]).ravel()
-        tokens = chosen[positions].ravel()
-        active = active[positions]
+        tokens = chosen.ravel()
     return [finished.n_best(image) for image in range(num_images)]
 
 
-def _advance_beams(finished: _Finished, active: np.ndarray, scores: np.ndarray, words: np.ndarray,
-                   top_log_probs: np.ndarray, top_ids: np.ndarray, end_id: int, k: int):
-    """Each image's k new beams from the 2k best of its k x 2k candidates, in order: an <end> among them is
-    set aside as finished, the others go on until there are k. Returns (origins, tokens, scores), each (A, k)."""
-    count = 2 * k
+def _advance(finished: _Finished, images: np.ndarray, scores: np.ndarray, words: np.ndarray,
+             top_log_probs: np.ndarray, top_ids: np.ndarray, end_id: int, k: int):
+    """One step for every live image: its k new beams and its shadow. Returns (origins, tokens, scores), each
+    (A, k + 1): the slot each new slot continues, the word it adds, and its summed log-probability.
+
+    The k beams: the 2k best of the image's k x 2k candidates, in order; an <end> among them is set aside as
+    finished, the others go on until there are k (fewer when candidates run out: dead slots). The shadow follows
+    its own argmax; when that is <end> it finishes and dies.
+    """
+    count, width = 2 * k, k + 1
+    index = np.arange(len(images))[:, None]
     per_row = top_log_probs[:, :k, :count].shape[-1]  # 2k, or the whole vocabulary when that is smaller
-    candidates = (scores[:, :k, None] + top_log_probs[:, :k, :count]).reshape(len(active), -1)
+    candidates = (scores[:, :k, None] + top_log_probs[:, :k, :count]).reshape(len(images), -1)
     # Stable: equal scores stay in (beam, token id) order, as each row arrives sorted with ties by lower id.
     order = np.argsort(-candidates, axis=1, kind="stable")[:, :count]
-    image = np.arange(len(active))[:, None]
-    best = candidates[image, order]
-    token = top_ids[:, :k, :count].reshape(len(active), -1)[image, order]
+    best = candidates[index, order]
+    token = top_ids[:, :k, :count].reshape(len(images), -1)[index, order]
     origin = order // per_row
     is_end = token == end_id
     going_before = np.cumsum(~is_end, axis=1) - ~is_end  # candidates that go on, ranked above this one
     taken = np.isfinite(best) & (going_before < k)
-    image, rank = np.nonzero(taken & is_end)
-    finished.add(active[image], best[image, rank], words[image, origin[image, rank]],
-                 np.ones(len(image), dtype=bool))
-    origins, tokens, new_scores = np.zeros((len(active), k), np.int64), np.full((len(active), k), end_id), \
-        np.full((len(active), k), DEAD)  # fewer than k alive: the rest are dead slots
+    shadow_score = scores[:, k] + top_log_probs[:, k, 0]
+    shadow_token = top_ids[:, k, 0]
+    shadow_ends = np.isfinite(shadow_score) & (shadow_token == end_id)
+    ends = taken & is_end
+    if ends.any():
+        image, rank = np.nonzero(ends)
+        finished.add(images[image], best[image, rank], words[image, origin[image, rank]])
+    if shadow_ends.any():
+        finished.add(images[shadow_ends], shadow_score[shadow_ends], words[shadow_ends, k])
+    origins = np.zeros((len(images), width), dtype=np.int64)
+    tokens = np.full((len(images), width), end_id, dtype=np.int64)
+    new_scores = np.full((len(images), width), DEAD)
     image, rank = np.nonzero(taken & ~is_end)
     slot = going_before[image, rank]
-    origins[image, slot], tokens[image, slot] = origin[image, rank], token[image, rank]
-    new_scores[image, slot] = best[image, rank]
+    origins[image, slot], tokens[image, slot], new_scores[image, slot] = \
+        origin[image, rank], token[image, rank], best[image, rank]
+    shadow_goes = ~shadow_ends & np.isfinite(shadow_score)
+    origins[:, k] = k
+    tokens[:, k] = np.where(shadow_goes, shadow_token, end_id)
+    new_scores[:, k] = np.where(shadow_goes, shadow_score, DEAD)
     return origins, tokens, new_scores
 
 
-def _advance_shadow(finished: _Finished, active: np.ndarray, scores: np.ndarray, words: np.ndarray,
-                    log_probs: np.ndarray, tokens: np.ndarray, end_id: int):
-    """The shadow follows its argmax; when that is <end> it finishes and dies. Returns (scores, tokens)."""
-    alive = np.isfinite(scores)
-    new_scores = scores + log_probs
-    ends = alive & (tokens == end_id)
-    finished.add(active[ends], new_scores[ends], words[ends], np.ones(int(ends.sum()), dtype=bool))
-    goes_on = alive & ~ends
-    return np.where(goes_on, new_scores, DEAD), np.where(goes_on, tokens, end_id)
-
-
-def _close_all(finished: _Finished, active: np.ndarray, scores: np.ndarray, words: np.ndarray,
+def _close_all(finished: _Finished, images: np.ndarray, scores: np.ndarray, words: np.ndarray,
                argmax: np.ndarray, end_log_probs: np.ndarray, end_id: int) -> None:
     """At max_length every live slot is closed with the end token's probability."""
     image, slot = np.nonzero(np.isfinite(scores))
-    finished.add(active[image], scores[image, slot] + end_log_probs[image, slot], words[image, slot],
+    finished.add(images[image], scores[image, slot] + end_log_probs[image, slot], words[image, slot],
                  argmax[image, slot] == end_id)
 
 
 def _can_stop(scores: np.ndarray, nth_best: np.ndarray, num_words: int, options: SearchOptions) -> np.ndarray:
-    """Per image: True when no live slot can still beat the n-th best finished caption."""
-    live = np.isfinite(scores)
+    """Per image: True when no live slot can still beat the n-th best finished caption (-inf while fewer than n
+    have finished). With no live slot the best is -inf, which beats nothing: stop."""
     alpha = options.length_penalty
     bound = max(length_penalty(num_words + 1, alpha), length_penalty(options.max_length + 1, alpha))
-    best_possible = np.where(live, scores, DEAD).max(axis=1) / bound
-    return ~live.any(axis=1) | (best_possible <= nth_best[:, -1])
+    return scores.max(axis=1) / bound <= nth_best

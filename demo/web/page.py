@@ -161,12 +161,13 @@ def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
             with gr.Column(scale=1):
-                num_beams = gr.Slider(1, 10, value=DEFAULTS.compared_num_beams, step=1, label="Beam width")
+                num_beams = gr.Slider(1, DEFAULTS.max_num_beams, value=DEFAULTS.compared_num_beams, step=1,
+                                      label="Beam width")
                 max_length = gr.Slider(*MAX_LENGTH_RANGE, value=pool.max_length(), step=1,
                                        label="Maximum length (words)")
                 length_penalty = gr.Slider(0.0, 2.0, value=DEFAULTS.length_penalty, step=0.1,
                                            label="Length penalty (GNMT alpha)")
-                num_return = gr.Slider(1, 10, value=DEFAULTS.compared_num_return_sequences, step=1,
+                num_return = gr.Slider(1, DEFAULTS.max_num_beams, value=DEFAULTS.compared_num_return_sequences, step=1,
                                        label="Beams to list")
                 variant = gr.Radio(variants, value=variants[0], label="Encoder variant",
                                    visible=len(variants) > 1)
