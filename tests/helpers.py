@@ -238,3 +238,12 @@ def assert_sessions_run_on(captioner, provider: str) -> None:
     sessions = [s for s in (captioner.encoder, captioner.decoder.session, captioner.decoder.projection)
                 if s is not None]
     assert [session.get_providers()[0] for session in sessions] == [wanted] * len(sessions)
+
+
+def assert_same_answer(answer: dict, comparison) -> None:
+    """A `caption` answer (from the API or `run_caption`) says what `Captioner.compare` says alone."""
+    import pytest
+
+    assert answer["greedy"]["caption"] == comparison.greedy.caption
+    assert answer["greedy"]["log_prob"] == pytest.approx(comparison.greedy.log_prob, abs=1e-5)
+    assert [c["caption"] for c in answer["beam"]["candidates"]] == [c.caption for c in comparison.beam.candidates]

@@ -112,17 +112,6 @@ def test_fp32_space_ships_the_fp32_encoder_and_decoder_alone(fp32_space, exporte
     assert (got.caption, got.log_prob) == (want.caption, pytest.approx(want.log_prob, abs=1e-5))
 
 
-def test_int8_space_from_a_bundle_without_int8_is_refused(fp32_space, tmp_path):
-    """The fp32 Space's onnx/ is a bundle without the int8 encoder: a run folder for this purpose."""
-    out = tmp_path / "space"
-    result = run_module("export.space", "--run", str(fp32_space), "--out", str(out), "--variant", "int8",
-                        timeout=300)
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert result.stderr.strip() == (f"error: {fp32_space / 'onnx'} has no encoder.int8.onnx: export with "
-                                     "--quantize int8, or use --variant fp32"), result.stderr
-    assert not out.exists(), "nothing written"
-
-
 def test_int8_decoder_space_ships_the_int8_step_alone(int8_decoder_run, tmp_path):
     from demo.captioner import Captioner
     from demo.manifest import verify_bundle
@@ -143,13 +132,15 @@ def test_int8_decoder_space_ships_the_int8_step_alone(int8_decoder_run, tmp_path
     assert (got.caption, got.log_prob) == (want.caption, pytest.approx(want.log_prob, abs=1e-5))
 
 
-def test_int8_decoder_space_from_a_bundle_without_it_is_refused(fp32_space, tmp_path):
+@pytest.mark.parametrize("option, missing", [("--variant", "encoder.int8.onnx: export with --quantize int8"),
+                                             ("--decoder-variant", "decoder_step_topk.int8.onnx: ")])
+def test_an_int8_space_from_a_bundle_without_it_is_refused(fp32_space, tmp_path, option, missing):
+    """The fp32 Space's onnx/ is a bundle without int8 files: a run folder for this purpose."""
     out = tmp_path / "space"
-    result = run_module("export.space", "--run", str(fp32_space), "--out", str(out), "--decoder-variant", "int8",
-                        timeout=300)
+    result = run_module("export.space", "--run", str(fp32_space), "--out", str(out), option, "int8", timeout=300)
     assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert f"error: {fp32_space / 'onnx'} has no decoder_step_topk.int8.onnx: " in result.stderr
-    assert result.stderr.strip().endswith(", or use --decoder-variant fp32") and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {fp32_space / 'onnx'} has no {missing}"), result.stderr
+    assert result.stderr.strip().endswith(f", or use {option} fp32") and "Traceback" not in result.stderr
     assert not out.exists(), "nothing written"
 
 
