@@ -2,7 +2,7 @@
 
 Each test runs the real export (TensorFlow children, tf2onnx, ONNX Runtime) on a
 copy of the exported run, with one fault planted where that check must catch
-it: a decoder whose output bias moved, a split decoder that no longer matches
+it: a decoder whose output bias moved, a top-k step that no longer matches
 the whole one, Keras captions the ONNX decoder does not reproduce, an fc2
 kernel scaled by 1%, an int8 bound no int8 encoder meets. Each must exit 2
 with the check's message, install nothing and leave the previous bundle as it
@@ -82,17 +82,17 @@ def test_a_decoder_that_differs_from_keras_is_refused(exported_run, tmp_path, ca
     assert "error: decoder_step.onnx log-probabilities differ from Keras by" in stderr
 
 
-def test_a_split_decoder_that_differs_from_the_whole_one_is_refused(exported_run, tmp_path, capsys, monkeypatch):
+def test_a_top_k_step_that_differs_from_the_whole_one_is_refused(exported_run, tmp_path, capsys, monkeypatch):
     run = linked_copy(exported_run, tmp_path)
     real_split = export.bundle.split_decoder
 
-    def split_wrongly(whole, projection, steps):
-        real_split(whole, projection, steps)
-        nudge_output_bias(steps, vocab_size(run))
+    def split_wrongly(whole, projection, step, end_id, top_k):
+        real_split(whole, projection, step, end_id, top_k)
+        nudge_output_bias(step, vocab_size(run))
 
     monkeypatch.setattr(export.bundle, "split_decoder", split_wrongly)
     stderr = export_refused(run, capsys)
-    assert "error: the split decoder differs from decoder_step.onnx by" in stderr
+    assert "error: the top-k decoder step differs from decoder_step.onnx by" in stderr
 
 
 def test_captions_that_differ_from_keras_are_refused(exported_run, tmp_path, capsys, monkeypatch):
