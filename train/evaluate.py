@@ -20,7 +20,7 @@ from tqdm import tqdm
 from demo.artifacts import atomic_write_json
 from demo.errors import BadInput, MissingFile
 from demo.search import best, options_for
-from demo.search.step import SearchOptions, TopKStep
+from demo.search.step import Hypothesis, SearchOptions, TopKStep
 from demo.vocab import Vocabulary
 from train.captions_file import read_captions
 from train.coco_metrics import coco_scores
@@ -63,13 +63,11 @@ def search_key(width: int) -> str:
 
 
 def caption_split(step_model, features: np.ndarray, vocab: Vocabulary, width: int, options: SearchOptions,
-                  batch_size: int) -> list[list[str]]:
-    captions = []
+                  batch_size: int) -> list[Hypothesis]:
+    found = []
     for start in tqdm(range(0, len(features), batch_size), desc=search_key(width), unit="batch", leave=False):
-        batch = features[start:start + batch_size]
-        found = best(step_model, batch, vocab.start_id, vocab.end_id, options)
-        captions.extend(vocab.decode(h.tokens) for h in found)
-    return captions
+        found += best(step_model, features[start:start + batch_size], vocab.start_id, vocab.end_id, options)
+    return found
 
 
 def run_evaluate(cfg: EvaluateConfig) -> dict:
@@ -89,14 +87,19 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     for width in cfg.beam:
         options = options_for(vocab, width, cfg.max_length, cfg.length_penalty)
         started = time.perf_counter()
-        hypotheses = caption_split(step_model, features, vocab, width, options, cfg.batch_size)
+        found = caption_split(step_model, features, vocab, width, options, cfg.batch_size)
         elapsed = time.perf_counter() - started
+        hypotheses = [vocab.decode(h.tokens) for h in found]
         scores = bleu_scores(references, hypotheses)
         baseline = bleu_scores(shuffled, hypotheses)
         metrics[search_key(width)] = scores | coco_scores(references, hypotheses) | {
             "bleu_4_shuffled_references": baseline["bleu_4"],
             "images": len(entries), "split": cfg.split, "length_penalty": cfg.length_penalty,
             "seconds": round(elapsed, 2),
+            # how long the captions are, and how many the model ended itself rather than being cut at max_length
+            "mean_words": round(float(np.mean([len(h.tokens) for h in found])), 2),
+            "ended_by_end_share": round(float(np.mean([h.finished for h in found])), 4),
+            "max_length": options.max_length,
             "samples": [{"image": e.id, "caption": " ".join(h), "references": list(e.tokens)}
                         for e, h in list(zip(entries, hypotheses))[: cfg.samples]],
         }

@@ -165,4 +165,5 @@ def test_trained_model_describes_its_own_image(synthetic_features_run, tmp_path)
         assert scores["bleu_4"] >= 0.30, scores
         assert scores["bleu_4"] - scores["bleu_4_shuffled_references"] >= 0.15, scores
         assert len(scores["samples"]) == 8 and all(s["caption"] for s in scores["samples"])
+        assert 0 < scores["mean_words"] <= scores["max_length"] and 0 < scores["ended_by_end_share"] <= 1, scores
     assert "BLEU-4" in result.stderr
