@@ -28,12 +28,13 @@ from bench.timing import interleaved
 from demo import bundle_layout as layout
 from demo.artifacts import read_json
 from demo.onnx_step import OnnxStepModel, WholeStepModel, step_threads
-from demo.search import options_for
+from demo.search import best, options_for
 from demo.search.beam_search import beam_search
 from demo.search.greedy_search import greedy_search
 from demo.search.step import TopKStep
 from demo.sessions import create_session
 from demo.vocab import Vocabulary
+from export.decoder_int8 import quantize_decoder, step_ms
 from train.captions_file import read_captions
 from train.features import load_cache
 from train.keras_step import KerasStepModel
@@ -114,15 +115,9 @@ def _evaluate_rate(files: RunFiles) -> float | None:
     return beam["images"] / beam["seconds"] if beam.get("seconds") else None
 
 
-def _session(path: Path, provider: str, threads: int = 1):
-    return create_session(path, provider, threads=threads)
-
-
 def _quantized(bundle: Path, folder: Path) -> Path:
     """The int8 step the export would ship, made here when the export left it out (its gate is about captions;
     its speed is measured either way)."""
-    from export.decoder_int8 import quantize_decoder  # lazy: onnxruntime.quantization only for this
-
     path = folder / layout.decoder_file("int8")
     quantize_decoder(bundle / layout.decoder_file("fp32"), path)
     return path
@@ -136,14 +131,14 @@ def _measure(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick: bo
 def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick: bool, provider: str,
                 tmp: Path) -> dict:
     bundle = files.bundle
-    projection, used = _session(bundle / layout.IMAGE_PROJECTION, provider)
+    projection, used = create_session(bundle / layout.IMAGE_PROJECTION, provider, threads=1)
     manifest = read_json(bundle / layout.MANIFEST, "manifest")
     threads = step_threads(len(vocab), manifest["hidden_size"])
     shipped = layout.decoder_file("int8") in manifest["files"]
     int8_file = bundle / layout.decoder_file("int8") if shipped else _quantized(bundle, tmp)
-    steps = {v: OnnxStepModel(_session(path, provider, threads)[0], projection)
+    steps = {v: OnnxStepModel(create_session(path, provider, threads)[0], projection)
              for v, path in (("fp32", bundle / layout.decoder_file("fp32")), ("int8", int8_file))}
-    whole = TopKStep(WholeStepModel(_session(bundle / layout.DECODER_STEP, provider, threads)[0]), vocab.end_id)
+    whole = TopKStep(WholeStepModel(create_session(bundle / layout.DECODER_STEP, provider, threads)[0]), vocab.end_id)
     greedy, beam3, beam5 = (options_for(vocab, width, MAX_WORDS) for width in (1, 3, 5))
     one_by_one = features[: 3 if quick else 8]
 
@@ -171,18 +166,17 @@ def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick:
                       f"ort_beam3_{BATCH_IMAGES}_images{suffix}": batch(step, beam3)}
     rates = interleaved(ort_sides, repeats, warm_up=True)
     breakdown = _where_time_goes(steps["fp32"], one_by_one, vocab, beam5)
-    step_ms = _step_ms(steps, features[:1])
+    step_times = step_ms(steps, features[:1], repeats=200, warm_up=10)  # one image: 6 rows
     captions = _caption_stats(steps["fp32"], features, vocab, greedy, beam5)
     rates |= interleaved(_keras_sides(files.model, one_by_one, vocab, greedy), 1 if quick else 2, warm_up=True)
     ms = {name: 1000.0 / r["median_per_s"] for name, r in rates.items()}
     ratios = {"seed_loop_to_ort_greedy": ms["seed_loop"] / ms["ort_greedy"],
               "whole_distribution_to_topk_greedy": ms["ort_greedy_whole_distribution_to_numpy"] / ms["ort_greedy"]}
-    if "int8" in step_ms:
-        ratios["int8_to_fp32_step"] = step_ms["int8"] / step_ms["fp32"]
+    ratios["int8_to_fp32_step"] = step_times["int8"] / step_times["fp32"]
     return {"provider": used, "vocab_size": len(vocab), "hidden_size": steps["fp32"].hidden_dim,
             "step_threads": threads, "top_k": steps["fp32"].top_k, "decoder_variants": list(steps),
             "int8_shipped": shipped, "images": len(one_by_one),
-            "ms_per_caption": ms, "step_ms_beam5_rows": step_ms, "ratios": ratios,
+            "ms_per_caption": ms, "step_ms_beam5_rows": step_times, "ratios": ratios,
             "beam5_time_split_ms_per_caption": breakdown, "captions": captions}
 
 
@@ -202,27 +196,11 @@ def _where_time_goes(step: OnnxStepModel, features: np.ndarray, vocab: Vocabular
             "steps_per_caption": calls / len(features)}
 
 
-def _step_ms(steps: dict, feature: np.ndarray, repeats: int = 200) -> dict[str, float]:
-    """One decoder step over a beam-5 batch (5 beams + the shadow), median ms, variants interleaved."""
-    rows = np.zeros(6, dtype=np.int64)
-    tokens = np.arange(4, 10, dtype=np.int64)
-    states = {v: step.initial_state(feature, ()) for v, step in steps.items()}
-    times: dict[str, list[float]] = {v: [] for v in steps}
-    for repeat in range(repeats + 10):
-        for variant, step in steps.items():
-            started = time.perf_counter()
-            step.step(tokens, rows, states[variant])
-            if repeat >= 10:
-                times[variant].append((time.perf_counter() - started) * 1000)
-    return {variant: float(np.median(values)) for variant, values in times.items()}
-
-
 def _caption_stats(step: OnnxStepModel, features: np.ndarray, vocab: Vocabulary, greedy, beam5) -> dict:
     """What the timed captions are like: mean words, and how many ended by <end> rather than at 20 words."""
     stats = {}
     for name, options in (("greedy", greedy), ("beam_5", beam5)):
-        found = [n_best[0] for n_best in beam_search(step, features, vocab.start_id, vocab.end_id, options)] \
-            if options.num_beams > 1 else greedy_search(step, features, vocab.start_id, vocab.end_id, options)
+        found = best(step, features, vocab.start_id, vocab.end_id, options)
         stats[name] = {"mean_words": float(np.mean([len(h.tokens) for h in found])),
                        "ended_by_end_token": float(np.mean([h.finished for h in found]))}
     return stats

@@ -75,15 +75,22 @@ def build_int8_decoder(work: Path, vocab: Vocabulary, features: np.ndarray,
 
 
 def step_time_ratio(steps: dict, features: np.ndarray, repeats: int = 30) -> float:
-    """int8 / fp32 time of one step over a beam-5-sized batch (6 rows per image), interleaved, median."""
+    """int8 / fp32 time of one step over a beam-5-sized batch (6 rows per image)."""
+    times = step_ms(steps, features, repeats)
+    return times["int8"] / times["fp32"]
+
+
+def step_ms(steps: dict, features: np.ndarray, repeats: int, warm_up: int = 1) -> dict[str, float]:
+    """Median ms of one step per step model, over a beam-5-sized batch (5 beams + the shadow per image),
+    the models taking turns so that each sees the same machine state."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     rows = np.repeat(np.arange(len(features)), 6)
-    tokens = np.full(len(rows), 4, dtype=np.int64)
+    tokens = np.full(len(rows), 4, dtype=np.int64)  # the first non-special word
     states = {name: step.initial_state(features, ()) for name, step in steps.items()}
-    for repeat in range(repeats + 1):
+    for repeat in range(warm_up + repeats):
         for name, step in steps.items():
             started = time.perf_counter()
             step.step(tokens, rows, states[name])
-            if repeat:  # the first round warms up
-                times[name].append(time.perf_counter() - started)
-    return float(np.median(times["int8"]) / np.median(times["fp32"]))
+            if repeat >= warm_up:
+                times[name].append((time.perf_counter() - started) * 1000)
+    return {name: float(np.median(values)) for name, values in times.items()}
