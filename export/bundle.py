@@ -39,6 +39,7 @@ from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
 from train.features import load_cache, run_encoder_spec
 from train.run_files import RunFiles
+from train.scene_scoring import load_scenes
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
         parity["encoder_int8"] = _stage(
             "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
             [captions.image_root / i for i in by_split["train"][: cfg.calibration_images]],
-            [captions.image_root / i for i in evaluated], _references(captions, evaluated))
+            [captions.image_root / i for i in evaluated], _references(captions, evaluated),
+            load_scenes(captions, evaluated))
     for leftover in work.glob("reference_*"):
         leftover.unlink()
     shutil.copyfile(files.vocab, work / layout.VOCAB)

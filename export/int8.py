@@ -6,7 +6,10 @@ greedy captions (target 90%) and the BLEU-4 change are reported, with a
 warning below target, but do not fail it: a decoder trained on a random-init
 encoder's features (the offline synthetic default) flips its shape word under
 perturbations far smaller than int8's, so caption agreement there says more
-about the features than about the quantization (see the README). Also
+about the features than about the quantization (see the README). On the
+synthetic scenes, both sides' greedy captions are also scored against their
+scenes (`train.scene_scoring`: shape word, colour, size, position,
+background), so a change in agreement shows what it costs. Also
 reported: file sizes, the minimum cosine, and a quick batch-1 latency ratio
 (the benchmark suite measures latency properly).
 """
@@ -25,6 +28,7 @@ from export.errors import ParityError
 from export.parity import cpu_session, decode_all, encode, topk_step_model
 from export.quantize import cosine_similarity, quantize_encoder
 from train.evaluate import bleu_scores
+from train.scene_scoring import Scenes, comparison
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,8 @@ MIN_IDENTICAL_GREEDY = 0.90
 
 
 def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], evaluation: list[Path],
-                       references: list[list[list[str]]]) -> dict:
+                       references: list[list[list[str]]], scenes: Scenes | None = None) -> dict:
+    """`scenes`: the evaluation images' scenes on a synthetic run (None for other datasets)."""
     fp32_path, int8_path = work / layout.encoder_file("fp32"), work / layout.encoder_file("int8")
     quantize_encoder(fp32_path, int8_path, calibration)
     pixels = np.stack([load_image(p) for p in evaluation])
@@ -43,7 +48,8 @@ def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], e
     step = topk_step_model(work)
     captions = {k: decode_all(step, f, vocab, 1) for k, f in features.items()}
     identical = float(np.mean([a == b for a, b in zip(captions["fp32"], captions["int8"])]))
-    bleu = {k: bleu_scores(references, [vocab.decode(c) for c in caps])["bleu_4"] for k, caps in captions.items()}
+    words = {k: [vocab.decode(c) for c in caps] for k, caps in captions.items()}
+    bleu = {k: bleu_scores(references, hypotheses)["bleu_4"] for k, hypotheses in words.items()}
     result = {
         "calibration_images": len(calibration),
         "evaluation_images": len(evaluation),
@@ -58,6 +64,8 @@ def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], e
         "targets": {"greedy_identical_at_least": MIN_IDENTICAL_GREEDY,
                     "greedy_identical_met": identical >= MIN_IDENTICAL_GREEDY},
     }
+    if scenes is not None:
+        result["scene"] = {k: scenes.score(hypotheses) for k, hypotheses in words.items()}
     if result["cosine_mean"] < MIN_MEAN_COSINE:
         raise ParityError(f"the int8 encoder is too far from fp32 (mean feature cosine {result['cosine_mean']:.4f} "
                           f"< {MIN_MEAN_COSINE}); export without --quantize int8, or calibrate on more images "
@@ -68,6 +76,9 @@ def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], e
     log.info(f"export:   int8: {result['bytes']['int8'] / 1e6:.0f} MB (fp32 {result['bytes']['fp32'] / 1e6:.0f} "
              f"MB), cosine {result['cosine_mean']:.4f}, greedy identical {identical:.0%}, "
              f"BLEU-4 {bleu['fp32']:.3f} -> {bleu['int8']:.3f}")
+    if scenes is not None:
+        log.info(f"export:   int8 greedy captions against their scenes, fp32 -> int8: "
+                 f"{comparison(result['scene']['fp32'], result['scene']['int8'])}")
     return result
 
 

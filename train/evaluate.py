@@ -6,12 +6,19 @@ Beside each score: the same captions scored against the references of
 *other* images (a seeded derangement). On a dataset whose captions share
 templates (the synthetic one), that baseline shows how much of
 the score comes from describing this image rather than from fluent phrasing.
+
+Also per search: caption diversity (distinct captions over the split, and
+the share given the single most common one: the "same caption for every
+image" failure), and, on the synthetic scenes, what the captions get right
+about each scene (`train.scene_scoring`: shape word, colour, size, position,
+background), since BLEU on template captions hides a wrong shape word.
 """
 from __future__ import annotations
 
 import logging
 import time
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +35,7 @@ from train.config import EvaluateConfig, to_json
 from train.features import load_cache
 from train.keras_step import KerasStepModel
 from train.run_files import RunFiles, update_run_config
+from train.scene_scoring import load_scenes, summary
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,19 @@ def derangement(count: int, seed: int) -> np.ndarray:
     return result
 
 
+def caption_diversity(hypotheses: list[list[str]]) -> dict:
+    """How many different captions the split got, and how much of it the single most common one covers."""
+    counts = Counter(" ".join(h) for h in hypotheses)
+    total = len(hypotheses)
+    caption, count = counts.most_common(1)[0] if counts else ("", 0)  # ties: the one met first
+    return {
+        "distinct_captions": len(counts),
+        "distinct_share": round(len(counts) / total, 4) if total else None,
+        "most_common_caption": caption,
+        "most_common_share": round(count / total, 4) if total else None,
+    }
+
+
 def search_key(width: int) -> str:
     return "greedy" if width == 1 else f"beam_{width}"
 
@@ -76,9 +97,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         raise MissingFile(f"no trained model at {files.model}: run `python -m train fit --run {cfg.run}`")
     vocab = Vocabulary.load(files.vocab)
     cache = load_cache(files)
-    entries = read_captions(files.captions).split(cfg.split)
+    captions = read_captions(files.captions)
+    entries = captions.split(cfg.split)
     if not entries:
         raise BadInput(f"the {cfg.split} split of {files.root} is empty")
+    scenes = load_scenes(captions, [e.id for e in entries])  # None: not the synthetic dataset
+    if scenes is not None and scenes.not_scored:
+        log.warning(f"evaluate: {scenes.not_scored}")
     features = cache.lookup([e.id for e in entries])
     references = [e.references() for e in entries]
     shuffled = [references[i] for i in derangement(len(references), cfg.seed)]
@@ -92,7 +117,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         hypotheses = [vocab.decode(h.tokens) for h in found]
         scores = bleu_scores(references, hypotheses)
         baseline = bleu_scores(shuffled, hypotheses)
-        metrics[search_key(width)] = scores | coco_scores(references, hypotheses) | {
+        result = metrics[search_key(width)] = scores | coco_scores(references, hypotheses) | {
             "bleu_4_shuffled_references": baseline["bleu_4"],
             "images": len(entries), "split": cfg.split, "length_penalty": cfg.length_penalty,
             "seconds": round(elapsed, 2),
@@ -100,12 +125,17 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
             "mean_words": round(float(np.mean([len(h.tokens) for h in found])), 2),
             "ended_by_end_share": round(float(np.mean([h.finished for h in found])), 4),
             "max_length": options.max_length,
+            "diversity": caption_diversity(hypotheses),
+            **({} if scenes is None else {"scene": scenes.score(hypotheses)}),  # synthetic scenes only
             "samples": [{"image": e.id, "caption": " ".join(h), "references": list(e.tokens)}
                         for e, h in list(zip(entries, hypotheses))[: cfg.samples]],
         }
+        diversity = result["diversity"]
+        scene_line = "" if scenes is None else f"; {summary(result['scene'])}"
         log.info(f"evaluate: {search_key(width)}: BLEU-1 {scores['bleu_1']:.3f} BLEU-4 {scores['bleu_4']:.3f} "
                  f"(shuffled references {baseline['bleu_4']:.3f}) on {len(entries)} {cfg.split} images "
-                 f"in {elapsed:.1f} s")
+                 f"in {elapsed:.1f} s{scene_line}; {diversity['distinct_captions']} distinct captions, "
+                 f"the most common on {diversity['most_common_share']:.0%}")
     atomic_write_json(files.metrics, metrics)
     update_run_config(files, "evaluate", to_json(cfg))
     return metrics

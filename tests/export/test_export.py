@@ -60,6 +60,8 @@ def test_parity_figures_are_recorded_and_within_bounds(exported_run):
     assert max(parity["decoder_topk"]["max_abs_diff"].values()) <= 1e-4
     int8 = parity["encoder_int8"]
     assert int8["cosine_mean"] >= 0.99 and int8["bytes"]["int8"] < int8["bytes"]["fp32"] / 3
+    assert {side: block["images"] for side, block in int8["scene"].items()} == {  # a synthetic run: scene scores
+        "fp32": int8["evaluation_images"], "int8": int8["evaluation_images"]}, int8.get("scene")
     decoder_int8 = parity["decoder_int8"]  # shipped or not (the gate itself: tests/export/test_decoder_int8.py)
     assert decoder_int8["shipped"] in (True, False) and decoder_int8["bytes"]["int8"] < decoder_int8["bytes"]["fp32"]
     assert ("why" in decoder_int8) is not decoder_int8["shipped"], "a left-out int8 decoder says why"

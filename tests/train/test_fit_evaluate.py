@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO, run_module
+from train.scene_scoring import ATTRIBUTES
 
 pytestmark = pytest.mark.slow
 QUIET_FIT = ("--patience", "100", "--lr-patience", "100", "--batch-size", "64")  # the schedulers never act
@@ -166,4 +167,6 @@ def test_trained_model_describes_its_own_image(synthetic_features_run, tmp_path)
         assert scores["bleu_4"] - scores["bleu_4_shuffled_references"] >= 0.15, scores
         assert len(scores["samples"]) == 8 and all(s["caption"] for s in scores["samples"])
         assert 0 < scores["mean_words"] <= scores["max_length"] and 0 < scores["ended_by_end_share"] <= 1, scores
+        assert (scores["scene"]["images"] == scores["images"] and set(ATTRIBUTES) <= set(scores["scene"])
+                and 1 <= scores["diversity"]["distinct_captions"] <= scores["images"]), scores
     assert "BLEU-4" in result.stderr
