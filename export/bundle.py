@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from demo import bundle_layout as layout
@@ -34,10 +35,20 @@ from export.decoder_int8 import build_int8_decoder
 from export.errors import ExportError
 from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
 from export.int8 import build_int8_encoder
-from export.parity import caption_parity, cpu_session, decoder_parity, encoder_parity, topk_parity
+from export.parity import (
+    REFERENCE_TEST_FEATURES,
+    REFERENCE_TOP,
+    caption_parity,
+    cpu_session,
+    decoder_parity,
+    encoder_parity,
+    read_top,
+    top_weight_stream,
+    topk_parity,
+)
 from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
-from train.features import load_cache, run_encoder_spec
+from train.features import cache_paths, run_encoder_spec, trained_layer
 from train.run_files import RunFiles
 from train.scene_scoring import load_scenes
 
@@ -67,8 +78,9 @@ def run_export(cfg: ExportConfig) -> dict:
 
 
 def _require(files: RunFiles) -> None:
+    layer = trained_layer(files)
     for path, fix in ((files.model, "python -m train fit"), (files.vocab, "python -m train prepare"),
-                      (files.features_dir / "meta.json", "python -m train features")):
+                      (cache_paths(files, layer)["meta"], f"python -m train features --layer {layer}")):
         if not path.is_file():
             raise MissingFile(f"{path} not found: run `{fix} --run {files.root}` first")
 
@@ -87,7 +99,7 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
            vocab.end_id, cfg.top_k)
     decoder_files = [layout.DECODER_STEP, layout.IMAGE_PROJECTION, layout.decoder_file("fp32")]
     _stage("running onnx.checker on the decoder", _check_models, work, decoder_files)
-    test_features = load_cache(files).lookup(by_split["test"])
+    test_features = np.load(work / REFERENCE_TEST_FEATURES, allow_pickle=False)  # fc2, or a fine-tuned top's
     parity["decoder"] = _stage("checking decoder parity", decoder_parity, work)
     parity["decoder_topk"] = _stage("checking the top-k decoder step", topk_parity, work, vocab.end_id)
     parity["captions"] = _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab)
@@ -121,8 +133,10 @@ def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
     peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child, "encoder-conv",
                                    files, work, cfg)
     spec = run_encoder_spec(files)
-    _stage("appending fc1 and fc2 as Gemm nodes", append_dense_layers, work / CONV_PART, vgg16_weights(spec),
-           work / layout.encoder_file("fp32"))
+    fine_tuned = (work / REFERENCE_TOP).is_file()
+    weights = top_weight_stream(read_top(work / REFERENCE_TOP)) if fine_tuned else vgg16_weights(spec)
+    _stage(f"appending {'the fine-tuned ' if fine_tuned else ''}fc1 and fc2 as Gemm nodes", append_dense_layers,
+           work / CONV_PART, weights, work / layout.encoder_file("fp32"))
     (work / CONV_PART).unlink()
     _stage("running onnx.checker on the encoder", _check_models, work, [layout.encoder_file("fp32")])
     peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
@@ -183,6 +197,7 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
         "image_size": IMAGE_SIZE,
         "preprocess": PREPROCESS_VERSION,
         "encoder_weights": spec.describe() if spec else None,
+        "encoder_fine_tuned_top": (work / REFERENCE_TOP).is_file(),  # fc1/fc2 trained with the captioner
         "top_k": cfg.top_k,
         "models": models,
         "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != layout.MANIFEST},

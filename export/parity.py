@@ -36,6 +36,8 @@ CHECKED_WIDTHS = (DEFAULTS.num_beams, DEFAULTS.compared_num_beams)  # greedy and
 REFERENCE_CAPTIONS = "reference_captions.json"
 REFERENCE_PIXELS, REFERENCE_FEATURES = "reference_encoder_pixels.npy", "reference_encoder_features.npy"
 REFERENCE_DECODER = "reference_decoder.npz"  # probe inputs (graph input names) and outputs (graph output names)
+REFERENCE_TEST_FEATURES = "reference_test_features.npy"  # what the trained decoder sees for the test split
+REFERENCE_TOP = "reference_top.npz"  # a fine-tuned run's fc1/fc2 (`fc1_kernel`, ...): the Gemm weights
 
 
 def cpu_session(path: Path):
@@ -166,3 +168,15 @@ def caption_parity(work: Path, features: np.ndarray, vocab: Vocabulary) -> dict:
                 raise ParityError(f"{len(compared['different'])} of {len(features)} {key} captions differ between "
                                   f"Keras and the exported decoder ({form}), beyond near-ties of {TIE_TOLERANCE:.0e}")
     return result
+
+
+def read_top(path: Path) -> dict:
+    """A fine-tuned run's fc1/fc2 as written by `export.tf_side`: {name: (kernel, bias)}."""
+    with np.load(path, allow_pickle=False) as arrays:
+        return {name: (arrays[f"{name}_kernel"], arrays[f"{name}_bias"]) for name in ("fc1", "fc2")}
+
+
+def top_weight_stream(top: dict):
+    """(name, kernel, bias) of fc1 and fc2, the stream `append_dense_layers` reads."""
+    for name, (kernel, bias) in top.items():
+        yield name, kernel, bias

@@ -31,13 +31,22 @@ from demo.search import best, options_for
 from demo.search.step import TopKStep
 from demo.vocab import Vocabulary
 from export.graph_edit import CONV_OUTPUT, CONV_PART, rename_value
-from export.parity import CHECKED_WIDTHS, REFERENCE_CAPTIONS, REFERENCE_DECODER, REFERENCE_FEATURES, REFERENCE_PIXELS
+from export.parity import (
+    CHECKED_WIDTHS,
+    REFERENCE_CAPTIONS,
+    REFERENCE_DECODER,
+    REFERENCE_FEATURES,
+    REFERENCE_PIXELS,
+    REFERENCE_TEST_FEATURES,
+    REFERENCE_TOP,
+    read_top,
+)
 from train.captions_file import read_captions
-from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, vgg16_architecture, vgg16_weights
+from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, load_conv_part
 from train.evaluate import search_key
-from train.features import load_cache, run_encoder_spec
+from train.features import run_encoder_spec, trained_features
 from train.keras_step import KerasStepModel
-from train.model import build_step_model, load_trained
+from train.model import build_step_model, fine_tuned_top, load_trained
 from train.run_files import RunFiles
 from train.tf_import import import_keras
 
@@ -48,11 +57,7 @@ import tf2onnx  # noqa: E402
 
 def convert_conv_part(files: RunFiles, out: Path, opset: int) -> None:
     """conv.onnx: uint8 pixels -> the flattened block5_pool activations (25088), preprocessing inside."""
-    conv = vgg16_architecture(top=False)
-    for name, kernel, bias in vgg16_weights(run_encoder_spec(files)):
-        if not name.startswith("block"):
-            break  # the dense layers are appended by the parent, straight from the weight file
-        conv.get_layer(name).set_weights([kernel, bias])
+    conv = load_conv_part(run_encoder_spec(files))  # the dense layers are appended by the parent
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name=layout.PIXELS)])
     def conv_part(pixels):
@@ -69,7 +74,8 @@ def encoder_reference(files: RunFiles, out: Path, parity_images: list[str]) -> N
     """Keras' own features (the model that built the cache) for the parity images, in its own process."""
     root = read_captions(files.captions).image_root
     pixels = np.stack([load_image(root / image_id) for image_id in parity_images])
-    reference = build_encoder(run_encoder_spec(files)).predict_on_batch(pixels.astype(np.float32))
+    top = read_top(out / REFERENCE_TOP) if (out / REFERENCE_TOP).is_file() else None  # a fine-tuned fc1/fc2
+    reference = build_encoder(run_encoder_spec(files), top=top).predict_on_batch(pixels.astype(np.float32))
     np.save(out / REFERENCE_PIXELS, pixels)
     np.save(out / REFERENCE_FEATURES, np.asarray(reference, dtype=np.float32))
 
@@ -79,7 +85,11 @@ def convert_decoder(files: RunFiles, out: Path, opset: int) -> None:
     trained = load_trained(files.model)
     step = build_step_model(trained)
     step_to_onnx(step, out / layout.DECODER_STEP, opset)
-    _decoder_references(files, out, step, trained.get_layer("lstm").units)
+    top = fine_tuned_top(trained)
+    if top is not None:
+        np.savez(out / REFERENCE_TOP, **{f"{name}_{part}": array for name, weights in top.items()
+                                         for part, array in zip(("kernel", "bias"), weights)})
+    _decoder_references(files, out, step, trained.get_layer("lstm").units, top)
 
 
 def step_to_onnx(step, path: Path, opset: int) -> None:
@@ -104,11 +114,11 @@ def step_to_onnx(step, path: Path, opset: int) -> None:
     onnx.save_model(proto, path)
 
 
-def _decoder_references(files: RunFiles, out: Path, step, hidden: int) -> None:
+def _decoder_references(files: RunFiles, out: Path, step, hidden: int, top) -> None:
     vocab = Vocabulary.load(files.vocab)
-    cache = load_cache(files)
     test_ids = read_captions(files.captions).ids("test")
-    features = cache.lookup(test_ids)
+    features = trained_features(files, test_ids, top)
+    np.save(out / REFERENCE_TEST_FEATURES, features)
     rng = np.random.default_rng(0)
     rows = len(features[:16])
     probe = {layout.FEATURES: features[:16], layout.TOKEN: rng.integers(1, len(vocab), rows),

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
         extract_features(from_args(FeaturesConfig, args))
     elif args.command == "fit":
+        from train.tf_import import prefer_bfc_allocator  # lazy: as above
+
+        prefer_bfc_allocator()  # before train.fit imports TensorFlow
         from train.fit import run_fit  # lazy: as above
 
         run_fit(from_args(FitConfig, args))

@@ -53,6 +53,10 @@ class FeaturesConfig:
         "'imagenet' (downloaded by Keras), a path to a local VGG16 .h5 weights file, "
         "or 'none' for a seeded random init (offline work and the synthetic dataset only)",
     )
+    layer: str = option("fc2", "which VGG16 layer to cache: 'fc2' (float16 x 4096 per image: what `fit` trains "
+                               "on) or 'block5_pool' (7x7x512 = 25088 per image, float16, about 1.6 GB for "
+                               "Flickr30K's 31,783 images: what `fit --fine-tune-top` trains fc1 and fc2 on)",
+                        choices=("fc2", "block5_pool"))
     batch_size: int = option(16, "images per forward pass")
     workers: int = option(2, "threads that decode images ahead of the forward pass")
     seed: int = option(0, "seed of the random init used with --vgg-weights none")
@@ -117,6 +121,11 @@ class FitConfig:
     logical_cpus: int = option(0, "split the CPU into N logical devices (to try --strategy mirrored "
                                 "without GPUs)")
     resume: bool = option(False, "continue from the last completed epoch's checkpoint")
+    fine_tune_top: bool = option(False, "train VGG16's fc1 and fc2 with the captioner, from the encoder's weights, "
+                                      "on the block5_pool cache (`python -m train features --layer block5_pool`); "
+                                      "each image passes through them once per step, not once per caption")
+    top_learning_rate: float = option(1e-4, "with --fine-tune-top: fc1's and fc2's learning rate (halved with the "
+                                            "rest on plateaus)")
 
 
 @dataclass

@@ -27,6 +27,10 @@ from demo.preprocess import IMAGE_SIZE
 from train.tf_import import import_keras
 
 FEATURE_DIM = 4096
+POOL_DIM = 7 * 7 * 512  # block5_pool, flattened: fc1's input
+FEATURE_LAYERS = {"fc2": FEATURE_DIM, "block5_pool": POOL_DIM}
+TOP_LAYERS = ("fc1", "fc2")  # the dense layers `fit --fine-tune-top` trains
+TopWeights = dict  # {"fc1": (kernel, bias), "fc2": (kernel, bias)} as float32 arrays
 IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 # Set by the test suite (tests/fast_suite_guard.py) while a test not marked slow runs; inherited by subprocesses.
 FORBID_VGG16_ENV = "CAPTIONER_FORBID_VGG16"
@@ -63,15 +67,58 @@ IMAGENET_WEIGHTS_MD5 = "64373286793e3c8b2b4e3219cbf3544b"  # as keras.applicatio
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
-def build_encoder(spec: EncoderSpec):
-    """Return a Keras model: (B, 224, 224, 3) float32 RGB in [0, 255] -> (B, 4096) fc2 features."""
-    keras = import_keras()
+def build_encoder(spec: EncoderSpec, layer: str = "fc2", top: TopWeights | None = None):
+    """Return a Keras model: (B, 224, 224, 3) float32 RGB in [0, 255] -> (B, D) features of `layer`.
 
-    vgg = load_vgg16(spec)
+    `layer` is 'fc2' (D 4096) or 'block5_pool' (flattened, D 25088: what `fit --fine-tune-top` trains fc1 and
+    fc2 on). `top` replaces fc1's and fc2's weights by fine-tuned ones (the export's reference encoder).
+    """
+    keras = import_keras()
+    if layer not in FEATURE_LAYERS:
+        raise ValueError(f"unknown feature layer {layer!r}; one of {', '.join(FEATURE_LAYERS)}")
+    if layer == "fc2":
+        vgg = load_vgg16(spec)
+        for name, (kernel, bias) in (top or {}).items():
+            vgg.get_layer(name).set_weights([kernel, bias])
+        body = keras.Model(vgg.inputs, vgg.get_layer("fc2").output, name="vgg16_fc2")
+    else:
+        body = load_conv_part(spec)
     pixels = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), dtype="float32", name=PIXELS)
     bgr = keras.ops.flip(pixels, axis=-1) - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, "float32")
-    features = keras.Model(vgg.inputs, vgg.get_layer("fc2").output, name="vgg16_fc2")(bgr)
-    return keras.Model(pixels, features, name="encoder")
+    return keras.Model(pixels, body(bgr), name="encoder")
+
+
+def apply_top(pool: np.ndarray, top: TopWeights, chunk: int = 256) -> np.ndarray:
+    """fc2 features from flattened block5_pool ones through fc1 and fc2 (ReLU each), in numpy, a chunk at a time."""
+    out = np.empty((len(pool), FEATURE_DIM), dtype=np.float32)
+    for start in range(0, len(pool), chunk):
+        x = np.asarray(pool[start:start + chunk], dtype=np.float32)
+        for name in TOP_LAYERS:
+            kernel, bias = top[name]
+            x = np.maximum(x @ kernel + bias, 0.0)
+        out[start:start + chunk] = x
+    return out
+
+
+def load_conv_part(spec: EncoderSpec):
+    """VGG16 up to the flattened `block5_pool`, with the conv weights of `spec` (the dense ones never loaded)."""
+    conv = vgg16_architecture(top=False)
+    for name, kernel, bias in vgg16_weights(spec):
+        if not name.startswith("block"):
+            break
+        conv.get_layer(name).set_weights([kernel, bias])
+    return conv
+
+
+def dense_top_weights(spec: EncoderSpec) -> TopWeights:
+    """fc1's and fc2's (kernel, bias) under `spec`: where `fit --fine-tune-top` starts from."""
+    top = {}
+    for name, kernel, bias in vgg16_weights(spec):
+        if name in TOP_LAYERS:
+            top[name] = (kernel, bias)
+        if name == TOP_LAYERS[-1]:
+            break
+    return top
 
 
 def vgg16_layers() -> list[tuple[str, str, tuple[int, ...]]]:

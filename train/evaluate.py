@@ -32,7 +32,7 @@ from demo.vocab import Vocabulary
 from train.captions_file import read_captions
 from train.coco_metrics import coco_scores
 from train.config import EvaluateConfig, to_json
-from train.features import load_cache
+from train.features import trained_features
 from train.keras_step import KerasStepModel
 from train.run_files import RunFiles, update_run_config
 from train.scene_scoring import load_scenes, summary
@@ -96,7 +96,6 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     if not files.model.is_file():
         raise MissingFile(f"no trained model at {files.model}: run `python -m train fit --run {cfg.run}`")
     vocab = Vocabulary.load(files.vocab)
-    cache = load_cache(files)
     captions = read_captions(files.captions)
     entries = captions.split(cfg.split)
     if not entries:
@@ -104,10 +103,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     scenes = load_scenes(captions, [e.id for e in entries])  # None: not the synthetic dataset
     if scenes is not None and scenes.not_scored:
         log.warning(f"evaluate: {scenes.not_scored}")
-    features = cache.lookup([e.id for e in entries])
+    from train.model import fine_tuned_top, load_trained  # lazy: train.evaluate's helpers serve TF-free callers
+
+    trained = load_trained(files.model)
+    features = trained_features(files, [e.id for e in entries], fine_tuned_top(trained))
     references = [e.references() for e in entries]
     shuffled = [references[i] for i in derangement(len(references), cfg.seed)]
-    step_model = TopKStep(KerasStepModel.load(files.model), vocab.end_id, top_k=2 * max(cfg.beam))
+    step_model = TopKStep(KerasStepModel(trained), vocab.end_id, top_k=2 * max(cfg.beam))
     metrics = {}
     for width in cfg.beam:
         options = options_for(vocab, width, cfg.max_length, cfg.length_penalty)

@@ -1,12 +1,18 @@
-"""`python -m train features`: the VGG16 fc2 feature cache of a run, resumable.
+"""`python -m train features`: the VGG16 feature cache of a run (fc2, or block5_pool), resumable.
 
-Layout in `RUN/features/`:
+Layout in `RUN/features/` for the fc2 cache (what `fit` trains on):
 - `fc2.npy`: float16 (N, 4096), memory-mapped on read;
 - `index.json`: the image ids in row order;
 - `meta.json`: what produced it (weights, preprocessing version, batch size)
   and whether it is complete; a cache whose meta differs from the request is
   refused rather than silently mixed;
 - `done.npy`: one flag per batch, written after the batch's rows are flushed.
+
+The block5_pool cache (`--layer block5_pool`, what `fit --fine-tune-top` trains
+fc1 and fc2 on) sits beside it as `block5_pool.npy` (float16 (N, 25088)) with
+`block5_pool.index.json`, `block5_pool.meta.json` and `block5_pool.done.npy`.
+Its meta names `model: vgg16-block5_pool` and `feature_dim: 25088`, identity
+keys both: one cache can never be read as the other.
 
 Batches are fixed slices of the image list, so a resumed run recomputes whole
 batches exactly as an uninterrupted run would: the finished cache is the same.
@@ -29,12 +35,13 @@ from demo.errors import CaptionerError, MissingFile
 from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
 from train.captions_file import read_captions
 from train.config import FeaturesConfig, to_json
-from train.encoder import FEATURE_DIM, EncoderSpec, build_encoder
+from train.encoder import FEATURE_DIM, FEATURE_LAYERS, EncoderSpec, TopWeights, apply_top, build_encoder
 from train.run_files import RunFiles, update_run_config
 
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "vgg16-lstm-captioner/fc2-cache"
+POOL_CACHE_FORMAT = "vgg16-lstm-captioner/block5_pool-cache"
 CACHE_VERSION = 1
 DTYPE = "float16"
 # `weights` of a cache whose rows were not computed by VGG16 (bench.flickr_scale_model): trainable on, never exported.
@@ -55,9 +62,18 @@ class FeatureCache:
         return np.asarray(self.features[[self.rows[i] for i in image_ids]], dtype=np.float32)
 
 
-def cache_paths(files: RunFiles) -> dict[str, Path]:
+def cache_paths(files: RunFiles, layer: str = "fc2") -> dict[str, Path]:
     d = files.features_dir
-    return {"array": d / "fc2.npy", "index": d / "index.json", "meta": d / "meta.json", "done": d / "done.npy"}
+    if layer == "fc2":
+        return {"array": d / "fc2.npy", "index": d / "index.json", "meta": d / "meta.json", "done": d / "done.npy"}
+    if layer not in FEATURE_LAYERS:
+        raise ValueError(f"unknown feature layer {layer!r}")
+    return {"array": d / f"{layer}.npy", "index": d / f"{layer}.index.json", "meta": d / f"{layer}.meta.json",
+            "done": d / f"{layer}.done.npy"}
+
+
+def _cache_format(layer: str) -> str:
+    return CACHE_FORMAT if layer == "fc2" else POOL_CACHE_FORMAT
 
 
 def run_image_list(files: RunFiles) -> tuple[Path, list[str]]:
@@ -66,16 +82,16 @@ def run_image_list(files: RunFiles) -> tuple[Path, list[str]]:
     return captions.image_root, captions.ids()
 
 
-def expected_meta(weights: str, image_ids: list[str], batch_size: int) -> dict:
+def expected_meta(weights: str, image_ids: list[str], batch_size: int, layer: str = "fc2") -> dict:
     """The cache's meta; `weights` is `EncoderSpec.describe()`, or a `STAND_IN_PREFIX` string."""
     digest = hashlib.sha256("\n".join(image_ids).encode("utf-8")).hexdigest()
     return {
-        "format": CACHE_FORMAT,
+        "format": _cache_format(layer),
         "version": CACHE_VERSION,
-        "model": "vgg16-fc2",
+        "model": f"vgg16-{layer}",
         "weights": weights,
         "preprocess": PREPROCESS_VERSION,
-        "feature_dim": FEATURE_DIM,
+        "feature_dim": FEATURE_LAYERS[layer],
         "dtype": DTYPE,
         "num_images": len(image_ids),
         "images_sha256": digest,
@@ -98,22 +114,23 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
     `encoder` lets a caller that already built the model for `cfg` (the benchmark) reuse it.
     """
     files = RunFiles(Path(cfg.run))
-    paths = cache_paths(files)
+    paths = cache_paths(files, cfg.layer)
     image_root, image_ids = run_image_list(files)
     spec = EncoderSpec(cfg.vgg_weights, cfg.seed)
-    meta = _open_or_start(paths, expected_meta(spec.describe(), image_ids, cfg.batch_size), image_ids, cfg.overwrite)
+    wanted = expected_meta(spec.describe(), image_ids, cfg.batch_size, cfg.layer)
+    meta = _open_or_start(paths, wanted, image_ids, cfg.overwrite)
     done = load_array(paths["done"], "finished-batch list")
     batch_size = meta["batch_size"]
     todo = [b for b in range(len(done)) if not done[b]]
-    update_run_config(files, "features", to_json(cfg))
+    update_run_config(files, _config_section(cfg.layer), to_json(cfg))
     if todo:
         started = time.perf_counter()
-        encoder = build_encoder(spec) if encoder is None else encoder
+        encoder = build_encoder(spec, cfg.layer) if encoder is None else encoder
         log.info(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
                  f"({meta['weights']}), cache {paths['array']}")
         array = load_array(paths["array"], "feature array", mmap_mode="r+")
         num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
-        with tqdm(total=num_todo, desc="fc2 features", unit="img") as bar:
+        with tqdm(total=num_todo, desc=f"{cfg.layer} features", unit="img") as bar:
             for b, pixels in decoded_batches(todo, batch_size, image_root, image_ids, cfg.workers):
                 rows = _batch_range(b, batch_size, len(image_ids))
                 array[rows.start:rows.stop] = np.asarray(encoder.predict_on_batch(pixels), dtype=np.float16)
@@ -126,7 +143,12 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
         log.info(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
     meta["complete"] = True
     atomic_write_json(paths["meta"], meta)
-    return load_cache(files, spec)
+    return load_cache(files, spec, cfg.layer)
+
+
+def _config_section(layer: str) -> str:
+    """config.json keeps each cache's settings apart: `features` (fc2, what export reads) and `features_<layer>`."""
+    return "features" if layer == "fc2" else f"features_{layer}"
 
 
 def _batch_range(batch: int, batch_size: int, total: int) -> range:
@@ -185,13 +207,13 @@ def _start(paths: dict[str, Path], meta: dict, image_ids: list[str]) -> dict:
     paths["array"].parent.mkdir(parents=True, exist_ok=True)
     for path in paths.values():
         path.unlink(missing_ok=True)
-    tmp = paths["array"].with_name(".fc2.npy.tmp")
-    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=(meta["num_images"], FEATURE_DIM))
+    tmp = paths["array"].with_name(f".{paths['array'].name}.tmp")
+    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=(meta["num_images"], meta["feature_dim"]))
     del array
     tmp.replace(paths["array"])
     num_batches = -(-meta["num_images"] // meta["batch_size"])
     _save_done(paths["done"], np.zeros(num_batches, dtype=bool))
-    atomic_write_json(paths["index"], {"format": CACHE_FORMAT, "image_ids": image_ids})
+    atomic_write_json(paths["index"], {"format": meta["format"], "image_ids": image_ids})
     meta = meta | {"complete": False}
     atomic_write_json(paths["meta"], meta)
     return meta
@@ -225,12 +247,32 @@ def write_complete_cache(files: RunFiles, features: np.ndarray, weights: str, ba
     return load_cache(files)
 
 
+def trained_layer(files: RunFiles) -> str:
+    """The cache `fit` trained on: block5_pool when it fine-tuned fc1 and fc2 (recorded in config.json)."""
+    fit_cfg = read_json(files.config, "run config").get("fit", {}) if files.config.is_file() else {}
+    return "block5_pool" if fit_cfg.get("fine_tune_top") else "fc2"
+
+
 def run_encoder_spec(files: RunFiles) -> EncoderSpec:
     """The VGG16 weights this run's feature cache was built with: export must rebuild exactly that network."""
-    features_cfg = read_json(files.config, "run config").get("features")
+    return encoder_spec_of(files, trained_layer(files))
+
+
+def trained_features(files: RunFiles, image_ids: list[str], top: TopWeights | None) -> np.ndarray:
+    """What the decoder sees for these images: their fc2 cache rows, or, for a run that fine-tuned fc1 and fc2
+    (`top`, from `train.model.fine_tuned_top`), their block5_pool rows through the fine-tuned layers."""
+    if top is None:
+        return load_cache(files).lookup(image_ids)
+    return apply_top(load_cache(files, layer="block5_pool").lookup(image_ids), top)
+
+
+def encoder_spec_of(files: RunFiles, layer: str) -> EncoderSpec:
+    """The VGG16 weights the run's `layer` cache was built with."""
+    features_cfg = read_json(files.config, "run config").get(_config_section(layer))
     if not features_cfg:
-        raise MissingFile(f"{files.config} has no features section: run `python -m train features` first")
-    cached = read_json(cache_paths(files)["meta"], "feature cache meta")["weights"]
+        raise MissingFile(f"{files.config} has no {_config_section(layer)} section: run `python -m train features "
+                          f"--layer {layer}` first")
+    cached = read_json(cache_paths(files, layer)["meta"], "feature cache meta")["weights"]
     if str(cached).startswith(STAND_IN_PREFIX):
         raise CacheMismatch(f"the feature cache in {files.features_dir} holds stand-in features ({cached}), not "
                             "VGG16 fc2 features: no encoder made them, so none can be exported; export the decoder "
@@ -251,11 +293,12 @@ def load_array(path: Path, what: str, mmap_mode: str | None = None) -> np.ndarra
                             "run `python -m train features --overwrite` to rebuild the cache") from exc
 
 
-def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache:
+def load_cache(files: RunFiles, spec: EncoderSpec | None = None, layer: str = "fc2") -> FeatureCache:
     """Open a complete cache read-only; with `spec`, refuse one built with other weights."""
-    paths = cache_paths(files)
+    paths = cache_paths(files, layer)
     if not paths["meta"].is_file():
-        raise MissingFile(f"no feature cache in {paths['meta'].parent}: run `python -m train features`")
+        raise MissingFile(f"no {layer} feature cache in {paths['meta'].parent}: run `python -m train features "
+                          f"--run {files.root} --layer {layer}`")
     meta = read_json(paths["meta"], "feature cache meta")
     if not meta.get("complete"):
         raise CacheMismatch(f"the feature cache in {paths['meta'].parent} is incomplete: "
@@ -265,13 +308,14 @@ def load_cache(files: RunFiles, spec: EncoderSpec | None = None) -> FeatureCache
     if indexed != image_ids:
         raise CacheMismatch(f"{paths['index']} lists other images than {files.captions}: the run was "
                             "prepared again since; run `python -m train features --overwrite`")
-    wanted = expected_meta(meta.get("weights") if spec is None else spec.describe(), image_ids, meta["batch_size"])
+    wanted = expected_meta(meta.get("weights") if spec is None else spec.describe(), image_ids, meta["batch_size"],
+                           layer)
     problems = _differences(meta, wanted)
     if problems:
         raise CacheMismatch(f"the feature cache in {paths['meta'].parent} does not match this run:\n  "
                             + "\n  ".join(problems) + "\nRun `python -m train features --overwrite`.")
     features = load_array(paths["array"], "feature array", mmap_mode="r")
-    if features.shape != (len(image_ids), FEATURE_DIM) or features.dtype != np.float16:
+    if features.shape != (len(image_ids), FEATURE_LAYERS[layer]) or features.dtype != np.float16:
         raise CacheMismatch(f"{paths['array']} has shape {features.shape} {features.dtype}, expected "
-                            f"({len(image_ids)}, {FEATURE_DIM}) float16: run features with --overwrite")
+                            f"({len(image_ids)}, {FEATURE_LAYERS[layer]}) float16: run features with --overwrite")
     return FeatureCache(features, {image_id: row for row, image_id in enumerate(image_ids)}, meta)

@@ -22,19 +22,22 @@ from pathlib import Path
 import numpy as np
 
 from demo.artifacts import atomic_write_json, read_json
-from demo.errors import MissingFile
+from demo.errors import BadInput, MissingFile
 from demo.vocab import Vocabulary
 from train.config import FitConfig, to_json
-from train.features import load_cache
-from train.model import ModelSpec, build_training_model, load_trained
+from train.encoder import apply_top, dense_top_weights
+from train.features import encoder_spec_of, load_cache
+from train.model import ModelSpec, build_fine_tune_model, build_training_model, fine_tuned_top, load_trained
 from train.run_files import RunFiles, update_run_config
-from train.sequences import caption_sequences, feature_scale, make_dataset, steps_per_epoch
+from train.sequences import caption_sequences, feature_scale, group_by_image, make_dataset, steps_per_epoch
 from train.tf_import import import_keras
 
 log = logging.getLogger(__name__)
 
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (after the quiet import)
+
+SCALE_SAMPLE = 1024  # training images whose initial fc2 output sets a fine-tuned run's feature scale
 
 
 def save_model_atomically(model, path: Path) -> None:
@@ -136,7 +139,7 @@ def run_fit(cfg: FitConfig):
     keras.utils.set_random_seed(cfg.seed)
     strategy = distribution_strategy(cfg)
     vocab = Vocabulary.load(files.vocab)
-    cache = load_cache(files)
+    cache = load_cache(files, layer="block5_pool" if cfg.fine_tune_top else "fc2")
     train_data = caption_sequences(files, vocab, "train", cache.rows)
     val_data = caption_sequences(files, vocab, "val", cache.rows)
     state = _resume_state(files) if cfg.resume else None
@@ -145,6 +148,11 @@ def run_fit(cfg: FitConfig):
         return load_trained(files.model)
     with strategy.scope():
         model = _load_or_build(cfg, files, vocab, cache, train_data, state)
+    batch_size, feature_input = cfg.batch_size, "features"
+    if cfg.fine_tune_top:
+        train_data, val_data = group_by_image(train_data), group_by_image(val_data)
+        batch_size = max(1, cfg.batch_size // train_data.inputs.shape[1])  # --batch-size stays captions per step
+        feature_input = "block5_pool"
     stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
     reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                          min_lr=1e-5, verbose=1)
@@ -165,20 +173,36 @@ def run_fit(cfg: FitConfig):
         log.info(f"fit: {initial_epoch} epochs already done (--epochs {cfg.epochs}); nothing to do")
         return model
     update_run_config(files, "fit", to_json(cfg) | {"vocab_size": len(vocab)})
-    log.info(f"fit: {len(train_data)} training captions, {len(val_data)} validation captions, "
-             f"vocabulary {len(vocab)}, epochs {initial_epoch + 1}..{cfg.epochs}")
+    samples = "images with their captions" if cfg.fine_tune_top else "captions"
+    log.info(f"fit: {len(train_data)} training {samples}, {len(val_data)} validation {samples}, "
+             f"vocabulary {len(vocab)}, epochs {initial_epoch + 1}..{cfg.epochs}"
+             + (f", fc1 and fc2 fine-tuned at learning rate {cfg.top_learning_rate:g}" if cfg.fine_tune_top else ""))
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress; stdout is for what users parse
         model.fit(
-            make_dataset(cache.features, train_data, cfg.batch_size, range(initial_epoch, cfg.epochs), cfg.seed),
-            steps_per_epoch=steps_per_epoch(train_data, cfg.batch_size),
-            validation_data=make_dataset(cache.features, val_data, cfg.batch_size),
+            make_dataset(cache.features, train_data, batch_size, range(initial_epoch, cfg.epochs), cfg.seed,
+                         feature_input),
+            steps_per_epoch=steps_per_epoch(train_data, batch_size),
+            validation_data=make_dataset(cache.features, val_data, batch_size, feature_input=feature_input),
             epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
             shuffle=False,  # the training dataset orders each epoch itself (epoch_order); Keras would only warn
             verbose=1 if sys.stderr.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
         )
     log.info(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
     return model
+
+
+def _build_fine_tune(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data):
+    """fc1 and fc2 start from the weights the block5_pool cache was made with (ImageNet, a file, the seeded init);
+    the feature scale is that of their fc2 output on training images, as for a frozen run."""
+    top = dense_top_weights(encoder_spec_of(files, "block5_pool"))
+    sample = np.random.default_rng(cfg.seed).choice(np.unique(train_data.rows), size=min(
+        SCALE_SAMPLE, len(np.unique(train_data.rows))), replace=False)
+    fc2 = apply_top(cache.features[np.sort(sample)], top)
+    spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
+                     dropout=cfg.dropout, feature_scale=feature_scale(fc2, np.arange(len(fc2))))
+    captions_per_image = group_by_image(train_data).inputs.shape[1]
+    return build_fine_tune_model(spec, top, captions_per_image, cfg.top_learning_rate / cfg.learning_rate)
 
 
 def trim_epoch_log(path: Path, epochs_done: int) -> None:
@@ -213,10 +237,17 @@ def _resume_state(files: RunFiles) -> dict | None:
 def _load_or_build(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data, state):
     if state:
         log.info(f"fit: resuming after epoch {state['epochs_done']} from {files.last_checkpoint}")
-        return load_trained(files.last_checkpoint)
-    spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
-                     dropout=cfg.dropout, feature_scale=feature_scale(cache.features, train_data.rows))
-    model = build_training_model(spec)
+        model = load_trained(files.last_checkpoint)
+        if (fine_tuned_top(model) is not None) != cfg.fine_tune_top:
+            raise BadInput(f"{files.last_checkpoint} was trained {'with' if cfg.fine_tune_top else 'without'} "
+                           "--fine-tune-top; resume with the same setting, or start again without --resume")
+        return model
+    if cfg.fine_tune_top:
+        model = _build_fine_tune(cfg, files, vocab, cache, train_data)
+    else:
+        spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
+                         dropout=cfg.dropout, feature_scale=feature_scale(cache.features, train_data.rows))
+        model = build_training_model(spec)
     model.compile(
         optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=vocab.pad_id),

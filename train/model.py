@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from demo import bundle_layout as layout
 from demo.errors import DamagedFile
-from train.encoder import FEATURE_DIM
+from train.encoder import FEATURE_DIM, POOL_DIM, TOP_LAYERS
 from train.tf_import import import_keras
 
 keras = import_keras()
@@ -71,10 +71,111 @@ class ModelSpec:
     feature_scale: float = 1.0
 
 
+@keras.saving.register_keras_serializable(package="captioner")
+class ScaledDense(keras.layers.Dense):
+    """A Dense layer that trains at `lr_multiplier` times the optimizer's learning rate.
+
+    Adam's step does not depend on the scale of a gradient, so a weight stored as W / m and used as m * (W / m)
+    moves m times as far per step as a plain one: a learning rate of its own inside the one optimizer. One
+    optimizer keeps what the run already relies on: one optimizer state in `last.keras` for `--resume`, the
+    mirrored strategy, the learning-rate schedule (which halves both rates together).
+    """
+
+    def __init__(self, units, lr_multiplier: float = 1.0, **kwargs):
+        super().__init__(units, **kwargs)
+        self.lr_multiplier = float(lr_multiplier)
+
+    def call(self, inputs):
+        scale = self.lr_multiplier
+        outputs = keras.ops.matmul(inputs, self.kernel * scale) + self.bias * scale
+        return self.activation(outputs)
+
+    def get_config(self):
+        return super().get_config() | {"lr_multiplier": self.lr_multiplier}
+
+    def set_effective_weights(self, kernel, bias) -> None:
+        self.kernel.assign(kernel / self.lr_multiplier)
+        self.bias.assign(bias / self.lr_multiplier)
+
+    def effective_weights(self) -> tuple:
+        """(kernel, bias) as the layer applies them: what the exported encoder's Gemm nodes take."""
+        scale = self.lr_multiplier
+        return (keras.ops.convert_to_numpy(self.kernel) * scale, keras.ops.convert_to_numpy(self.bias) * scale)
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class RepeatPerCaption(keras.layers.Layer):
+    """(B, D) image vectors -> (B * C, D): each image's vector once per caption, after the image passed fc1/fc2
+    once."""
+
+    def __init__(self, captions_per_image: int, **kwargs):
+        super().__init__(**kwargs)
+        self.captions_per_image = captions_per_image
+
+    def call(self, inputs):
+        return keras.ops.repeat(inputs, self.captions_per_image, axis=0)
+
+    def get_config(self):
+        return super().get_config() | {"captions_per_image": self.captions_per_image}
+
+
+@keras.saving.register_keras_serializable(package="captioner")
+class FlattenCaptions(keras.layers.Layer):
+    """(B, C, ...) -> (B * C, ...) and back (`inverse`): captions grouped by image, flattened for the LSTM."""
+
+    def __init__(self, captions_per_image: int, inverse: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.captions_per_image, self.inverse = captions_per_image, inverse
+
+    def call(self, inputs):
+        shape = keras.ops.shape(inputs)
+        if self.inverse:
+            return keras.ops.reshape(inputs, (-1, self.captions_per_image, *shape[1:]))
+        return keras.ops.reshape(inputs, (-1, *shape[2:]))
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return super().get_config() | {"captions_per_image": self.captions_per_image, "inverse": self.inverse}
+
+
+def fine_tuned_top(trained) -> dict | None:
+    """fc1's and fc2's trained (kernel, bias) when `trained` fine-tuned VGG16's top, else None (frozen fc2)."""
+    names = {layer.name for layer in trained.layers}
+    if not {"fc1", "fc2"} <= names:
+        return None
+    return {name: trained.get_layer(name).effective_weights() for name in ("fc1", "fc2")}
+
+
 def build_training_model(spec: ModelSpec):
-    layers = keras.layers
     features = keras.Input((FEATURE_DIM,), name="features")
     words = keras.Input((None,), dtype="int32", name="words")
+    return keras.Model([features, words], _caption_logits(spec, features, words), name="captioner")
+
+
+def build_fine_tune_model(spec: ModelSpec, top: dict, captions_per_image: int, lr_multiplier: float):
+    """([block5_pool (B, 25088), words (B, C, T)]) -> logits (B, C, T, V), fc1 and fc2 trainable from `top`.
+
+    Each image passes through fc1 and fc2 once per step, then its fc2 vector serves its C captions; the layers
+    after fc2 are the frozen-feature model's, by name, so `build_step_model` works on either.
+    """
+    pool = keras.Input((POOL_DIM,), name="block5_pool")
+    words = keras.Input((captions_per_image, None), dtype="int32", name="words")
+    x = pool
+    for name in TOP_LAYERS:
+        layer = ScaledDense(FEATURE_DIM, activation="relu", lr_multiplier=lr_multiplier, name=name)
+        x = layer(x)
+        layer.set_effective_weights(*top[name])
+    per_caption = RepeatPerCaption(captions_per_image, name="repeat_per_caption")(x)
+    flat_words = FlattenCaptions(captions_per_image, name="flatten_captions")(words)
+    logits = _caption_logits(spec, per_caption, flat_words)
+    grouped = FlattenCaptions(captions_per_image, inverse=True, name="group_captions")(logits)
+    return keras.Model([pool, words], grouped, name="captioner_fine_tune_top")
+
+
+def _caption_logits(spec: ModelSpec, features, words):
+    layers = keras.layers
     scaled = layers.Rescaling(spec.feature_scale, name="feature_scale")(features)
     image = layers.Dropout(spec.dropout, name="image_dropout")(scaled)
     image = layers.Dense(spec.hidden_dim, activation="relu", name="image_dense")(image)
@@ -83,8 +184,7 @@ def build_training_model(spec: ModelSpec):
     sequence, _, _ = layers.LSTM(spec.hidden_dim, return_sequences=True, return_state=True, name="lstm")(embedded)
     merged = AddImageToSequence(name="merge")([sequence, image])
     hidden = layers.Dense(spec.hidden_dim, activation="relu", name="decoder_dense")(merged)
-    logits = layers.Dense(spec.vocab_size, name="logits")(hidden)
-    return keras.Model([features, words], logits, name="captioner")
+    return layers.Dense(spec.vocab_size, name="logits")(hidden)
 
 
 def build_step_model(trained):

@@ -51,16 +51,17 @@ def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(size)
 
 
-def steps_per_epoch(data: CaptionSequences, batch_size: int) -> int:
+def steps_per_epoch(data: CaptionSequences | ImageCaptions, batch_size: int) -> int:
     return -(-len(data) // batch_size)
 
 
-def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, epochs: range | None = None,
-                 seed: int = 0):
-    """Batches of ({features, words}, targets); features are gathered from the memory-mapped cache per batch.
+def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, batch_size: int,
+                 epochs: range | None = None, seed: int = 0, feature_input: str = "features"):
+    """Batches of ({feature_input, words}, targets); features are gathered from the memory-mapped cache per batch.
 
     With `epochs`, the batches of those epochs one after another, each epoch in its `epoch_order` (fit with
-    `steps_per_epoch`); without, the captions once in their own order (validation).
+    `steps_per_epoch`); without, the samples once in their own order (validation). A sample is a caption
+    (`CaptionSequences`) or an image with all its captions (`ImageCaptions`).
     """
     import tensorflow as tf  # lazy: caption_sequences and feature_scale serve TF-free callers too
 
@@ -70,7 +71,7 @@ def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, 
     def to_inputs(rows, words, targets):
         batch_features = tf.numpy_function(gather, [rows], tf.float32, stateful=False)
         batch_features.set_shape((None, features.shape[1]))
-        return {"features": batch_features, "words": words}, targets
+        return {feature_input: batch_features, "words": words}, targets
 
     columns = (data.rows, data.inputs, data.targets)
     if epochs is None:
@@ -82,6 +83,35 @@ def make_dataset(features: np.ndarray, data: CaptionSequences, batch_size: int, 
                    .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
                    .map(lambda index: tuple(tf.gather(t, index) for t in tensors)))
     return batches.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class ImageCaptions:
+    """Captions grouped by image, for `fit --fine-tune-top`: each image passes fc1 and fc2 once per step."""
+
+    rows: np.ndarray  # (N,) feature-cache row of each image
+    inputs: np.ndarray  # (N, C, T) int32; an image with fewer than C captions is padded with all-pad captions
+    targets: np.ndarray  # (N, C, T) int32; pad targets cost nothing (the loss ignores them)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def group_by_image(data: CaptionSequences) -> ImageCaptions:
+    """Regroup one-sample-per-caption data by image, images in the order they first appear."""
+    images, first = np.unique(data.rows, return_index=True)
+    images = images[np.argsort(first)]
+    slot_of = {int(row): i for i, row in enumerate(images)}
+    counts = np.bincount([slot_of[int(r)] for r in data.rows], minlength=len(images))
+    width = data.inputs.shape[1]
+    inputs = np.zeros((len(images), int(counts.max()), width), dtype=np.int32)
+    targets = np.zeros_like(inputs)
+    filled = np.zeros(len(images), dtype=np.int64)
+    for row, words, target in zip(data.rows, data.inputs, data.targets):
+        slot = slot_of[int(row)]
+        inputs[slot, filled[slot]], targets[slot, filled[slot]] = words, target
+        filled[slot] += 1
+    return ImageCaptions(images.astype(np.int64), inputs, targets)
 
 
 def feature_scale(features: np.ndarray, rows: np.ndarray, sample: int = 4096, seed: int = 0) -> float:

@@ -14,6 +14,16 @@ import tempfile
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ", "To enable the following instructions")
 
 
+def prefer_bfc_allocator() -> None:
+    """Have TensorFlow reuse freed CPU buffers instead of returning them to the system.
+
+    Training with `--fine-tune-top` frees and allocates fc1-sized (400 MB) buffers several times a step; with
+    the default allocator each one is a fresh mmap whose pages the kernel zeroes again: measured on 2 cores,
+    3 s of 5 s per step were system time. Only effective before TensorFlow is first imported.
+    """
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
 def import_keras():
     """Return the `keras` module, importing TensorFlow quietly on first use."""
     if "keras" in sys.modules and "tensorflow" in sys.modules:
