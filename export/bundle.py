@@ -120,10 +120,11 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
             [captions.image_root / i for i in by_split["train"][: cfg.calibration_images]],
             [captions.image_root / i for i in evaluated], _references(captions, evaluated),
             load_scenes(captions, evaluated))
+    fine_tuned_top = (work / REFERENCE_TOP).is_file()
     for leftover in work.glob("reference_*"):
         leftover.unlink()
     shutil.copyfile(files.vocab, work / layout.VOCAB)
-    return _manifest(cfg, files, work, vocab, spec, parity, peaks)
+    return _manifest(cfg, files, work, vocab, spec, parity, peaks) | {"encoder_fine_tuned_top": fine_tuned_top}
 
 
 def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
@@ -197,7 +198,6 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
         "image_size": IMAGE_SIZE,
         "preprocess": PREPROCESS_VERSION,
         "encoder_weights": spec.describe() if spec else None,
-        "encoder_fine_tuned_top": (work / REFERENCE_TOP).is_file(),  # fc1/fc2 trained with the captioner
         "top_k": cfg.top_k,
         "models": models,
         "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != layout.MANIFEST},

@@ -46,6 +46,12 @@ def _stage(name: str, skip: bool, work) -> None:
     log.info("[%s] %s (%.0f s)", name, summary, time.perf_counter() - started)
 
 
+def _shape_word(search_metrics: dict) -> str:
+    """The synthetic scenes' weak spot, beside BLEU: the share of shapes named right."""
+    share = search_metrics.get("scene", {}).get("shape")
+    return "" if share is None else f", shape word {share:.0%}"
+
+
 def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epochs: int) -> Path:
     files = RunFiles(run)
 
@@ -74,7 +80,7 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
 
     def evaluate() -> str:
         metrics = run_evaluate(EvaluateConfig(run=run, beam=[DEFAULTS.num_beams, DEFAULTS.compared_num_beams]))
-        return ", ".join(f"{k} BLEU-4 {v['bleu_4']:.3f}" for k, v in metrics.items())
+        return ", ".join(f"{k} BLEU-4 {v['bleu_4']:.3f}" + _shape_word(v) for k, v in metrics.items())
 
     def export() -> str:
         manifest = run_export(ExportConfig(run=run, quantize="int8"))

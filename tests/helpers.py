@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -247,3 +248,31 @@ def assert_same_answer(answer: dict, comparison) -> None:
     assert answer["greedy"]["caption"] == comparison.greedy.caption
     assert answer["greedy"]["log_prob"] == pytest.approx(comparison.greedy.log_prob, abs=1e-5)
     assert [c["caption"] for c in answer["beam"]["candidates"]] == [c.caption for c in comparison.beam.candidates]
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def browser_caption(url: str, image: Path, screenshot: Path) -> tuple[str, str, str]:
+    """Upload `image` on the page at `url` in headless Chromium, press Caption, save a full-page screenshot;
+    returns the greedy caption, the beam caption and the run-info footer as shown."""
+    from playwright.sync_api import sync_playwright
+
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(url)
+        page.locator("#image-input input[type=file]").set_input_files(str(image))
+        page.locator("#image-input img").first.wait_for(timeout=30_000)
+        page.locator("#caption-button").click()
+        page.wait_for_function("document.querySelector('#run-info') && "
+                               "document.querySelector('#run-info').innerText.includes('provider')", timeout=60_000)
+        shown_greedy = " ".join(page.locator("#greedy-caption").inner_text().split())
+        shown_beam = " ".join(page.locator("#beam-caption").inner_text().split())
+        footer = page.locator("#run-info").inner_text()
+        page.screenshot(path=str(screenshot), full_page=True)
+        browser.close()
+    return shown_greedy, shown_beam, footer

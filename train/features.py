@@ -35,7 +35,7 @@ from demo.errors import CaptionerError, MissingFile
 from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
 from train.captions_file import read_captions
 from train.config import FeaturesConfig, to_json
-from train.encoder import FEATURE_DIM, FEATURE_LAYERS, EncoderSpec, TopWeights, apply_top, build_encoder
+from train.encoder import FEATURE_LAYERS, EncoderSpec, TopWeights, apply_top, build_encoder
 from train.run_files import RunFiles, update_run_config
 
 log = logging.getLogger(__name__)
@@ -227,24 +227,25 @@ def _save_done(path: Path, done: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def write_complete_cache(files: RunFiles, features: np.ndarray, weights: str, batch_size: int = 16) -> FeatureCache:
+def write_complete_cache(files: RunFiles, features: np.ndarray, weights: str, batch_size: int = 16,
+                         layer: str = "fc2") -> FeatureCache:
     """Store features computed elsewhere as a complete cache, rows in captions.json order.
 
     For stand-in features (`weights` starting with `STAND_IN_PREFIX`): the same files, meta and checks as
     an extracted cache, so `fit` and `evaluate` read it unchanged.
     """
-    paths = cache_paths(files)
+    paths = cache_paths(files, layer)
     _, image_ids = run_image_list(files)
-    if features.shape != (len(image_ids), FEATURE_DIM):
-        raise ValueError(f"features of shape {features.shape}, expected ({len(image_ids)}, {FEATURE_DIM})")
-    meta = _start(paths, expected_meta(weights, image_ids, batch_size), image_ids)
+    if features.shape != (len(image_ids), FEATURE_LAYERS[layer]):
+        raise ValueError(f"features of shape {features.shape}, expected ({len(image_ids)}, {FEATURE_LAYERS[layer]})")
+    meta = _start(paths, expected_meta(weights, image_ids, batch_size, layer), image_ids)
     array = load_array(paths["array"], "feature array", mmap_mode="r+")
     array[:] = features.astype(np.float16)
     array.flush()
     del array
     _save_done(paths["done"], np.ones(-(-len(image_ids) // batch_size), dtype=bool))
     atomic_write_json(paths["meta"], meta | {"complete": True})
-    return load_cache(files)
+    return load_cache(files, layer=layer)
 
 
 def trained_layer(files: RunFiles) -> str:

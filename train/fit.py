@@ -148,7 +148,7 @@ def run_fit(cfg: FitConfig):
         return load_trained(files.model)
     with strategy.scope():
         model = _load_or_build(cfg, files, vocab, cache, train_data, state)
-    batch_size, feature_input = cfg.batch_size, "features"
+    batch_size, feature_input, replicas = cfg.batch_size, "features", strategy.num_replicas_in_sync
     if cfg.fine_tune_top:
         train_data, val_data = group_by_image(train_data), group_by_image(val_data)
         batch_size = max(1, cfg.batch_size // train_data.inputs.shape[1])  # --batch-size stays captions per step
@@ -181,9 +181,10 @@ def run_fit(cfg: FitConfig):
     with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress; stdout is for what users parse
         model.fit(
             make_dataset(cache.features, train_data, batch_size, range(initial_epoch, cfg.epochs), cfg.seed,
-                         feature_input),
+                         feature_input, replicas),
             steps_per_epoch=steps_per_epoch(train_data, batch_size),
-            validation_data=make_dataset(cache.features, val_data, batch_size, feature_input=feature_input),
+            validation_data=make_dataset(cache.features, val_data, batch_size, feature_input=feature_input,
+                                         replicas=replicas),
             epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
             shuffle=False,  # the training dataset orders each epoch itself (epoch_order); Keras would only warn
             verbose=1 if sys.stderr.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs

@@ -56,12 +56,16 @@ def steps_per_epoch(data: CaptionSequences | ImageCaptions, batch_size: int) -> 
 
 
 def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, batch_size: int,
-                 epochs: range | None = None, seed: int = 0, feature_input: str = "features"):
+                 epochs: range | None = None, seed: int = 0, feature_input: str = "features", replicas: int = 1):
     """Batches of ({feature_input, words}, targets); features are gathered from the memory-mapped cache per batch.
 
     With `epochs`, the batches of those epochs one after another, each epoch in its `epoch_order` (fit with
     `steps_per_epoch`); without, the samples once in their own order (validation). A sample is a caption
     (`CaptionSequences`) or an image with all its captions (`ImageCaptions`).
+
+    With `replicas` > 1 each batch is cut to a multiple of it: MirroredStrategy splits a batch of 49 into 25 and
+    24 and then fails adding the two (TensorFlow 2.21, AddN of unequal shapes). An epoch's last batch loses at
+    most `replicas - 1` samples, other ones each epoch (the order is reshuffled).
     """
     import tensorflow as tf  # lazy: caption_sequences and feature_scale serve TF-free callers too
 
@@ -73,6 +77,10 @@ def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, b
         batch_features.set_shape((None, features.shape[1]))
         return {feature_input: batch_features, "words": words}, targets
 
+    def even(*columns):
+        kept = tf.shape(columns[0])[0] // replicas * replicas
+        return tuple(column[:kept] for column in columns)
+
     columns = (data.rows, data.inputs, data.targets)
     if epochs is None:
         batches = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size)
@@ -82,6 +90,8 @@ def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, b
         batches = (tf.data.Dataset.from_tensor_slices(orders)
                    .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
                    .map(lambda index: tuple(tf.gather(t, index) for t in tensors)))
+    if replicas > 1:
+        batches = batches.map(even)
     return batches.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -4,15 +4,22 @@ Slow: starts servers and drives headless Chromium.
 """
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, Drained, ask_caption, assert_same_answer, auto_provider, start_server
+from tests.helpers import (
+    CHROMIUM,
+    REPO,
+    Drained,
+    ask_caption,
+    assert_same_answer,
+    auto_provider,
+    browser_caption,
+    start_server,
+)
 
 pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -56,28 +63,10 @@ def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_deco
 def test_browser_uploads_an_example_and_reads_both_captions(served_app, captioner):
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
     image = example_image()
     greedy = captioner.caption([image])[0].caption
     beam = captioner.caption([image], num_beams=3, num_return_sequences=3)[0].caption
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(served_app)
-        page.locator("#image-input input[type=file]").set_input_files(str(image))
-        page.locator("#image-input img").first.wait_for(timeout=30_000)
-        page.locator("#caption-button").click()
-        page.wait_for_function("document.querySelector('#run-info') && "
-                               "document.querySelector('#run-info').innerText.includes('provider')", timeout=60_000)
-        shown_greedy = " ".join(page.locator("#greedy-caption").inner_text().split())
-        shown_beam = " ".join(page.locator("#beam-caption").inner_text().split())
-        footer = page.locator("#run-info").inner_text()
-        page.screenshot(path=str(ARTIFACTS / "demo_page.png"), full_page=True)
-        browser.close()
+    shown_greedy, shown_beam, footer = browser_caption(served_app, image, ARTIFACTS / "demo_page.png")
     assert greedy in shown_greedy, (greedy, shown_greedy)
     assert beam in shown_beam, (beam, shown_beam)
     assert f"provider {auto_provider()}" in footer and "variant fp32" in footer, footer

@@ -1,0 +1,151 @@
+"""`features --layer block5_pool` and `fit --fine-tune-top`, through the CLI, on a 100-scene run.
+
+Slow: about 100 VGG16 forward passes, four short fits of a model with VGG16's 120M-parameter top, one
+evaluate and one export.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import CHROMIUM, REPO, Drained, browser_caption, run_module, start_server
+
+pytestmark = pytest.mark.slow
+# 32 images with their 5 captions per step: a few steps per epoch on 90 training images
+FIT = ("--batch-size", "160", "--patience", "100", "--lr-patience", "100")
+
+
+@pytest.fixture(scope="module")
+def pool_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("fine-tune") / "run"
+    for args in (("prepare", "--dataset", "synthetic", "--num-images", "100", "--run", str(run)),
+                 ("features", "--run", str(run), "--vgg-weights", "none", "--layer", "block5_pool")):
+        result = run_module("train", *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+    return run
+
+
+def copy_of(run: Path, target: Path) -> Path:
+    shutil.copytree(run, target, ignore=shutil.ignore_patterns("synthetic"))
+    return target
+
+
+def fit(run: Path, *args: str):
+    result = run_module("train", "fit", "--run", str(run), "--fine-tune-top", *FIT, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def top_of(run: Path) -> dict:
+    from train.model import fine_tuned_top, load_trained
+
+    return fine_tuned_top(load_trained(run / "model.keras"))
+
+
+def initial_top(run: Path) -> dict:
+    from train.encoder import EncoderSpec, dense_top_weights
+
+    return dense_top_weights(EncoderSpec("none", 0))
+
+
+def val_losses(run: Path) -> list[float]:
+    lines = (run / "logs" / "training.csv").read_text().splitlines()
+    column = lines[0].split(",").index("val_loss")
+    return [float(line.split(",")[column]) for line in lines[1:]]
+
+
+def test_the_block5_pool_cache_is_its_own_and_never_read_as_an_fc2_cache(pool_run, tmp_path):
+    from demo.errors import MissingFile
+    from train.features import CacheMismatch, cache_paths, load_cache
+    from train.run_files import RunFiles
+
+    files = RunFiles(pool_run)
+    meta = json.loads(cache_paths(files, "block5_pool")["meta"].read_text())
+    assert (meta["model"], meta["feature_dim"], meta["complete"]) == ("vgg16-block5_pool", 25088, True)
+    cache = load_cache(files, layer="block5_pool")
+    assert cache.features.shape == (100, 7 * 7 * 512) and cache.features.dtype == np.float16
+    with pytest.raises(MissingFile, match="--layer fc2"):
+        load_cache(files)  # fit without --fine-tune-top names the command that makes what it needs
+    disguised = RunFiles(copy_of(pool_run, tmp_path / "disguised"))
+    for key, path in cache_paths(disguised, "block5_pool").items():
+        shutil.copy(path, cache_paths(disguised)[key])
+    with pytest.raises(CacheMismatch, match="feature_dim"):
+        load_cache(disguised)
+    refused = run_module("train", "fit", "--run", str(pool_run), "--epochs", "1")
+    assert refused.returncode != 0 and "--layer fc2" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.timeout(900)
+def test_fine_tuning_starts_from_the_encoder_resumes_and_exports_the_tuned_layers(pool_run, tmp_path):
+    # fc1/fc2 start from the weights the cache was made with, and move at their own learning rate: at a
+    # negligible one they stay where they started while the rest of the captioner trains (here under the
+    # mirrored strategy, which must keep working; 5 validation images make an uneven last batch)
+    still = copy_of(pool_run, tmp_path / "still")
+    fit(still, "--epochs", "1", "--top-learning-rate", "1e-12", "--strategy", "mirrored", "--logical-cpus", "2")
+    start = initial_top(pool_run)
+    for name, (kernel, bias) in top_of(still).items():
+        np.testing.assert_allclose(kernel, start[name][0], atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(bias, start[name][1], atol=1e-6, err_msg=name)
+
+    # a run stopped after epoch 1 and resumed ends where a straight 2-epoch run ends
+    straight, resumed = copy_of(pool_run, tmp_path / "straight"), copy_of(pool_run, tmp_path / "resumed")
+    fit(straight, "--epochs", "2")
+    fit(resumed, "--epochs", "1")
+    moved = top_of(resumed)
+    assert max(float(np.abs(moved[n][0] - start[n][0]).max()) for n in moved) > 1e-4, "fc1/fc2 did not train"
+    again = fit(resumed, "--epochs", "2", "--resume")
+    assert "resuming after epoch 1" in again.stderr
+    assert val_losses(resumed) == pytest.approx(val_losses(straight), abs=1e-5) and len(val_losses(resumed)) == 2
+
+    # evaluate and export read the fine-tuned layers: the exported encoder's features are block5_pool through them
+    evaluated = run_module("train", "evaluate", "--run", str(straight), "--beam", "1")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "scene" in json.loads((straight / "metrics.json").read_text())["greedy"]
+    exported = run_module("export", "--run", str(straight))
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-3000:]
+    manifest = json.loads((straight / "onnx" / "manifest.json").read_text())
+    assert manifest["encoder_fine_tuned_top"] is True
+    assert manifest["parity"]["encoder"]["max_abs_diff_relative_to_feature_scale"] <= 1e-4
+    assert_exported_encoder_applies(straight, top_of(straight), start)
+    assert_page_captions_with_it(straight)
+
+
+def assert_page_captions_with_it(run: Path) -> None:
+    """The app serves the fine-tuned bundle as any other: the page shows the runtime's caption of the first
+    example (screenshot: test-artifacts/fine_tuned_page.png)."""
+    from demo.captioner import Captioner
+    from demo.web.page import example_images
+
+    image = Path(example_images()[0])
+    greedy = Captioner(run / "onnx", provider="cpu").caption([image])[0].caption
+    if not Path(CHROMIUM).exists():
+        return  # .ci/run installs it; the API path is covered by tests/demo/test_app.py
+    process, url = start_server(run / "onnx", "--provider", "cpu")
+    server = Drained(process)
+    try:
+        shown_greedy, _, footer = browser_caption(url, image, REPO / "test-artifacts" / "fine_tuned_page.png")
+    finally:
+        server.stop()
+    assert greedy in shown_greedy and "variant fp32" in footer, (greedy, shown_greedy, footer)
+
+
+def assert_exported_encoder_applies(run: Path, tuned: dict, start: dict) -> None:
+    import onnxruntime as ort
+
+    from demo.preprocess import load_image
+    from train.captions_file import read_captions
+    from train.encoder import apply_top
+    from train.features import load_cache
+    from train.run_files import RunFiles
+
+    captions = read_captions(run / "captions.json")
+    image_id = captions.ids("test")[0]
+    session = ort.InferenceSession(str(run / "onnx" / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"pixels": load_image(captions.image_root / image_id)[None].astype(np.uint8)})[0]
+    pool = load_cache(RunFiles(run), layer="block5_pool").lookup([image_id])
+    want, untuned = apply_top(pool, tuned), apply_top(pool, start)
+    scale = float(np.abs(want).max())
+    assert float(np.abs(got - want).max()) <= 1e-2 * scale  # the cache is float16: 1e-3 relative per element
+    assert float(np.abs(untuned - want).max()) > 10 * float(np.abs(got - want).max()), "tuned top not exported"
