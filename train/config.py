@@ -126,6 +126,9 @@ class FitConfig:
                                       "each image passes through them once per step, not once per caption")
     top_learning_rate: float = option(1e-4, "with --fine-tune-top: fc1's and fc2's learning rate (halved with the "
                                             "rest on plateaus)")
+    init_from: Path | None = option(None, "with --fine-tune-top: start the captioner's own layers from this trained "
+                                         "frozen-feature model (e.g. this run's model.keras, read before training "
+                                         "overwrites it), as Show and Tell fine-tuned its CNN after a first stage")
 
 
 @dataclass

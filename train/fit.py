@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 keras = import_keras()
 import tensorflow as tf  # noqa: E402  (after the quiet import)
 
+# the layers a fine-tuned model shares by name with a frozen-feature one (`--init-from`)
+FIRST_STAGE_LAYERS = ("image_dense", "embedding", "lstm", "decoder_dense", "logits")
 SCALE_SAMPLE = 1024  # training images whose initial fc2 output sets a fine-tuned run's feature scale
 
 
@@ -200,10 +202,24 @@ def _build_fine_tune(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, 
     sample = np.random.default_rng(cfg.seed).choice(np.unique(train_data.rows), size=min(
         SCALE_SAMPLE, len(np.unique(train_data.rows))), replace=False)
     fc2 = apply_top(cache.features[np.sort(sample)], top)
-    spec = ModelSpec(vocab_size=len(vocab), embed_dim=cfg.embed_dim, hidden_dim=cfg.hidden_dim,
-                     dropout=cfg.dropout, feature_scale=feature_scale(fc2, np.arange(len(fc2))))
+    first_stage = load_trained(cfg.init_from) if cfg.init_from else None
+    if first_stage is not None and fine_tuned_top(first_stage) is not None:
+        raise BadInput(f"--init-from {cfg.init_from} is already fine-tuned; give the frozen-feature model of a "
+                       "first stage")
+    scale = (float(first_stage.get_layer("feature_scale").scale) if first_stage is not None
+             else feature_scale(fc2, np.arange(len(fc2))))
+    embed_dim, hidden_dim = cfg.embed_dim, cfg.hidden_dim
+    if first_stage is not None:  # its sizes, whatever the command line says
+        embed_dim, hidden_dim = first_stage.get_layer("embedding").output_dim, first_stage.get_layer("lstm").units
+    spec = ModelSpec(vocab_size=len(vocab), embed_dim=embed_dim, hidden_dim=hidden_dim, dropout=cfg.dropout,
+                     feature_scale=scale)
     captions_per_image = group_by_image(train_data).inputs.shape[1]
-    return build_fine_tune_model(spec, top, captions_per_image, cfg.top_learning_rate / cfg.learning_rate)
+    model = build_fine_tune_model(spec, top, captions_per_image, cfg.top_learning_rate / cfg.learning_rate)
+    if first_stage is not None:
+        for name in FIRST_STAGE_LAYERS:
+            model.get_layer(name).set_weights(first_stage.get_layer(name).get_weights())
+        log.info(f"fit: the captioner's layers start from {cfg.init_from}")
+    return model
 
 
 def trim_epoch_log(path: Path, epochs_done: int) -> None:

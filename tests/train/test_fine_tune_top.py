@@ -99,6 +99,11 @@ def test_fine_tuning_starts_from_the_encoder_resumes_and_exports_the_tuned_layer
     assert "resuming after epoch 1" in again.stderr
     assert val_losses(resumed) == pytest.approx(val_losses(straight), abs=1e-5) and len(val_losses(resumed)) == 2
 
+    # a second stage starts from a frozen-feature model, never from one that already tuned its top
+    refused = run_module("train", "fit", "--run", str(resumed), "--fine-tune-top", "--init-from",
+                         str(straight / "model.keras"))
+    assert refused.returncode == 2 and "already fine-tuned" in refused.stderr and "Traceback" not in refused.stderr
+
     # evaluate and export read the fine-tuned layers: the exported encoder's features are block5_pool through them
     evaluated = run_module("train", "evaluate", "--run", str(straight), "--beam", "1")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
