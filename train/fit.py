@@ -29,7 +29,14 @@ from train.encoder import apply_top, dense_top_weights
 from train.features import encoder_spec_of, load_cache
 from train.model import ModelSpec, build_fine_tune_model, build_training_model, fine_tuned_top, load_trained
 from train.run_files import RunFiles, update_run_config
-from train.sequences import caption_sequences, feature_scale, group_by_image, make_dataset, steps_per_epoch
+from train.sequences import (
+    ImageCaptions,
+    caption_sequences,
+    feature_scale,
+    group_by_image,
+    make_dataset,
+    steps_per_epoch,
+)
 from train.tf_import import import_keras
 
 log = logging.getLogger(__name__)
@@ -148,13 +155,13 @@ def run_fit(cfg: FitConfig):
     if state and state.get("stopped_early"):
         log.info(f"fit: training already stopped early after epoch {state['epochs_done']}; nothing to resume")
         return load_trained(files.model)
-    with strategy.scope():
-        model = _load_or_build(cfg, files, vocab, cache, train_data, state)
     batch_size, feature_input, replicas = cfg.batch_size, "features", strategy.num_replicas_in_sync
     if cfg.fine_tune_top:
         train_data, val_data = group_by_image(train_data), group_by_image(val_data)
         batch_size = max(1, cfg.batch_size // train_data.inputs.shape[1])  # --batch-size stays captions per step
         feature_input = "block5_pool"
+    with strategy.scope():
+        model = _load_or_build(cfg, files, vocab, cache, train_data, state)
     stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
     reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                          min_lr=1e-5, verbose=1)
@@ -195,25 +202,25 @@ def run_fit(cfg: FitConfig):
     return model
 
 
-def _build_fine_tune(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data):
+def _build_fine_tune(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data: ImageCaptions):
     """fc1 and fc2 start from the weights the block5_pool cache was made with (ImageNet, a file, the seeded init);
-    the feature scale is that of their fc2 output on training images, as for a frozen run."""
+    the feature scale is that of their fc2 output on training images, as for a frozen run, or the first stage's."""
     top = dense_top_weights(encoder_spec_of(files, "block5_pool"))
-    sample = np.random.default_rng(cfg.seed).choice(np.unique(train_data.rows), size=min(
-        SCALE_SAMPLE, len(np.unique(train_data.rows))), replace=False)
-    fc2 = apply_top(cache.features[np.sort(sample)], top)
     first_stage = load_trained(cfg.init_from) if cfg.init_from else None
     if first_stage is not None and fine_tuned_top(first_stage) is not None:
         raise BadInput(f"--init-from {cfg.init_from} is already fine-tuned; give the frozen-feature model of a "
                        "first stage")
-    scale = (float(first_stage.get_layer("feature_scale").scale) if first_stage is not None
-             else feature_scale(fc2, np.arange(len(fc2))))
-    embed_dim, hidden_dim = cfg.embed_dim, cfg.hidden_dim
-    if first_stage is not None:  # its sizes, whatever the command line says
+    if first_stage is None:
+        images = np.unique(train_data.rows)  # sorted, as the sample was drawn before
+        sample = np.random.default_rng(cfg.seed).choice(images, size=min(SCALE_SAMPLE, len(images)), replace=False)
+        fc2 = apply_top(cache.features[np.sort(sample)], top)
+        scale, embed_dim, hidden_dim = feature_scale(fc2, np.arange(len(fc2))), cfg.embed_dim, cfg.hidden_dim
+    else:  # the first stage's scale and sizes, whatever the command line says
+        scale = float(first_stage.get_layer("feature_scale").scale)
         embed_dim, hidden_dim = first_stage.get_layer("embedding").output_dim, first_stage.get_layer("lstm").units
     spec = ModelSpec(vocab_size=len(vocab), embed_dim=embed_dim, hidden_dim=hidden_dim, dropout=cfg.dropout,
                      feature_scale=scale)
-    captions_per_image = group_by_image(train_data).inputs.shape[1]
+    captions_per_image = train_data.inputs.shape[1]
     model = build_fine_tune_model(spec, top, captions_per_image, cfg.top_learning_rate / cfg.learning_rate)
     if first_stage is not None:
         for name in FIRST_STAGE_LAYERS:

@@ -22,12 +22,6 @@ class KerasStepModel:
         self.hidden_dim = int(self.model.inputs[2].shape[-1])
         self._call = tf.function(lambda inputs: self.model(inputs, training=False), reduce_retracing=True)
 
-    @classmethod
-    def load(cls, path) -> "KerasStepModel":
-        from train.model import load_trained  # lazy, as above (it registers the custom layers, too)
-
-        return cls(load_trained(path))
-
     def initial_state(self, features: np.ndarray) -> State:
         zeros = np.zeros((len(features), self.hidden_dim), dtype=np.float32)
         return {layout.FEATURES: np.asarray(features, dtype=np.float32), layout.H: zeros, layout.C: zeros.copy()}
