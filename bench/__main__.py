@@ -19,7 +19,7 @@ from bench.report import markdown
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.sessions import PROVIDERS
 
-BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "export")
+BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export")
 QUICK_SKIPS = ("export",)  # over a minute on its own: run it with --only export
 
 
@@ -35,8 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="trained run with an int8 bundle (`make demo` builds it); benchmarks that need it "
                              "say 'skipped' without it (default: %(default)s)")
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu",
-                        help="ONNX Runtime provider for the decoding and end-to-end benchmarks (default: %(default)s; "
-                             "cuda on a GPU machine, as `make gpu-check` does)")
+                        help="ONNX Runtime provider for the decoding, end-to-end and folder benchmarks "
+                             "(default: %(default)s; cuda on a GPU machine, as `make gpu-check` does)")
     parser.add_argument("--flickr-run", type=Path, default=Path("models/flickr-scale"),
                         help="the Flickr-scale decoder's run (full runs only); built there from --flickr-captions "
                              "when it has no bundle, which takes about 10 minutes (default: %(default)s)")

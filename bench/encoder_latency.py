@@ -64,7 +64,8 @@ def measure(bundle: Path, quick: bool = False) -> dict:
     flop_per_image = 2.0 * vgg16_fc2_macs()
     sessions = {name: create_session(path, "cpu")[0] for name, path in paths.items()}
     keras = KerasEncoder()
-    result = {"name": "encoder_latency", "bytes": {k.removeprefix("ort_"): p.stat().st_size for k, p in paths.items()},
+    result = {"name": "encoder_latency",
+              "bytes": {k.removeprefix("ort_"): layout.model_bytes(p) for k, p in paths.items()},
               "gflop_per_image": flop_per_image / 1e9, "batches": {}}
     rates = {}
     try:

@@ -63,10 +63,16 @@ def _export(args: argparse.Namespace) -> list[dict]:
     return [measure(args.run)]
 
 
-# provider: the ONNX Runtime provider of the decoding and end-to-end runtimes (the others measure the CPU)
+def _folder(args: argparse.Namespace) -> list[dict]:
+    from bench.folder_captioning import measure  # lazy: a child imports only the benchmark it runs
+
+    return [measure(args.run, quick=args.quick, provider=args.provider)]
+
+
+# provider: the ONNX Runtime provider of the decoding, end-to-end and folder runtimes (the others measure the CPU)
 RUNNERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
     "features": _features, "training": _training, "encoder": _encoder, "decoding": _decoding,
-    "end_to_end": _end_to_end, "serving": _serving, "export": _export,
+    "end_to_end": _end_to_end, "serving": _serving, "export": _export, "folder": _folder,
 }
 
 

@@ -79,16 +79,30 @@ def _end_to_end_rows(entry: dict) -> list[str]:
 
 
 def _serving_rows(entry: dict) -> list[str]:
-    lines = [f"| serving under load (`python -m demo serve`, one-variant bundle, greedy + beam {entry['beams']}) "
-             "| | | | |"]
+    targets = entry["targets"]
+    lines = [f"| serving under load (`python -m demo serve`, one-variant bundle, greedy + beam {entry['beams']}; "
+             "batched: `--max-batch-size` default, unbatched: 1) | | | | |"]
     for variant, row in entry["variants"].items():
-        lines.append(f"| | {variant}: cold start s / peak RSS MiB | {row['cold_start_s']:.1f} / "
-                     f"{row['peak_rss_mib']:.0f} | | |")
-        for level in row["levels"]:
-            lines.append(f"| | {variant}, {level['callers']} callers: requests/s, p50 / p95 ms (model p50), errors "
-                         f"| {level['throughput_per_s']:.2f}, {level['p50_ms']:.0f} / {level['p95_ms']:.0f} "
-                         f"({level['model_p50_ms']:.0f}), "
-                         f"{level['errors']} of {level['requests']} | 0 errors | {_met(level['errors'] == 0)} |")
+        servers, ratios, met = row["servers"], row["ratios"], row["met"]
+        for mode, server in servers.items():
+            lines.append(f"| | {variant} {mode}: cold start s / peak RSS MiB | {server['cold_start_s']:.1f} / "
+                         f"{server['peak_rss_mib']:.0f} | "
+                         + (f"<= {targets['peak_rss_mib_at_most'][variant]} | {_met(met['peak_rss'])} |"
+                            if mode == "batched" else "| |"))
+            for level in server["levels"]:
+                lines.append(
+                    f"| | {variant} {mode}, {level['callers']} callers: requests/s, p50 / p95 ms (model p50), mean "
+                    f"encoder batch, errors, answers unlike alone | {level['throughput_per_s']:.2f}, "
+                    f"{level['p50_ms']:.0f} / {level['p95_ms']:.0f} ({level['model_p50_ms']:.0f}), "
+                    f"{level['mean_encoder_batch']:.1f}, {level['errors']} of {level['requests']}, "
+                    f"{level['differ_from_alone']} of {level['compared_with_alone']} | 0, 0 | "
+                    f"{_met(level['errors'] == 0 and level['differ_from_alone'] == 0)} |")
+        lines += [
+            f"| | {variant}: 8 callers, requests/s batched / unbatched | {ratios['throughput_8_callers']:.2f} | "
+            f">= {targets['throughput_ratio_8_callers'][variant]} | {_met(met['throughput_8_callers'])} |",
+            f"| | {variant}: 1 caller, p50 batched / unbatched | {ratios['p50_1_caller']:.2f} | "
+            f"<= {targets['p50_ratio_1_caller_at_most']} | {_met(met['p50_1_caller'])} |",
+        ]
     return lines
 
 
@@ -141,6 +155,17 @@ def _decoding_rows(entry: dict) -> list[str]:
     return lines
 
 
+def _folder_rows(entry: dict) -> list[str]:
+    width, height = entry["image_size"]
+    rates, batch, target = entry["images_per_s"], entry["default_batch_size"], entry["target"]
+    return [f"| folder to a file (`python -m demo caption FOLDER --out X.jsonl --variant {entry['variant']}`, "
+            f"{entry['images']} JPEGs {width}x{height}, {entry['provider']}, process start included) | | | | |",
+            f"| | batch {batch} (default): images/s | {rates['batch_default']['median_per_s']:.2f} | | |",
+            f"| | batch 1: images/s | {rates['batch_1']['median_per_s']:.2f} | | |",
+            f"| | ratio batch {batch} / batch 1 | {entry['ratio_default_to_batch1']:.2f} "
+            f"| >= {target['ratio_at_least']:g} | {_met(target['met'])} |"]
+
+
 ROWS = {"feature_extraction": _features_rows, "training_speed": _training_rows, "encoder_latency": _encoder_rows,
         "export": _export_rows, "decoding": _decoding_rows, "decoding_flickr_scale": _decoding_rows,
-        "end_to_end": _end_to_end_rows, "serving_load": _serving_rows}
+        "end_to_end": _end_to_end_rows, "serving_load": _serving_rows, "folder_captioning": _folder_rows}

@@ -1,12 +1,17 @@
-"""The real server under load: throughput and p95 latency for 1, 4 and 8 concurrent `gradio_client` callers.
+"""The real server under load, batched and unbatched: requests/s and latency for 1 and 8 `gradio_client` callers.
 
 `python -m demo serve` runs in its own process on a loopback port, as a user
 starts it, once per encoder variant on a bundle holding that variant alone
-(the bundle `python -m export.space` ships), so its memory is that variant's.
-Each caller is a thread with its own Client sending Flickr-sized JPEGs to the
-`caption` endpoint (greedy and beam 3, one encoder pass) one after another.
-Also measured: the server's cold start (process start to the first caption
-answered) and its peak RSS (VmHWM) after all the load.
+(the bundle `python -m export.space` ships), so its memory is that variant's;
+and twice per variant, both up at once: with request batching (the default,
+`--max-batch-size 8`) and without (`--max-batch-size 1`), their loads
+interleaved so both see the same machine. Each caller is a thread with its own
+Client sending Flickr-sized JPEGs to the `caption` endpoint (greedy and beam 3,
+one encoder pass) one after another. Every answer under 8 callers is compared
+with the answer to the same request sent alone (captions, log-probabilities,
+per-word log-probabilities, provider, variant; not the timings). Also
+measured: each server's cold start (process start to the first caption
+answered) and peak RSS (VmHWM) after all the load.
 """
 from __future__ import annotations
 
@@ -28,7 +33,11 @@ from demo import bundle_layout as layout
 from demo.generation import DEFAULTS
 from train.run_files import RunFiles
 
-CALLERS = (1, 4, 8)
+CALLERS = (1, 8)
+MODES = {"unbatched": 1, "batched": None}  # --max-batch-size (None: the server's default)
+TARGETS = {"throughput_ratio_8_callers": {"int8": 1.8, "fp32": 1.3}, "p50_ratio_1_caller_at_most": 1.10,
+           "peak_rss_mib_at_most": {"fp32": 800, "int8": 400}}
+TIMING_KEYS = ("encoder_ms", "encoder_batch", "decode_ms")
 
 
 def _free_port() -> int:
@@ -40,12 +49,14 @@ def _free_port() -> int:
 class Server:
     """`python -m demo serve` in a child process; `cold_start_s` once the first caption came back."""
 
-    def __init__(self, bundle: Path, first_image: Path, variant: str):
+    def __init__(self, bundle: Path, first_image: Path, variant: str, max_batch_size: int | None = None):
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}/"
         started = time.perf_counter()
+        batching = [] if max_batch_size is None else ["--max-batch-size", str(max_batch_size)]
         self.process = subprocess.Popen([sys.executable, "-m", "demo", "serve", "--model", str(bundle),
-                                         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                         "--port", str(port), *batching],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_up(started + 180)
         self.variant = variant
         call(self.client(), first_image, variant)
@@ -72,38 +83,50 @@ class Server:
         self.process.wait(timeout=30)
 
 
-def call(client, image: Path, variant: str) -> tuple[float, float]:
-    """One caption request; returns its latency in seconds and the ms the server says the model took.
-
-    The difference is what HTTP, the upload and Gradio's queue cost on top of the model.
-    """
+def call(client, image: Path, variant: str) -> tuple[float, dict]:
+    """One caption request; returns its latency in seconds and the answer."""
     from gradio_client import handle_file
 
     started = time.perf_counter()
     result = client.predict(handle_file(str(image)), DEFAULTS.compared_num_beams, MAX_WORDS, DEFAULTS.length_penalty,
                             1, variant, api_name="/caption")
-    seconds = time.perf_counter() - started
-    return seconds, result["encoder_ms"] + result["greedy"]["decode_ms"] + result["beam"]["decode_ms"]
+    return time.perf_counter() - started, result
 
 
-def _load(server: Server, callers: int, per_caller: int, images: list[Path]) -> dict:
+def model_ms(answer: dict) -> float:
+    """What the server says the model took: the difference to the latency is HTTP, the upload and the queue."""
+    return answer["encoder_ms"] + answer["greedy"]["decode_ms"] + answer["beam"]["decode_ms"]
+
+
+def without_timings(answer: dict) -> dict:
+    """An answer as far as a user compares it: captions, log-probabilities, provider, variant."""
+    return {k: without_timings(v) if isinstance(v, dict) else v for k, v in answer.items() if k not in TIMING_KEYS}
+
+
+def _load(server: Server, callers: int, per_caller: int, images: list[Path], alone: dict[Path, dict]) -> dict:
     clients = [server.client() for _ in range(callers)]
     latencies: list[float] = []
-    model_ms: list[float] = []
+    models: list[float] = []
+    batches: list[int] = []
     errors: list[str] = []
+    differ: list[str] = []
     lock = threading.Lock()
 
     def caller(index: int) -> None:
         for i in range(per_caller):
+            image = images[(index * per_caller + i) % len(images)]
             try:
-                seconds, model = call(clients[index], images[(index * per_caller + i) % len(images)], server.variant)
+                seconds, answer = call(clients[index], image, server.variant)
             except Exception as exc:  # noqa: BLE001 - a failed request is a result here, not a crash
                 with lock:
                     errors.append(f"{type(exc).__name__}: {exc}")
                 continue
             with lock:
                 latencies.append(seconds)
-                model_ms.append(model)
+                models.append(model_ms(answer))
+                batches.append(answer.get("encoder_batch", 1))
+                if image in alone and without_timings(answer) != without_timings(alone[image]):
+                    differ.append(image.name)
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
     started = time.perf_counter()
@@ -114,7 +137,9 @@ def _load(server: Server, callers: int, per_caller: int, images: list[Path]) -> 
     wall = time.perf_counter() - started
     return {"callers": callers, "requests": callers * per_caller, "errors": len(errors), "error_samples": errors[:3],
             "throughput_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)) * 1000,
-            "p95_ms": float(np.percentile(latencies, 95)) * 1000, "model_p50_ms": float(np.percentile(model_ms, 50))}
+            "p95_ms": float(np.percentile(latencies, 95)) * 1000, "model_p50_ms": float(np.percentile(models, 50)),
+            "mean_encoder_batch": float(np.mean(batches)), "compared_with_alone": len(latencies),
+            "differ_from_alone": len(differ), "differ_samples": differ[:3]}
 
 
 def measure(run: Path, quick: bool = False) -> dict:
@@ -127,18 +152,42 @@ def measure(run: Path, quick: bool = False) -> dict:
         images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
         variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, quick)
                     for v in layout.VARIANTS}
-    return {"name": "serving_load", "beams": DEFAULTS.compared_num_beams, "variants": variants}
+    return {"name": "serving_load", "beams": DEFAULTS.compared_num_beams, "variants": variants, "targets": TARGETS}
 
 
 def _one_variant(bundle: Path, variant: str, images: list[Path], quick: bool) -> dict:
-    requests = 4 if quick else 24  # per level, split over the callers (at least 2 each)
-    server = Server(bundle, images[0], variant)
+    """Both servers up; the answers alone first (batched server, one request at a time), then the levels
+    interleaved: unbatched 1, batched 1, unbatched 8, batched 8."""
+    requests = {1: 4, 8: 16} if quick else {1: 24, 8: 200}
+    servers = {}
     try:
-        for image in images[:2]:  # warm-up: first requests of each thread pool
-            call(server.client(), image, variant)
-        levels = [_load(server, n, max(2, requests // n), images) for n in CALLERS]
-        peak = peak_rss_mib(server.process.pid)
+        for mode, batch in MODES.items():
+            servers[mode] = Server(bundle, images[0], variant, batch)
+        client = servers["batched"].client()
+        alone = {image: call(client, image, variant)[1] for image in images}
+        for server in servers.values():
+            call(server.client(), images[1], variant)  # warm-up: the first request of a fresh client
+        levels: dict[str, list[dict]] = {mode: [] for mode in servers}
+        for callers in CALLERS:
+            for mode, server in servers.items():
+                levels[mode].append(_load(server, callers, requests[callers] // callers, images, alone))
+        peaks = {mode: peak_rss_mib(server.process.pid) for mode, server in servers.items()}
     finally:
-        server.close()
-    return {"cold_start_s": server.cold_start_s, "peak_rss_mib": peak, "levels": levels,
-            "throughput_gain_8_to_1": levels[-1]["throughput_per_s"] / levels[0]["throughput_per_s"]}
+        for server in servers.values():
+            server.close()
+    return _summary(variant, {mode: {"cold_start_s": servers[mode].cold_start_s, "peak_rss_mib": peaks[mode],
+                                     "levels": levels[mode]} for mode in servers})
+
+
+def _summary(variant: str, servers: dict) -> dict:
+    batched, unbatched = servers["batched"]["levels"], servers["unbatched"]["levels"]
+    ratios = {"throughput_8_callers": batched[-1]["throughput_per_s"] / unbatched[-1]["throughput_per_s"],
+              "p50_1_caller": batched[0]["p50_ms"] / unbatched[0]["p50_ms"]}
+    peak = servers["batched"]["peak_rss_mib"]
+    met = {"throughput_8_callers": ratios["throughput_8_callers"] >= TARGETS["throughput_ratio_8_callers"][variant],
+           "p50_1_caller": ratios["p50_1_caller"] <= TARGETS["p50_ratio_1_caller_at_most"],
+           "peak_rss": peak <= TARGETS["peak_rss_mib_at_most"][variant],
+           "no_errors": all(level["errors"] == 0 for s in servers.values() for level in s["levels"]),
+           "answers_equal_alone": all(level["differ_from_alone"] == 0 for s in servers.values()
+                                      for level in s["levels"])}
+    return {"servers": servers, "ratios": ratios, "met": met}

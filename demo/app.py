@@ -5,7 +5,8 @@ This one file is both `demo/app.py` here and the `app.py` at the top of a Space 
 `onnx/` sit beside it; here, `demo/` is its own folder and the bundle defaults to models/default/onnx.
 
 CAPTIONER_MODEL (bundle folder; default `onnx/` beside this file if there is one, else models/default/onnx),
-CAPTIONER_PROVIDER (auto|cuda|cpu), CAPTIONER_HOST (default 0.0.0.0), CAPTIONER_PORT (or PORT), CAPTIONER_SHARE.
+CAPTIONER_PROVIDER (auto|cuda|cpu), CAPTIONER_HOST (default 0.0.0.0), CAPTIONER_PORT (or PORT), CAPTIONER_SHARE,
+CAPTIONER_MAX_BATCH_SIZE (requests sharing encoder passes; 1: none).
 """
 from __future__ import annotations
 

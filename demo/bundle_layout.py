@@ -7,12 +7,20 @@ differ from `GRAPH_IO` is refused at load.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 BUNDLE_DIR = "onnx"  # the bundle's folder in a run folder (RUN/onnx) and in a Space
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
+MODEL_CARD = "README.md"  # the model card (`export.model_card`, read by `demo.model_card`); bundles before it lack it
 
 ENCODER_FILES = {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx"}  # variant -> file
 VARIANTS = tuple(ENCODER_FILES)
+# The encoders' weights sit beside their graphs as ONNX external data (`encoder.onnx.data`): ONNX Runtime maps
+# the file instead of parsing a 537 MB protobuf and copying every tensor out of it, which doubled a server's
+# memory while it loaded (1,049 -> 152 MiB peak for loading the fp32 encoder). Bundles exported before this
+# have self-contained encoders and no data files; both load.
+EXTERNAL_DATA_SUFFIX = ".data"
 DECODER_STEP = "decoder_step.onnx"  # (features, token, h, c) -> (log_probs, h_out, c_out): the whole step, all V
 IMAGE_PROJECTION = "image_projection.onnx"  # features -> image, once per image
 # What the runtime runs every step: the whole step minus the image projection, plus the search's row gather in
@@ -57,10 +65,28 @@ def decoder_file(variant: str) -> str:
     return DECODER_TOPK_FILES[variant]
 
 
+def external_data(name: str) -> str:
+    """The external-data file of a graph (its weights), e.g. encoder.onnx.data."""
+    return name + EXTERNAL_DATA_SUFFIX
+
+
+def model_bytes(path: Path) -> int:
+    """A graph's size on disk with its external data, if it has any."""
+    data = path.with_name(external_data(path.name))
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
 def runtime_files(variant: str, decoder_variant: str) -> tuple[str, ...]:
     """What a Captioner of these variants opens besides the manifest (decoder_step.onnx is the export's reference,
-    not among them): what the app re-checks before loading a pair, and what a Space ships."""
-    return encoder_file(variant), IMAGE_PROJECTION, decoder_file(decoder_variant), VOCAB
+    not among them): what the app re-checks before loading a pair, and what a Space ships. The encoder's data
+    file is among them; a bundle from before external data lacks it (`optional_file`)."""
+    encoder = encoder_file(variant)
+    return encoder, external_data(encoder), IMAGE_PROJECTION, decoder_file(decoder_variant), VOCAB
+
+
+def optional_file(name: str) -> bool:
+    """Files a bundle may lack: the encoders' external data (self-contained encoders, exported before it)."""
+    return name.endswith(EXTERNAL_DATA_SUFFIX)
 
 
 def variants_in(files) -> list[str]:

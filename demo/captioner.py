@@ -11,6 +11,7 @@ Generation options carry the names people know from Hugging Face
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -26,8 +27,16 @@ from demo.onnx_step import OnnxStepModel, step_threads
 from demo.preprocess import ImageSource, load_image
 from demo.search import generate, options_for
 from demo.search.step import Hypothesis, SearchOptions
-from demo.sessions import create_session
+from demo.sessions import MemoryOptions, create_session
 from demo.vocab import Vocabulary
+
+# The encoders' session memory (peak RSS of a serving process: `python -m bench --only serving`). No arena: a
+# batched pass's activations (~25 MB an image in fp32 at conv1) go back to the system after the pass instead of
+# staying reserved. Prepacking stays on for both: without it fp32 would not keep a second, repacked copy of its
+# 480 MB of fc weights, but ONNX Runtime then runs a 1-row Gemm on another kernel than a many-row one, and an
+# image's features would depend on how many images shared its pass (3e-6 relative, enough to move log-probs:
+# a batched server must answer exactly what a lone request gets). int8 runs ~1.5x slower without it anyway.
+ENCODER_MEMORY = {"fp32": MemoryOptions(arena=False), "int8": MemoryOptions(arena=False)}
 
 
 @dataclass
@@ -37,6 +46,13 @@ class CaptionCandidate:
     log_prob: float  # total log-probability, <end> included
     score: float  # length-normalised: what the candidates are ranked by
     finished: bool  # False when cut at max_length
+    word_log_probs: list[float]  # each word's log-probability given the words before it
+    end_log_prob: float  # <end>'s: log_prob == sum(word_log_probs) + end_log_prob
+
+    @property
+    def word_probs(self) -> list[float]:
+        """Each word's probability: the confidence the page shades words by."""
+        return [math.exp(lp) for lp in self.word_log_probs]
 
 
 @dataclass
@@ -50,8 +66,17 @@ class CaptionResult:
     candidates: list[CaptionCandidate]
     timings: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def word_log_probs(self) -> list[float]:
+        return self.candidates[0].word_log_probs
+
+    @property
+    def end_log_prob(self) -> float:
+        return self.candidates[0].end_log_prob
+
     def to_json(self) -> dict:
         return {"caption": self.caption, "tokens": self.tokens, "log_prob": self.log_prob, "score": self.score,
+                "word_log_probs": self.word_log_probs, "end_log_prob": self.end_log_prob,
                 "candidates": [c.__dict__ for c in self.candidates], "timings_ms": self.timings}
 
 
@@ -95,7 +120,8 @@ class Captioner:
                               f"{', '.join(self.decoder_variants) or 'none'}); {self._why_no_decoder(decoder_variant)}")
         self.variant, self.decoder_variant = variant, decoder_variant
         encoder = layout.encoder_file(variant)
-        self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads)
+        self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads,
+                                                     ENCODER_MEMORY[variant])
         self._check_io(encoder, self.encoder)
         self.decoder = self._decoder()
         if self.decoder.vocab_size != len(self.vocab) or self.decoder.hidden_dim != self.manifest["hidden_size"]:
@@ -174,6 +200,16 @@ class Captioner:
         pixels = load_image(image, name=name)[None]
         timings = {"preprocess": (time.perf_counter() - started) * 1000}
         features, timings["encoder"] = self.encode(pixels)
+        return self.compare_features(features, num_beams, max_length, length_penalty, num_return_sequences, timings)
+
+    def compare_features(self, features: np.ndarray, num_beams: int = DEFAULTS.compared_num_beams,
+                         max_length: int | None = DEFAULTS.max_length,
+                         length_penalty: float = DEFAULTS.length_penalty,
+                         num_return_sequences: int = DEFAULTS.compared_num_return_sequences,
+                         timings: dict[str, float] | None = None) -> Comparison:
+        """`compare` for one already encoded image (features (1, F)): what a server runs after a shared
+        encoder pass (`demo.encoder_batching`), so a batched request is searched exactly as a lone one."""
+        timings = timings or {}
         greedy_options = self.options(1, max_length, length_penalty)
         beam_options = self.options(num_beams, max_length, length_penalty, min(num_return_sequences, num_beams))
         greedy = self.caption_features(features, greedy_options, timings)[0]
@@ -193,7 +229,8 @@ class Captioner:
         for hypothesis in n_best:
             words = self.vocab.decode(hypothesis.tokens)
             candidates.append(CaptionCandidate(" ".join(words), words, hypothesis.log_prob, hypothesis.score,
-                                               hypothesis.finished))
+                                               hypothesis.finished, list(hypothesis.word_log_probs),
+                                               hypothesis.end_log_prob))
         best = candidates[0]
         return CaptionResult(best.caption, best.tokens, best.log_prob, best.score, candidates,
                              {f"{k}_ms_per_image": round(v, 3) for k, v in timings.items()})

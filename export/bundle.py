@@ -3,9 +3,11 @@
 Everything is written to `RUN/.onnx-tmp-PID/`, checked (onnx.checker, parity
 with Keras, the manifest's own hashes), and only then moved into place: the
 old bundle is renamed to `onnx.previous`, the new one to `onnx`, and the old
-one deleted. A failed or killed export leaves the previous good bundle where
-it was (after a kill between the two renames, the next export or loader
-finds `onnx.previous` and puts it back).
+one deleted. The model card (`README.md`, `export.model_card`) is written just
+before the manifest, from the same figures, and the manifest lists it. A failed
+or killed export leaves the previous good bundle where it was (after a kill
+between the two renames, the next export or loader finds `onnx.previous` and
+puts it back).
 
 The TensorFlow work runs in child processes (`export.tf_side`), one at a
 time; this process never imports TensorFlow, so memory peaks do not stack.
@@ -35,6 +37,7 @@ from export.decoder_int8 import build_int8_decoder
 from export.errors import ExportError
 from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
 from export.int8 import build_int8_encoder
+from export.model_card import write_model_card
 from export.parity import (
     REFERENCE_TEST_FEATURES,
     REFERENCE_TOP,
@@ -67,6 +70,8 @@ def run_export(cfg: ExportConfig) -> dict:
     try:
         manifest = _build(cfg, files, work)
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        write_model_card(files, manifest, work / layout.MODEL_CARD)  # before the file records: the manifest lists it
+        manifest = _with_file_records(manifest, work)
         atomic_write_json(work / layout.MANIFEST, manifest)
         verify_bundle(work)
         install(work, bundle)
@@ -200,12 +205,20 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
         "encoder_weights": spec.describe() if spec else None,
         "top_k": cfg.top_k,
         "models": models,
-        "files": {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != layout.MANIFEST},
         "parity": parity,
         "export_peak_rss_gib": peaks,
         "tools": {name: metadata.version(name) for name in ("tf2onnx", "onnx", "onnxruntime", "tensorflow-cpu")
                   if _installed(name)},
     }
+
+
+def _with_file_records(manifest: dict, work: Path) -> dict:
+    """The manifest with `files` (after `models`): every file of the work folder but the manifest, taken last so
+    that the model card, written from the rest of the manifest, is listed and checked like every file."""
+    records = {p.name: file_record(p) for p in sorted(work.iterdir()) if p.name != layout.MANIFEST}
+    keys = list(manifest)
+    at = keys.index("models") + 1
+    return {k: manifest[k] for k in keys[:at]} | {"files": records} | {k: manifest[k] for k in keys[at:]}
 
 
 def _installed(name: str) -> bool:

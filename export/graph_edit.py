@@ -56,7 +56,17 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
         raise ExportError("the weight stream ended before fc2")
     graph.output.extend([helper.make_tensor_value_info(layout.FEATURES, TensorProto.FLOAT, ["batch", FEATURE_DIM])])
     graph.name = "vgg16_fc2_encoder"
-    onnx.save_model(proto, out_path)
+    save_with_external_data(proto, out_path)
+
+
+def save_with_external_data(proto, out_path: Path) -> None:
+    """The graph at `out_path`, its weights in `out_path.data` beside it (see `demo.bundle_layout`): what lets
+    ONNX Runtime map the weights instead of copying them."""
+    data = out_path.with_name(layout.external_data(out_path.name))
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(proto, out_path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data.name, size_threshold=1024)
+    data.chmod(out_path.stat().st_mode & 0o777)  # onnx creates it owner-only; a server may run as another user
 
 
 def split_decoder(decoder_path: Path, projection_path: Path, topk_path: Path, end_id: int, top_k: int) -> None:

@@ -53,7 +53,7 @@ def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], e
     result = {
         "calibration_images": len(calibration),
         "evaluation_images": len(evaluation),
-        "bytes": {"fp32": fp32_path.stat().st_size, "int8": int8_path.stat().st_size},
+        "bytes": {"fp32": layout.model_bytes(fp32_path), "int8": layout.model_bytes(int8_path)},
         "cosine_mean": float(cosine.mean()),
         "cosine_min": float(cosine.min()),
         "greedy_identical_fraction": identical,

@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from demo.bundle_layout import PIXELS
 from demo.preprocess import load_image
+from export.graph_edit import save_with_external_data
 
 
 class _ImageReader:
@@ -51,9 +53,11 @@ def without_preprocessing_advice():
 
 
 def quantize_encoder(fp32_path: Path, int8_path: Path, calibration_paths: list[Path]) -> None:
+    """int8_path (+ its external data) from fp32_path."""
     reader_class = type("ImageReader", (_ImageReader, CalibrationDataReader), {})
     with without_preprocessing_advice():
         _quantize(fp32_path, int8_path, reader_class(calibration_paths))
+    save_with_external_data(onnx.load_model(int8_path), int8_path)
 
 
 def _quantize(fp32_path: Path, int8_path: Path, reader) -> None:

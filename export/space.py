@@ -7,8 +7,14 @@ LFS, the runtime package `demo/` with its examples, and `onnx/`: what the
 runtime opens for one encoder variant and one decoder variant (the image
 projection, the top-k decoder step and the vocabulary; not `decoder_step.onnx`,
 the export's reference), by default the int8 encoder (a quarter the size) and
-the int8 decoder where the bundle ships them. The bundle's manifest is rewritten
+the int8 decoder where the bundle ships them, plus the model card
+(`onnx/README.md`, so the page can show it). The bundle's manifest is rewritten
 to list exactly the files shipped.
+
+The Space's page (`README.md`) is the front matter, then the bundle's model card
+with its "How to run it" section replaced by this Space's own (what it runs, the
+API call). A bundle exported before cards existed still makes a Space: the page
+then says it has no card and how to get one.
 """
 from __future__ import annotations
 
@@ -23,15 +29,15 @@ import gradio
 from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, BadInput, run_command
-from demo.generation import DEFAULTS
 from demo.logs import configure_cli_logging
 from demo.manifest import REBUILD, BundleError, verify_bundle
+from demo.model_card import read_model_card
+from export.model_card import HOW_TO_RUN, api_call
 from train.run_files import RunFiles
 
 REPO = Path(__file__).resolve().parents[1]
-SPACE_EXAMPLE_MAX_LENGTH = 20  # the README's API example; any value from the page's slider range works
 log = logging.getLogger(__name__)
-README = """---
+FRONT_MATTER = """---
 title: VGG16 LSTM Captioner
 emoji: 🖼️
 colorFrom: blue
@@ -42,15 +48,20 @@ app_file: app.py
 pinned: false{hardware}
 ---
 
-# VGG16 + LSTM image captioner
+"""
+SPACE_SECTION = """## This Space
 
 Greedy and beam search side by side on ONNX Runtime ({variant} encoder, {decoder_variant} decoder, {device}). \
 The model came from the run
-`{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export.
+`{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export{card}.
 
-API: `gradio_client.Client(URL).predict(handle_file("photo.jpg"), {num_beams}, {max_length}, {length_penalty}, \
-{num_return_sequences}, "{variant}", "{decoder_variant}", api_name="/caption")`: the last two are the encoder and \
-decoder variants, the only ones this Space ships.
+API: `{api}`: the last two are the encoder and decoder variants, the only ones this Space ships.
+"""
+NO_CARD = """# VGG16 + LSTM image captioner
+
+This bundle has no model card (`onnx/README.md`): it was exported before cards were written. Export the run again \
+(`python -m export --run RUN`) and rebuild the Space to get one.
+
 """
 
 
@@ -70,7 +81,9 @@ def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False,
         raise BundleError(f"{bundle} has no {decoder}: "
                           + (f"the export left it out ({why})" if why else "export with --quantize int8")
                           + ", or use --decoder-variant fp32")
-    shipped = list(layout.runtime_files(variant, decoder_variant))
+    shipped = [n for n in layout.runtime_files(variant, decoder_variant)
+               if n in manifest["files"] or not layout.optional_file(n)]  # older encoders have no data file
+    shipped += [layout.MODEL_CARD] if layout.MODEL_CARD in manifest["files"] else []  # older bundles have none
     missing = [name for name in shipped if name not in manifest["files"]]
     if missing:  # a bundle from --decoder-only, or hand-made
         raise BundleError(f"{bundle} lacks {', '.join(missing)}, which the runtime needs; {REBUILD}")
@@ -85,16 +98,36 @@ def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False,
     shutil.copytree(REPO / "demo", out / "demo", ignore=shutil.ignore_patterns("__pycache__", "requirements*.txt"))
     shutil.copyfile(REPO / "demo" / ("requirements-gpu.txt" if gpu else "requirements.txt"), out / "requirements.txt")
     shutil.copyfile(REPO / "demo" / "app.py", out / "app.py")  # the one entry point: it finds onnx/ beside itself
-    atomic_write_bytes(out / ".gitattributes", b"*.onnx filter=lfs diff=lfs merge=lfs -text\n")
-    readme = README.format(gradio_version=gradio.__version__, run=run.resolve().name, variant=variant,
-                           decoder_variant=decoder_variant, hardware="\nsuggested_hardware: t4-small" if gpu else "",
-                           device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU",
-                           num_beams=DEFAULTS.compared_num_beams, max_length=SPACE_EXAMPLE_MAX_LENGTH,
-                           length_penalty=DEFAULTS.length_penalty,
-                           num_return_sequences=DEFAULTS.compared_num_return_sequences)
-    atomic_write_bytes(out / "README.md", readme.encode("utf-8"))
+    atomic_write_bytes(out / ".gitattributes", b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"
+                                               b"*.onnx.data filter=lfs diff=lfs merge=lfs -text\n")
+    atomic_write_bytes(out / "README.md", space_readme(out / layout.BUNDLE_DIR, run, variant, decoder_variant,
+                                                      gpu).encode("utf-8"))
     verify_bundle(out / layout.BUNDLE_DIR)
     return out
+
+
+def space_readme(bundle: Path, run: Path, variant: str, decoder_variant: str, gpu: bool) -> str:
+    """Front matter, then the model card with this Space's section for its "How to run it" (or, without a card,
+    a title, the note that there is none, and the section)."""
+    front = FRONT_MATTER.format(gradio_version=gradio.__version__,
+                                hardware="\nsuggested_hardware: t4-small" if gpu else "")
+    card = read_model_card(bundle)
+    section = SPACE_SECTION.format(variant=variant, decoder_variant=decoder_variant, run=run.resolve().name,
+                                   device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU",
+                                   card=", and `onnx/README.md` is this card" if card else "",
+                                   api=api_call(variant, decoder_variant))
+    return front + (replace_section(card.text, HOW_TO_RUN, section) if card else NO_CARD + section)
+
+
+def replace_section(text: str, heading: str, section: str) -> str:
+    """`text` with its `heading` section (up to the next `## ` heading) replaced by `section`; appended if absent."""
+    lines = text.rstrip("\n").split("\n")
+    if heading not in lines:
+        return "\n".join(lines) + "\n\n" + section
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    tail = lines[end:]
+    return "\n".join(lines[:start] + section.rstrip("\n").split("\n") + ([""] + tail if tail else [])) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,9 +253,10 @@ def assert_same_answer(answer: dict, comparison) -> None:
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-def browser_caption(url: str, image: Path, screenshot: Path) -> tuple[str, str, str]:
+def browser_caption(url: str, image: Path, screenshot: Path, details: dict | None = None) -> tuple[str, str, str]:
     """Upload `image` on the page at `url` in headless Chromium, press Caption, save a full-page screenshot;
-    returns the greedy caption, the beam caption and the run-info footer as shown."""
+    returns the greedy caption, the beam caption (their words, without the probabilities shown under them) and the
+    run-info footer as shown."""
     from playwright.sync_api import sync_playwright
 
     screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -270,9 +271,17 @@ def browser_caption(url: str, image: Path, screenshot: Path) -> tuple[str, str, 
         page.locator("#caption-button").click()
         page.wait_for_function("document.querySelector('#run-info') && "
                                "document.querySelector('#run-info').innerText.includes('provider')", timeout=60_000)
-        shown_greedy = " ".join(page.locator("#greedy-caption").inner_text().split())
-        shown_beam = " ".join(page.locator("#beam-caption").inner_text().split())
+        shown_greedy, shown_beam = (" ".join(page.locator(f"#{name}-caption .word-text").all_inner_texts())
+                                    for name in ("greedy", "beam"))
         footer = page.locator("#run-info").inner_text()
+        if details is not None:  # what else the page shows: each word's probability (shading), the model line
+            for name in ("greedy", "beam"):
+                words = page.locator(f"#{name}-caption .word")
+                details[f"{name}_probs"] = [float(words.nth(i).get_attribute("data-prob"))
+                                            for i in range(words.count())]
+                details[f"{name}_shown_probs"] = page.locator(f"#{name}-caption .word-prob").all_inner_texts()
+                details[f"{name}_differs"] = page.locator(f"#{name}-caption .word.differs .word-text").all_inner_texts()
+            details["summary"] = page.locator("#model-summary").inner_text()
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return shown_greedy, shown_beam, footer

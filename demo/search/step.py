@@ -138,6 +138,10 @@ class Hypothesis:
     log_prob: float = field(compare=False)
     tokens: tuple[int, ...] = field(compare=False)
     finished: bool = field(compare=False, default=True)  # False: reached max_length, closed by force
+    # What each word cost, for per-word confidence: log_prob is their sum plus <end>'s, added in this order
+    # (float64, left to right), so `sum(word_log_probs) + end_log_prob` equals it exactly.
+    word_log_probs: tuple[float, ...] = field(compare=False, default=())
+    end_log_prob: float = field(compare=False, default=0.0)
 
 
 def length_penalty(length: int, alpha: float) -> float:

@@ -5,19 +5,24 @@ The page works without a bundle too: it says how to build one instead of failing
 from __future__ import annotations
 
 import difflib
+import html
 import logging
+import math
 import os
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
 
 from demo.bundle_layout import decoder_variants_in, runtime_files, variants_in
 from demo.captioner import Captioner, CaptionResult, Comparison
+from demo.encoder_batching import EncoderBatcher
 from demo.errors import CaptionerError
 from demo.generation import DEFAULTS
 from demo.manifest import BundleError, verify_bundle, verify_files
-from demo.preprocess import ImageSource
+from demo.model_card import ModelCard, read_model_card
+from demo.preprocess import ImageSource, load_image
 from demo.vocab import VocabularyError
 from demo.web.upload import ImageUpload
 
@@ -30,11 +35,13 @@ log = logging.getLogger(__name__)
 
 
 class CaptionerPool:
-    """One Captioner per (encoder variant, decoder variant), created on first use and shared by all requests."""
+    """One Captioner per (encoder variant, decoder variant), created on first use and shared by all requests;
+    with `max_batch_size` > 1 each has an `EncoderBatcher`, so concurrent requests share encoder passes."""
 
-    def __init__(self, bundle: Path, provider: str = "auto"):
-        self.bundle, self.provider = Path(bundle), provider
+    def __init__(self, bundle: Path, provider: str = "auto", max_batch_size: int = 1):
+        self.bundle, self.provider, self.max_batch_size = Path(bundle), provider, max_batch_size
         self._loaded: dict[tuple[str, str], Captioner] = {}
+        self._batchers: dict[tuple[str, str], EncoderBatcher] = {}
         self._lock = threading.Lock()
         self.error: str | None = None
         try:
@@ -66,7 +73,14 @@ class CaptionerPool:
                     self._verify_again(variant, decoder_variant)
                 self._loaded[key] = Captioner(self.bundle, provider=self.provider, variant=variant,
                                               decoder_variant=decoder_variant, check_hashes=False)
+                if self.max_batch_size > 1:
+                    encode = self._loaded[key].encode
+                    self._batchers[key] = EncoderBatcher(lambda pixels: encode(pixels)[0], self.max_batch_size)
             return self._loaded[key]
+
+    def batcher(self, variant: str, decoder_variant: str = "fp32") -> EncoderBatcher | None:
+        """The pair's encoder batcher (None when batching is off); `get` first, which loads the pair."""
+        return self._batchers.get((variant, decoder_variant))
 
     def _verify_again(self, variant: str, decoder_variant: str) -> None:
         """The sha256 of the files a lazily loaded pair opens (its encoder, the image projection, its decoder
@@ -93,6 +107,41 @@ def highlight(words: list[str], other: list[str]) -> list[tuple[str, str | None]
     return [(word + " ", None if i in shared else "differs") for i, word in enumerate(words)]
 
 
+UNSURE_RGB = "234, 88, 12"  # orange: the stronger, the less sure the model was of the word
+DIFFERS_STYLE = "border-bottom: 3px solid #2563eb;"  # blue underline: the word is not in the other caption
+WORD_STYLE = ("display: inline-flex; flex-direction: column; align-items: center; margin: 0 2px 6px 0; "
+              "padding: 2px 5px; border-radius: 5px; line-height: 1.25;")
+CONFIDENCE_NOTE = ("Shading: the stronger the orange, the less sure the model was of the word; the number under "
+                   "it is its probability (hover for the log-probability). Underlined in blue: words not in the "
+                   "other caption.")
+
+
+def card_line(card: ModelCard | None) -> str:
+    """The page's one line about the loaded model, from its card: what it was trained on and can describe."""
+    if card is None:
+        return ("This bundle has no model card (it was exported before cards existed): re-export it with "
+                "`python -m export --run RUN` to see here what it was trained on.")
+    summary = card.summary or "the card does not say what it was trained on"
+    return f"**This model:** {summary} ([model card](#model-card), at the bottom of the page)"
+
+
+def confidence_html(words: list[str], word_log_probs: list[float], other: list[str]) -> str:
+    """A caption as HTML: each word shaded by how unsure the model was of it, its probability beneath it and in
+    its tooltip, and the words that differ from the other search's caption underlined."""
+    if not words:
+        return '<div class="confidence"><em>(empty caption: the model ended at once)</em></div>'
+    spans = []
+    for (word, label), log_prob in zip(highlight(words, other), word_log_probs):
+        prob = math.exp(log_prob)
+        style = WORD_STYLE + f" background: rgba({UNSURE_RGB}, {0.8 * (1 - prob):.3f});" + \
+            (DIFFERS_STYLE if label else "")
+        spans.append(f'<span class="word{" differs" if label else ""}" data-prob="{prob:.4f}" '
+                     f'title="p = {prob:.3f}, log-prob {log_prob:.3f}" style="{style}">'
+                     f'<span class="word-text" style="font-size: 1.15em">{html.escape(word.strip())}</span>'
+                     f'<span class="word-prob" style="font-size: 0.72em; opacity: 0.75">{prob:.2f}</span></span>')
+    return f'<div class="confidence">{"".join(spans)}</div>'
+
+
 def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, max_length: int,
                 length_penalty: float, num_return_sequences: int, variant: str,
                 decoder_variant: str = "fp32") -> dict:
@@ -104,19 +153,29 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, 
         raise CannotCaption(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
     if image is None:
         raise CannotCaption("upload an image first (or pick an example)")
-    found = pool.get(variant, decoder_variant).compare(image, int(num_beams), int(max_length), length_penalty,
-                                                       int(num_return_sequences), name=_upload_name(image))
-    return to_json(found)
+    captioner, options = pool.get(variant, decoder_variant), (int(num_beams), int(max_length), length_penalty,
+                                                               int(num_return_sequences))
+    batcher = pool.batcher(variant, decoder_variant)
+    if batcher is None:
+        return to_json(captioner.compare(image, *options, name=_upload_name(image)))
+    started = time.perf_counter()
+    pixels = load_image(image, name=_upload_name(image))  # a bad image fails here, in its own request only
+    timings = {"preprocess": (time.perf_counter() - started) * 1000}
+    encoded = batcher.encode(pixels)
+    timings["encoder"] = encoded.encoder_ms
+    return to_json(captioner.compare_features(encoded.features, *options, timings), encoded.batch_size)
 
 
 class CannotCaption(CaptionerError):
     """A request the page cannot answer: no bundle loaded, or no image given."""
 
 
-def to_json(found: Comparison) -> dict:
+def to_json(found: Comparison, encoder_batch: int = 1) -> dict:
+    """The API's answer. `encoder_ms` is this image's share of its encoder pass, `encoder_batch` the images in
+    that pass (1 when it ran alone)."""
     return {"greedy": _summary(found.greedy), "beam": _summary(found.beam) | {"num_beams": found.num_beams},
             "provider": found.provider, "variant": found.variant, "decoder_variant": found.decoder_variant,
-            "encoder_ms": found.encoder_ms}
+            "encoder_ms": found.encoder_ms, "encoder_batch": encoder_batch}
 
 
 def caption_or_explain(pool: CaptionerPool, *args) -> dict:
@@ -138,21 +197,29 @@ def _upload_name(image: ImageSource) -> str | None:
 
 
 def _summary(result: CaptionResult) -> dict:
+    """One search's answer; `word_log_probs` (one per word) and `end_log_prob` add up to `log_prob`."""
     return {"caption": result.caption, "log_prob": result.log_prob, "score": result.score,
+            "word_log_probs": result.word_log_probs, "end_log_prob": result.end_log_prob,
             "decode_ms": result.timings["decoder_ms_per_image"],
-            "candidates": [{"caption": c.caption, "log_prob": c.log_prob, "score": c.score}
+            "candidates": [{"caption": c.caption, "log_prob": c.log_prob, "score": c.score,
+                            "word_log_probs": c.word_log_probs, "end_log_prob": c.end_log_prob}
                            for c in result.candidates]}
 
 
-def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
-    pool = CaptionerPool(bundle, provider)
+def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> gr.Blocks:
+    """The page and its `caption` endpoint. With `max_batch_size` > 1, up to that many requests run at once
+    (both events share one concurrency limit) and share encoder passes (`demo.encoder_batching`)."""
+    pool = CaptionerPool(bundle, provider, max_batch_size)
     variants = pool.variants or ["fp32"]
     decoder_variants = pool.decoder_variants or ["fp32"]
     with gr.Blocks(title="VGG16 + LSTM captioner") as app:
-        gr.Markdown("# VGG16 + LSTM image captioner\nGreedy and beam search side by side, on ONNX Runtime. "
-                    "Words where the two captions differ are highlighted.")
+        gr.Markdown("# VGG16 + LSTM image captioner\nGreedy and beam search side by side, on ONNX Runtime, "
+                    "each word shaded by the model's confidence in it.")
         if pool.error:
             gr.Markdown(NO_MODEL.format(bundle=bundle, why=pool.error), elem_id="no-model")
+        else:
+            card = read_model_card(bundle)
+            gr.Markdown(card_line(card), elem_id="model-summary")
         with gr.Row():
             with gr.Column(scale=1):
                 image = ImageUpload(label="Image", type="filepath", image_mode=None,
@@ -177,33 +244,39 @@ def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 gr.Markdown("### Greedy")
-                greedy_text = gr.HighlightedText(label="Greedy caption", elem_id="greedy-caption",
-                                                 color_map={"differs": "orange"}, show_legend=False,
-                                                 show_inline_category=False)
+                greedy_text = gr.HTML(label="Greedy caption", elem_id="greedy-caption")
                 greedy_info = gr.Markdown(elem_id="greedy-info")
             with gr.Column():
                 gr.Markdown("### Beam")
-                beam_text = gr.HighlightedText(label="Beam caption", elem_id="beam-caption",
-                                               color_map={"differs": "orange"}, show_legend=False,
-                                               show_inline_category=False)
-                beam_list = gr.Dataframe(headers=["caption", "log-prob", "normalised"], label="n-best",
-                                         elem_id="beam-list", interactive=False, wrap=True,
-                                         column_widths=["70%", "15%", "15%"])
+                beam_text = gr.HTML(label="Beam caption", elem_id="beam-caption")
+                beam_list = gr.Dataframe(headers=["caption", "log-prob", "normalised", "least sure word (p)"],
+                                         label="n-best", elem_id="beam-list", interactive=False, wrap=True,
+                                         column_widths=["58%", "14%", "14%", "14%"])
                 beam_info = gr.Markdown(elem_id="beam-info")
+        gr.Markdown(CONFIDENCE_NOTE, elem_id="confidence-note")
         footer = gr.Markdown(elem_id="run-info")
+        if not pool.error and card is not None:
+            with gr.Accordion("Model card", open=False, elem_id="model-card"):
+                gr.Markdown(card.text)
         api_result = gr.JSON(visible=False)
 
         def on_click(*args):
             result = caption_or_explain(pool, *args)
             greedy, beam = result["greedy"], result["beam"]
             greedy_words, beam_words = greedy["caption"].split(), beam["caption"].split()
+            shared = f" (shared with {result['encoder_batch'] - 1} other requests)" if result["encoder_batch"] > 1 \
+                else ""
             return (
-                highlight(greedy_words, beam_words),
-                f"log-prob {greedy['log_prob']:.3f} · decode {greedy['decode_ms']:.1f} ms",
-                highlight(beam_words, greedy_words),
-                [[c["caption"], round(c["log_prob"], 3), round(c["score"], 3)] for c in beam["candidates"]],
-                f"beam {beam['num_beams']} · log-prob {beam['log_prob']:.3f} · decode {beam['decode_ms']:.1f} ms",
-                f"encoder {result['encoder_ms']:.1f} ms · provider **{result['provider']}** · "
+                confidence_html(greedy_words, greedy["word_log_probs"], beam_words),
+                f"log-prob {greedy['log_prob']:.3f} (words {sum(greedy['word_log_probs']):.3f}, end "
+                f"{greedy['end_log_prob']:.3f}) · decode {greedy['decode_ms']:.1f} ms",
+                confidence_html(beam_words, beam["word_log_probs"], greedy_words),
+                [[c["caption"], round(c["log_prob"], 3), round(c["score"], 3),
+                  round(min(map(math.exp, c["word_log_probs"]), default=1.0), 2)] for c in beam["candidates"]],
+                f"beam {beam['num_beams']} · log-prob {beam['log_prob']:.3f} (words "
+                f"{sum(beam['word_log_probs']):.3f}, end {beam['end_log_prob']:.3f}) · decode "
+                f"{beam['decode_ms']:.1f} ms",
+                f"encoder {result['encoder_ms']:.1f} ms{shared} · provider **{result['provider']}** · "
                 f"variant **{result['variant']}** · decoder **{result['decoder_variant']}**",
             )
 
@@ -213,7 +286,11 @@ def build_app(bundle: Path, provider: str = "auto") -> gr.Blocks:
         # the decoder variant last: API calls written before it existed still work (gradio_client fills it in
         # with the radio's value: fp32, or the one decoder a Space ships)
         inputs = [image, num_beams, max_length, length_penalty, num_return, variant, decoder_variant]
+        # batching: as many requests in flight as a pass takes (one limit for both events); else the queue's
+        # default (demo.web.serve.CONCURRENCY)
+        limit = max_batch_size if max_batch_size > 1 else "default"
         button.click(on_click, inputs, [greedy_text, greedy_info, beam_text, beam_list, beam_info, footer],
-                     api_visibility="private")
-        gr.Button(visible=False).click(api, inputs, api_result, api_name="caption")
+                     api_visibility="private", concurrency_id="caption", concurrency_limit=limit)
+        gr.Button(visible=False).click(api, inputs, api_result, api_name="caption", concurrency_id="caption",
+                                       concurrency_limit=limit)
     return app

@@ -1,6 +1,6 @@
 """`python -m bench --quick` on a trained, exported run: every benchmark reports, with the machine it ran on.
 
-Slow (~2.5 minutes): it runs each benchmark in its own process, a real server included.
+Slow (~3 minutes): it runs each benchmark in its own process, a real server included.
 """
 import json
 import subprocess
@@ -34,10 +34,10 @@ def test_machine_and_every_quick_benchmark_are_reported(quick_results):
     assert results["machine"]["cores"] >= 1 and "onnxruntime" in results["machine"]["packages"]
     names = {b["name"] for b in results["benchmarks"]}
     assert names == {"feature_extraction", "training_speed", "encoder_latency", "decoding", "end_to_end",
-                     "serving_load"}
+                     "serving_load", "folder_captioning"}
     table = (out / "results.md").read_text()
     for row in ("ratio pipeline / bare", "ratio seed / ours", "ratio ORT int8 / ORT fp32", "seed loop / ORT greedy",
-                "p50 / p95 ms", "int8, 8 callers"):
+                "p50 / p95 ms", "int8, 8 callers", "ratio batch 8 / batch 1"):
         assert row in table, row
     assert (out / "latency_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -74,10 +74,21 @@ def test_end_to_end_runs_without_tensorflow_and_serving_has_no_errors(quick_resu
     assert serving["int8"]["peak_rss_mib"] < serving["fp32"]["peak_rss_mib"]
 
 
+def test_folder_captioning_times_the_cli_at_the_default_batch_and_at_batch_1(quick_results):
+    _, results = quick_results
+    folder = by_name(results, "folder_captioning")
+    rates = folder["images_per_s"]
+    assert folder["images"] == 50 and folder["default_batch_size"] == 8 and folder["variant"] == "int8"
+    assert min(rates["batch_default"]["median_per_s"], rates["batch_1"]["median_per_s"]) > 0
+    assert folder["ratio_default_to_batch1"] == pytest.approx(
+        rates["batch_default"]["median_per_s"] / rates["batch_1"]["median_per_s"])
+    assert folder["target"]["met"] == (folder["ratio_default_to_batch1"] >= folder["target"]["ratio_at_least"])
+
+
 def test_without_a_bundle_the_run_dependent_benchmarks_say_skipped(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench", "--only", "end_to_end", "serving", "--run",
+    result = subprocess.run([sys.executable, "-m", "bench", "--only", "end_to_end", "serving", "folder", "--run",
                              str(tmp_path / "nothing"), "--out", str(tmp_path / "out")],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (tmp_path / "out" / "results.md").read_text()
-    assert table.count("not measured: ") == 2 and "export --quantize int8" in table
+    assert table.count("not measured: ") == 3 and "export --quantize int8" in table

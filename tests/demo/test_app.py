@@ -60,16 +60,31 @@ def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_deco
     assert_same_answer(int8, want)
 
 
-def test_browser_uploads_an_example_and_reads_both_captions(served_app, captioner):
+def test_browser_uploads_an_example_and_reads_both_captions(served_app, captioner, exported_run):
+    """The page shows both captions word by word, each word shaded by (and labelled with) its probability as the
+    runtime computes it, the words the two captions do not share marked, and the card's one-line summary."""
+    import math
+
+    from demo.model_card import read_model_card
+    from demo.web.page import highlight
+
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     image = example_image()
-    greedy = captioner.caption([image])[0].caption
-    beam = captioner.caption([image], num_beams=3, num_return_sequences=3)[0].caption
-    shown_greedy, shown_beam, footer = browser_caption(served_app, image, ARTIFACTS / "demo_page.png")
-    assert greedy in shown_greedy, (greedy, shown_greedy)
-    assert beam in shown_beam, (beam, shown_beam)
+    greedy = captioner.caption([image])[0]
+    beam = captioner.caption([image], num_beams=3, num_return_sequences=3)[0]
+    shown = {}
+    shown_greedy, shown_beam, footer = browser_caption(served_app, image, ARTIFACTS / "demo_page.png", shown)
+    assert shown_greedy == greedy.caption and shown_beam == beam.caption, (shown_greedy, shown_beam)
     assert f"provider {auto_provider()}" in footer and "variant fp32" in footer, footer
+    for name, result, other in (("greedy", greedy, beam), ("beam", beam, greedy)):
+        probs = [math.exp(lp) for lp in result.word_log_probs]
+        assert shown[f"{name}_probs"] == pytest.approx(probs, abs=1e-4)
+        assert shown[f"{name}_shown_probs"] == [f"{p:.2f}" for p in probs]
+        marked = highlight(result.tokens, other.tokens)
+        assert shown[f"{name}_differs"] == [word.strip() for word, label in marked if label]
+    card = read_model_card(exported_run / "onnx")
+    assert card is not None and card.plain_summary in shown["summary"], shown["summary"]
 
 
 def test_share_offline_is_one_line_and_keeps_serving(exported_run):

@@ -181,3 +181,37 @@ def test_invalid_options_are_refused_naming_the_option(kwargs, message):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$") as info:
         SearchOptions(**kwargs)
     assert isinstance(info.value, CaptionerError)
+
+
+def word_log_probs(model, feature, words):
+    """Each word's and then <end>'s log-probability, stepping the model along the caption (banned words masked)."""
+    state, previous, costs = model.initial_state(feature[None]), START, []
+    for token in list(words) + [END]:
+        log_probs, state = model.step(np.array([previous]), state)
+        costs.append(log_probs[0, token])  # the model's own: banning words does not renormalise the rest
+        previous = token
+    return costs
+
+
+@pytest.mark.parametrize("max_length", [3, 6])
+@pytest.mark.parametrize("num_beams", [1, 2, 4])
+def test_each_word_carries_its_own_log_prob_and_they_add_up_to_the_caption(num_beams, max_length):
+    """Per-word confidence: what the page shades and the API returns. Each word's value is the model's
+    log-probability of that word after the words before it (recomputed here by stepping the model along the
+    caption), the last is <end>'s, and they add up, in order, to the caption's log-probability exactly;
+    also for captions closed at max_length and for every n-best entry."""
+    model = TinyRNN(vocab_size=7, seed=3, end_bias=-1.0)
+    options = SearchOptions(max_length=max_length, num_beams=num_beams, num_return_sequences=num_beams,
+                            banned_ids=BANNED)
+    image_features = features(5, seed=4)
+    found = ([[h] for h in greedy_search(top_k(model), image_features, START, END, options)] if num_beams == 1
+             else beam_search(top_k(model), image_features, START, END, options))
+    checked = 0
+    for feature, n_best in zip(image_features, found):
+        for hypothesis in n_best:
+            assert len(hypothesis.word_log_probs) == len(hypothesis.tokens)
+            assert sum(hypothesis.word_log_probs) + hypothesis.end_log_prob == hypothesis.log_prob
+            expected = word_log_probs(model, feature, hypothesis.tokens)
+            np.testing.assert_allclose([*hypothesis.word_log_probs, hypothesis.end_log_prob], expected, atol=1e-9)
+            checked += 1
+    assert checked >= len(image_features) * num_beams // 2

@@ -29,8 +29,8 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
     int8_decoder = ["decoder_step_topk.int8.onnx"] if manifest["parity"]["decoder_int8"]["shipped"] else []
     assert sorted(manifest["files"]) == sorted(["decoder_step.onnx", "decoder_step_topk.onnx", *int8_decoder,
                                                 "encoder.int8.onnx", "encoder.onnx", "image_projection.onnx",
-                                                "vocab.json"])
-    assert {m["file"] for m in manifest["models"].values()} == set(manifest["files"]) - {"vocab.json"}
+                                                "vocab.json", "README.md"])
+    assert {m["file"] for m in manifest["models"].values()} == set(manifest["files"]) - {"vocab.json", "README.md"}
     for name, record in manifest["files"].items():
         assert sha256_file(bundle / name) == record["sha256"]
     assert manifest["vocab_size"] == len(json.loads((bundle / "vocab.json").read_text())["tokens"])
@@ -47,6 +47,22 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
                                                     "c_out"]
     assert topk["outputs"][1]["shape"] == [None, manifest["top_k"]] and manifest["top_k"] >= 2 * 3, "beam 3 exact"
     assert not list(exported_run.glob(".onnx-tmp-*")), "the work folder is gone after a good export"
+
+
+def test_the_bundle_has_a_model_card_with_the_manifests_figures(exported_run):
+    """Written by the export before the manifest, from the same figures (export.model_card; content:
+    tests/export/test_model_card.py)."""
+    from demo.manifest import verify_bundle
+    from demo.model_card import read_model_card
+
+    manifest = verify_bundle(exported_run / "onnx")
+    card = read_model_card(exported_run / "onnx")
+    assert "README.md" in manifest["files"] and card is not None
+    assert card.summary.startswith("**Trained on** 600 synthetic scenes") and "**· describes** shapes" in card.summary
+    parity = manifest["parity"]
+    assert "of the feature scale" in card.text and manifest["created"] in card.text
+    assert f"feature cosine {parity['encoder_int8']['cosine_mean']:.4f}" in card.text
+    assert ("left out of this bundle" in card.text) is not parity["decoder_int8"]["shipped"]
 
 
 def test_parity_figures_are_recorded_and_within_bounds(exported_run):

@@ -47,11 +47,25 @@ def test_space_folder_has_everything_and_no_tensorflow(space, exported_run):
     bundle = verify_bundle(exported_run / "onnx")
     decoder = "decoder_step_topk.int8.onnx" if "decoder_step_topk.int8.onnx" in bundle["files"] else \
         "decoder_step_topk.onnx"  # int8 where this run's passed the export's gate
-    assert shipped == {"encoder.int8.onnx", "image_projection.onnx", decoder, "vocab.json", "manifest.json"}, \
-        "what the runtime opens for one pair of variants; not decoder_step.onnx, the export's reference"
+    assert shipped == {"encoder.int8.onnx", "image_projection.onnx", decoder, "vocab.json", "README.md",
+                       "manifest.json"}, \
+        "what the runtime opens for one pair of variants, and the model card; not decoder_step.onnx"
     manifest = verify_bundle(space / "onnx")
     assert set(manifest["files"]) == shipped - {"manifest.json"}
-    assert {m["file"] for m in manifest["models"].values()} == shipped - {"manifest.json", "vocab.json"}
+    assert {m["file"] for m in manifest["models"].values()} == shipped - {"manifest.json", "vocab.json", "README.md"}
+
+
+def test_space_page_is_the_model_card(space, exported_run):
+    """The page: front matter, the bundle's card (its one-line summary first), this Space's section and API line."""
+    from demo.model_card import read_model_card
+
+    card = read_model_card(exported_run / "onnx")
+    assert card is not None and card.summary.startswith("**Trained on** "), "the export wrote a card"
+    readme = (space / "README.md").read_text()
+    body = readme.split("---\n", 2)[2]
+    assert body.lstrip().startswith(card.text.split("## How to run it")[0].rstrip())
+    assert "## This Space" in body and 'api_name="/caption"' in body and "## How to run it" not in body
+    assert (space / "onnx" / "README.md").read_text() == card.text
 
 
 def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_path):
@@ -96,7 +110,7 @@ def test_fp32_space_ships_the_fp32_encoder_and_decoder_alone(fp32_space, exporte
 
     shipped = {p.name for p in (fp32_space / "onnx").iterdir()}
     bundle = verify_bundle(exported_run / "onnx")
-    assert shipped == {"encoder.onnx", "image_projection.onnx", "decoder_step_topk.onnx", "vocab.json",
+    assert shipped == {"encoder.onnx", "image_projection.onnx", "decoder_step_topk.onnx", "vocab.json", "README.md",
                        "manifest.json"}
     manifest = verify_bundle(fp32_space / "onnx")
     assert set(manifest["files"]) == shipped - {"manifest.json"}
