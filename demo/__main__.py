@@ -50,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--decoder-variant", choices=tuple(DECODER_TOPK_FILES), default="fp32",
                          help="decoder step variant (int8: where the export shipped one; default: fp32)")
     caption.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
-                         help="images loaded and captioned together (default: %(default)s, the fastest measured "
-                              "for the int8 encoder on a 2-core CPU; batches of 4 to 32 ran within 3%% of it, "
-                              "batch 1 about 10%% slower)")
+                         help="images loaded and captioned together (default: %(default)s; with the int8 "
+                              "encoder on a 2-core CPU, batches of 4 to 32 measured alike and batch 1 10-25%% "
+                              "slower; a kill loses at most one batch)")
     written = caption.add_mutually_exclusive_group()
     written.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")
     written.add_argument("--out", type=_results_path, metavar="FILE",
                          help="write the results to FILE instead of stdout: .jsonl (one JSON object per image) or "
-                              ".csv (path, caption, log_prob, error[, candidates]); resumable")
+                              ".csv (path, caption, log_prob, error[, candidates], word_log_probs); resumable")
     serve = commands.add_parser("serve", help="the Gradio app: greedy and beam search side by side",
                                 description="Serve the captioner web app (and its `caption` API endpoint).",
                                 epilog=EXIT_CODES_HELP)
@@ -76,7 +76,7 @@ def caption_command(args: argparse.Namespace) -> int:
     from demo.captioner import Captioner, CaptionResult  # lazy: `serve` alone needs Gradio, `caption` alone ORT
 
     images = find_images(args.images, args.recursive)  # user errors before the model loads
-    word_log_probs = "word_log_probs" in {f.name for f in fields(CaptionResult)}
+    word_log_probs = _has_word_log_probs(CaptionResult)
     with ResultsFile(args.out, args.num_return_sequences > 1, word_log_probs) if args.out else nullcontext() as out:
         todo = out.todo(images) if out else images
         if out and not todo:
@@ -90,6 +90,11 @@ def caption_command(args: argparse.Namespace) -> int:
     if args.json:
         output.finish()
     return EXIT_SOME_INPUTS_REFUSED if refused else EXIT_OK
+
+
+def _has_word_log_probs(result_type: type) -> bool:
+    """Whether results carry per-word log-probs (a field or a property): the CSV's `word_log_probs` column."""
+    return hasattr(result_type, "word_log_probs") or "word_log_probs" in {f.name for f in fields(result_type)}
 
 
 def _positive(text: str) -> int:

@@ -37,7 +37,8 @@ def test_machine_and_every_quick_benchmark_are_reported(quick_results):
                      "serving_load", "folder_captioning"}
     table = (out / "results.md").read_text()
     for row in ("ratio pipeline / bare", "ratio seed / ours", "ratio ORT int8 / ORT fp32", "seed loop / ORT greedy",
-                "p50 / p95 ms", "int8, 8 callers", "ratio batch 8 / batch 1"):
+                "p50 / p95 ms", "int8 batched, 8 callers", "requests/s batched / unbatched",
+                "ratio batch 8 / batch 1"):
         assert row in table, row
     assert (out / "latency_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -68,10 +69,20 @@ def test_end_to_end_runs_without_tensorflow_and_serving_has_no_errors(quick_resu
     assert end_to_end["variants"]["int8"]["peak_rss_mib"] < end_to_end["variants"]["fp32"]["peak_rss_mib"]
     serving = by_name(results, "serving_load")["variants"]
     for variant in ("fp32", "int8"):
-        levels = serving[variant]["levels"]
-        assert [level["callers"] for level in levels] == [1, 4, 8]
-        assert all(level["errors"] == 0 and level["throughput_per_s"] > 0 for level in levels), levels
-    assert serving["int8"]["peak_rss_mib"] < serving["fp32"]["peak_rss_mib"]
+        servers = serving[variant]["servers"]
+        assert set(servers) == {"batched", "unbatched"}
+        for mode, server in servers.items():
+            levels = server["levels"]
+            assert [level["callers"] for level in levels] == [1, 8]
+            assert all(level["errors"] == 0 and level["throughput_per_s"] > 0 for level in levels), levels
+            # every answer was compared with the same request sent alone, and equals it
+            assert all(level["compared_with_alone"] == level["requests"] for level in levels), levels
+            assert all(level["differ_from_alone"] == 0 for level in levels), (variant, mode, levels)
+        assert servers["unbatched"]["levels"][-1]["mean_encoder_batch"] == 1
+        ratios = serving[variant]["ratios"]
+        assert ratios["throughput_8_callers"] == pytest.approx(servers["batched"]["levels"][-1]["throughput_per_s"]
+                                                               / servers["unbatched"]["levels"][-1]["throughput_per_s"])
+    assert serving["int8"]["servers"]["batched"]["peak_rss_mib"] < serving["fp32"]["servers"]["batched"]["peak_rss_mib"]
 
 
 def test_folder_captioning_times_the_cli_at_the_default_batch_and_at_batch_1(quick_results):

@@ -171,11 +171,11 @@ def folder(exported_run, tmp_path_factory) -> Path:
 
 
 def expected_results(captioner, paths: list[Path], **search) -> dict[str, tuple[str, float, list[str]]]:
-    """Path name -> (caption, log-prob, n-best captions), from `Captioner.caption` on each image."""
+    """Path name -> (caption, log-prob, n-best captions, result), from `Captioner.caption` on each image."""
     results = {}
     for path in paths:
         (result,) = captioner.caption([path], **search)
-        results[path.name] = (result.caption, result.log_prob, [c.caption for c in result.candidates])
+        results[path.name] = (result.caption, result.log_prob, [c.caption for c in result.candidates], result)
     return results
 
 
@@ -204,10 +204,14 @@ def test_a_folder_to_jsonl_and_csv_with_a_damaged_jpeg(folder, captioner, export
             if row["path"].endswith("broken.jpg"):
                 assert "broken.jpg" in row["error"] and not row.get("caption")
                 continue
-            caption, log_prob, n_best = want[Path(row["path"]).name]
+            caption, log_prob, n_best, result = want[Path(row["path"]).name]
             candidates = row["candidates"] if out.suffix == ".jsonl" else json.loads(row["candidates"])
             assert (row["caption"], float(row["log_prob"])) == (caption, pytest.approx(log_prob, abs=1e-5))
             assert [c["caption"] for c in candidates] == n_best and not row.get("error")
+            if "word_log_probs" in result.to_json():  # per-word log-probs flow through to both formats
+                words = row["word_log_probs"] if out.suffix == ".jsonl" else \
+                    [float(v) for v in row["word_log_probs"].split()]
+                assert words == pytest.approx(result.to_json()["word_log_probs"], abs=1e-4)
 
     # a rerun retries the damaged file only, and the file still holds each image once; so after a torn line
     rows_before = read_rows(tmp_path / "all.csv")
