@@ -21,6 +21,9 @@ VARIANTS = tuple(ENCODER_FILES)
 # memory while it loaded (1,049 -> 152 MiB peak for loading the fp32 encoder). Bundles exported before this
 # have self-contained encoders and no data files; both load.
 EXTERNAL_DATA_SUFFIX = ".data"
+# Manifest key: the encoders' fc layers always run on two rows or more (`export.graph_edit._pad_rows`), so the
+# fp32 encoder can run without prepacked weights and still give an image the same features in any batch.
+PADDED_ROWS = "encoder_padded_rows"
 DECODER_STEP = "decoder_step.onnx"  # (features, token, h, c) -> (log_probs, h_out, c_out): the whole step, all V
 IMAGE_PROJECTION = "image_projection.onnx"  # features -> image, once per image
 # What the runtime runs every step: the whole step minus the image projection, plus the search's row gather in

@@ -32,11 +32,12 @@ from demo.vocab import Vocabulary
 
 # The encoders' session memory (peak RSS of a serving process: `python -m bench --only serving`). No arena: a
 # batched pass's activations (~25 MB an image in fp32 at conv1) go back to the system after the pass instead of
-# staying reserved. Prepacking stays on for both: without it fp32 would not keep a second, repacked copy of its
-# 480 MB of fc weights, but ONNX Runtime then runs a 1-row Gemm on another kernel than a many-row one, and an
-# image's features would depend on how many images shared its pass (3e-6 relative, enough to move log-probs:
-# a batched server must answer exactly what a lone request gets). int8 runs ~1.5x slower without it anyway.
-ENCODER_MEMORY = {"fp32": MemoryOptions(arena=False), "int8": MemoryOptions(arena=False)}
+# staying reserved. fp32 without prepacking: ONNX Runtime would otherwise keep a second, repacked copy of the
+# 480 MB of fc weights beside the mapped file (936 -> ~620 MiB for the session; ~7% slower at batch 1). Its fc
+# layers always see two rows or more (`export.graph_edit._pad_rows`), so features stay the same in any batch.
+# int8 keeps prepacking: its integer kernels run ~1.5x slower without it, and its weights are a quarter the size.
+# A bundle exported before the padding keeps prepacking for both (its features would otherwise depend on the batch).
+ENCODER_MEMORY = {"fp32": MemoryOptions(arena=False, prepack=False), "int8": MemoryOptions(arena=False)}
 
 
 @dataclass
@@ -120,8 +121,8 @@ class Captioner:
                               f"{', '.join(self.decoder_variants) or 'none'}); {self._why_no_decoder(decoder_variant)}")
         self.variant, self.decoder_variant = variant, decoder_variant
         encoder = layout.encoder_file(variant)
-        self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads,
-                                                     ENCODER_MEMORY[variant])
+        memory = ENCODER_MEMORY[variant] if self.manifest.get(layout.PADDED_ROWS) else MemoryOptions(arena=False)
+        self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads, memory)
         self._check_io(encoder, self.encoder)
         self.decoder = self._decoder()
         if self.decoder.vocab_size != len(self.vocab) or self.decoder.hidden_dim != self.manifest["hidden_size"]:

@@ -129,7 +129,8 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
     for leftover in work.glob("reference_*"):
         leftover.unlink()
     shutil.copyfile(files.vocab, work / layout.VOCAB)
-    return _manifest(cfg, files, work, vocab, spec, parity, peaks) | {"encoder_fine_tuned_top": fine_tuned_top}
+    return _manifest(cfg, files, work, vocab, spec, parity, peaks) | {"encoder_fine_tuned_top": fine_tuned_top,
+                                                                      layout.PADDED_ROWS: not cfg.decoder_only}
 
 
 def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,

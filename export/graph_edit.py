@@ -10,7 +10,7 @@ from onnx.utils import extract_model
 
 from demo import bundle_layout as layout
 from export.errors import ExportError
-from train.encoder import FEATURE_DIM
+from train.encoder import FEATURE_DIM, POOL_DIM
 
 CONV_PART = "conv.onnx"  # the converted convolutional part, before fc1 and fc2 are appended (never shipped)
 CONV_OUTPUT = "conv_flat"  # its output: the flattened block5_pool activations
@@ -30,14 +30,15 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
     """encoder.onnx = conv.onnx + Gemm/Relu for fc1 and fc2 from the (name, kernel, bias) stream.
 
     `weights` yields every VGG16 layer in model order; the conv layers (already
-    in conv.onnx) are skipped, one dense kernel is held at a time.
+    in conv.onnx) are skipped, one dense kernel is held at a time. fc1 and fc2
+    see one extra row of zeros, dropped after fc2 (`_pad_rows`, `_unpad_rows`).
     """
     proto = onnx.load_model(conv_path)
     graph = proto.graph
     if [o.name for o in graph.output] != [CONV_OUTPUT]:
         raise ExportError(f"{conv_path} does not end in {CONV_OUTPUT!r}")
     del graph.output[:]
-    previous = CONV_OUTPUT
+    previous = _pad_rows(graph, CONV_OUTPUT)
     for name, kernel, bias in weights:
         if name not in ("fc1", "fc2"):
             if name == "predictions":
@@ -46,17 +47,41 @@ def append_dense_layers(conv_path: Path, weights, out_path: Path) -> None:
         graph.initializer.extend([numpy_helper.from_array(kernel, f"{name}_kernel"),
                                   numpy_helper.from_array(bias, f"{name}_bias")])
         del kernel, bias
-        output = layout.FEATURES if name == "fc2" else f"{name}_relu"
+        output = f"{name}_relu"
         graph.node.extend([
             helper.make_node("Gemm", [previous, f"{name}_kernel", f"{name}_bias"], [f"{name}_linear"], name=name),
             helper.make_node("Relu", [f"{name}_linear"], [output], name=f"{name}_relu"),
         ])
         previous = output
-    if previous != layout.FEATURES:
+    if previous != "fc2_relu":
         raise ExportError("the weight stream ended before fc2")
+    _unpad_rows(graph, previous, layout.FEATURES)
     graph.output.extend([helper.make_tensor_value_info(layout.FEATURES, TensorProto.FLOAT, ["batch", FEATURE_DIM])])
     graph.name = "vgg16_fc2_encoder"
     save_with_external_data(proto, out_path)
+
+
+def _pad_rows(graph, rows: str) -> str:
+    """Append a zero row to the dense layers' input, so that fc1 and fc2 never run on a single row.
+
+    Why: without prepacked weights ONNX Runtime's CPU Gemm runs one row on another kernel (a GEMV) than
+    several, and an image's features would differ in their last bits between a batch of 1 and a batch of 8.
+    With at least two rows always, they are the same in any batch, which a batching server needs to answer
+    exactly what a lone request gets, and the fp32 encoder can run without prepacking, which would keep a
+    second, repacked copy of these 480 MB of weights (`demo.captioner.ENCODER_MEMORY`). Cost: one row of the
+    Gemms (~7% of an fp32 batch-1 pass on 2 cores, measured).
+    """
+    graph.initializer.append(numpy_helper.from_array(np.zeros((1, POOL_DIM), np.float32), "pad_row"))
+    graph.node.append(helper.make_node("Concat", [rows, "pad_row"], [f"{rows}_padded"], axis=0, name="pad_rows"))
+    return f"{rows}_padded"
+
+
+def _unpad_rows(graph, rows: str, out: str) -> None:
+    """Drop the zero row `_pad_rows` added."""
+    graph.initializer.extend([numpy_helper.from_array(np.array([value], np.int64), name)
+                              for value, name in ((0, "unpad_start"), (-1, "unpad_end"), (0, "unpad_axis"))])
+    graph.node.append(helper.make_node("Slice", [rows, "unpad_start", "unpad_end", "unpad_axis"], [out],
+                                       name="unpad_rows"))
 
 
 def save_with_external_data(proto, out_path: Path) -> None:

@@ -69,7 +69,9 @@ def test_app_py_serves_the_bundle_host_and_port_from_the_environment(exported_ru
     ({"CAPTIONER_PORT": "http", "PORT": "7860"}, "error: CAPTIONER_PORT (or PORT) must be a port number, not 'http'"),
     ({"PORT": "80a"}, "error: CAPTIONER_PORT (or PORT) must be a port number, not '80a'"),
     ({"CAPTIONER_PROVIDER": "tpu"}, "error: provider must be one of ('auto', 'cuda', 'cpu'), not 'tpu'"),
-], ids=["captioner-port-first", "port", "provider"])
+    ({"CAPTIONER_MAX_BATCH_SIZE": "lots"},
+     "error: CAPTIONER_MAX_BATCH_SIZE must be a whole number (1: no batching), not 'lots'"),
+], ids=["captioner-port-first", "port", "provider", "max-batch-size"])
 def test_app_py_refuses_bad_settings_in_one_line(exported_run, tmp_path, settings, message):
     env = app_env(tmp_path, CAPTIONER_MODEL=str(exported_run / "onnx"), CAPTIONER_HOST="127.0.0.1", **settings)
     if "PORT" not in settings:
@@ -85,9 +87,15 @@ def test_from_env_reads_each_variable_and_its_defaults(monkeypatch):
     from demo.web.serve import ServeConfig
 
     for name in ("CAPTIONER_MODEL", "CAPTIONER_PROVIDER", "CAPTIONER_HOST", "CAPTIONER_PORT", "PORT",
-                 "CAPTIONER_SHARE"):
+                 "CAPTIONER_SHARE", "CAPTIONER_MAX_BATCH_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    assert ServeConfig.from_env() == ServeConfig(Path("models/default/onnx"), "0.0.0.0", 7860, False, "auto")
+    assert ServeConfig.from_env() == ServeConfig(Path("models/default/onnx"), "0.0.0.0", 7860, False, "auto", 8)
+    monkeypatch.setenv("CAPTIONER_MAX_BATCH_SIZE", "1")
+    assert ServeConfig.from_env().max_batch_size == 1
+    monkeypatch.setenv("CAPTIONER_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="max batch size must be at least 1"):
+        ServeConfig.from_env()
+    monkeypatch.delenv("CAPTIONER_MAX_BATCH_SIZE")
     monkeypatch.setenv("PORT", "8080")
     assert ServeConfig.from_env().port == 8080
     monkeypatch.setenv("CAPTIONER_PORT", "9090")

@@ -201,6 +201,16 @@ def test_read_model_card_gives_the_summary_and_none_without_a_card(tmp_path):
     assert parse_summary("# title\n\nno quote\n") is None
 
 
+def test_the_page_says_in_one_line_what_the_model_was_trained_on_or_how_to_get_a_card(tmp_path):
+    from demo.web.page import card_line
+
+    write_model_card(make_run(tmp_path), manifest(), tmp_path / "onnx" / "README.md")
+    line = card_line(read_model_card(tmp_path / "onnx"))
+    assert line.startswith("**This model:** **Trained on** 3,000 synthetic scenes") and "not photos" in line
+    assert "(#model-card)" in line, "links to the card"
+    assert "re-export" in card_line(None)
+
+
 # ---------------------------------------------------------------- the Space
 
 

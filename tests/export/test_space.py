@@ -39,6 +39,7 @@ def test_space_folder_has_everything_and_no_tensorflow(space, exported_run):
     front = (space / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
     assert "*.onnx filter=lfs" in (space / ".gitattributes").read_text()
+    assert "*.onnx.data filter=lfs" in (space / ".gitattributes").read_text(), "the encoder's weights too"
     assert (space / "app.py").read_bytes() == (REPO / "demo" / "app.py").read_bytes(), "one entry point, not two"
     shipped = {p.name for p in (space / "onnx").iterdir()}
     assert "encoder.int8.onnx" in shipped and "encoder.onnx" not in shipped, "int8 by default, to keep it light"
@@ -47,12 +48,13 @@ def test_space_folder_has_everything_and_no_tensorflow(space, exported_run):
     bundle = verify_bundle(exported_run / "onnx")
     decoder = "decoder_step_topk.int8.onnx" if "decoder_step_topk.int8.onnx" in bundle["files"] else \
         "decoder_step_topk.onnx"  # int8 where this run's passed the export's gate
-    assert shipped == {"encoder.int8.onnx", "image_projection.onnx", decoder, "vocab.json", "README.md",
-                       "manifest.json"}, \
+    assert shipped == {"encoder.int8.onnx", "encoder.int8.onnx.data", "image_projection.onnx", decoder,
+                       "vocab.json", "README.md", "manifest.json"}, \
         "what the runtime opens for one pair of variants, and the model card; not decoder_step.onnx"
     manifest = verify_bundle(space / "onnx")
     assert set(manifest["files"]) == shipped - {"manifest.json"}
-    assert {m["file"] for m in manifest["models"].values()} == shipped - {"manifest.json", "vocab.json", "README.md"}
+    assert {m["file"] for m in manifest["models"].values()} == shipped - {"manifest.json", "vocab.json", "README.md",
+                                                                            "encoder.int8.onnx.data"}
 
 
 def test_space_page_is_the_model_card(space, exported_run):
@@ -110,8 +112,8 @@ def test_fp32_space_ships_the_fp32_encoder_and_decoder_alone(fp32_space, exporte
 
     shipped = {p.name for p in (fp32_space / "onnx").iterdir()}
     bundle = verify_bundle(exported_run / "onnx")
-    assert shipped == {"encoder.onnx", "image_projection.onnx", "decoder_step_topk.onnx", "vocab.json", "README.md",
-                       "manifest.json"}
+    assert shipped == {"encoder.onnx", "encoder.onnx.data", "image_projection.onnx", "decoder_step_topk.onnx",
+                       "vocab.json", "README.md", "manifest.json"}
     manifest = verify_bundle(fp32_space / "onnx")
     assert set(manifest["files"]) == shipped - {"manifest.json"}
     assert set(manifest["models"]) == {"encoder", "image_projection", "decoder_step_topk"}
