@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import nullcontext
-from dataclasses import fields
 from pathlib import Path
 
 from demo.bundle_layout import DECODER_TOPK_FILES, VARIANTS
@@ -73,11 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def caption_command(args: argparse.Namespace) -> int:
-    from demo.captioner import Captioner, CaptionResult  # lazy: `serve` alone needs Gradio, `caption` alone ORT
+    from demo.captioner import Captioner  # lazy: `serve` alone needs Gradio, `caption` alone ORT
 
     images = find_images(args.images, args.recursive)  # user errors before the model loads
-    word_log_probs = _has_word_log_probs(CaptionResult)
-    with ResultsFile(args.out, args.num_return_sequences > 1, word_log_probs) if args.out else nullcontext() as out:
+    with ResultsFile(args.out, candidates=args.num_return_sequences > 1, word_log_probs=True) if args.out \
+            else nullcontext() as out:
         todo = out.todo(images) if out else images
         if out and not todo:
             return EXIT_OK
@@ -90,11 +89,6 @@ def caption_command(args: argparse.Namespace) -> int:
     if args.json:
         output.finish()
     return EXIT_SOME_INPUTS_REFUSED if refused else EXIT_OK
-
-
-def _has_word_log_probs(result_type: type) -> bool:
-    """Whether results carry per-word log-probs (a field or a property): the CSV's `word_log_probs` column."""
-    return hasattr(result_type, "word_log_probs") or "word_log_probs" in {f.name for f in fields(result_type)}
 
 
 def _positive(text: str) -> int:

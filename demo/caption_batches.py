@@ -2,13 +2,16 @@
 
 Streaming keeps memory flat however many images a folder holds, and lets each batch reach its output (a
 resumable `--out` file, or stdout) before the next one is captioned, so a kill loses at most one batch.
-The progress bar goes to stderr: stdout carries only what users parse.
+The progress bar goes to stderr, and only when stderr is a terminal: stdout carries only what users parse,
+and a log file or a calling script gets one summary line instead of hundreds of redrawn bars.
 """
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from tqdm import tqdm
 
 from demo.image_files import load_batches
-from demo.results_file import captioned_row, refused_row
+from demo.results_file import ResultsFile, captioned_row, refused_row
 from demo.search.step import SearchOptions
 
 if TYPE_CHECKING:  # lazy: importing the Captioner loads ONNX Runtime, which `python -m demo serve` need not
@@ -30,6 +33,7 @@ if TYPE_CHECKING:  # lazy: importing the Captioner loads ONNX Runtime, which `py
 # 8 among those: a kill loses at most 8 images' work, the bar moves often, two batches stay small in memory.
 # JPEG decoding (~4 ms per image) is overlapped with the model (`load_batches`): under 4% here, more on a GPU.
 DEFAULT_BATCH_SIZE = 8
+log = logging.getLogger(__name__)
 
 
 class Output(Protocol):
@@ -41,8 +45,9 @@ class Output(Protocol):
 def caption_paths(captioner: Captioner, paths: Sequence[Path], options: SearchOptions, batch_size: int,
                   output: Output) -> int:
     """Caption `paths` batch by batch into `output`; returns how many files were refused (each named on stderr)."""
-    refused = 0
-    with tqdm(total=len(paths), desc="caption", unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+    refused, started = 0, time.perf_counter()
+    with tqdm(total=len(paths), desc="caption", unit="img", file=sys.stderr, dynamic_ncols=True,
+              disable=None) as bar:  # None: drawn on a terminal only
         for batch in load_batches(paths, batch_size):
             rows = [refused_row(path, message) for path, message in batch.refused]
             if batch.paths:
@@ -54,6 +59,10 @@ def caption_paths(captioner: Captioner, paths: Sequence[Path], options: SearchOp
                 output.append(_in_order(rows, batch.listed))
             refused += len(batch.refused)
             bar.update(len(batch.paths) + len(batch.refused))
+    seconds = time.perf_counter() - started
+    if isinstance(output, ResultsFile):  # stdout is free of captions: say what the run did, for logs
+        log.info(f"caption: {len(paths) - refused} captioned, {refused} refused in {seconds:.1f} s "
+                 f"({len(paths) / max(seconds, 1e-9):.2f} images/s) -> {output.path}")
     return refused
 
 

@@ -39,9 +39,11 @@ def linked_copy(run: Path, into: Path) -> Path:
 
 
 def bundle_copy(source: Path, target: Path, copied: tuple[str, ...] = ()) -> Path:
-    """A bundle copy whose big encoder files are symlinks, unless named in `copied` (those are changed)."""
+    """A bundle copy whose big encoder files are symlinks, unless named in `copied` (those are changed; a graph's
+    external data comes with it: onnx refuses to load weights through a symbolic link)."""
     import shutil
 
+    copied = (*copied, *(f"{name}.data" for name in copied))
     target.mkdir(parents=True)
     for path in source.iterdir():
         if path.name.startswith("encoder") and path.name not in copied:

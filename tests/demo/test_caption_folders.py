@@ -208,10 +208,9 @@ def test_a_folder_to_jsonl_and_csv_with_a_damaged_jpeg(folder, captioner, export
             candidates = row["candidates"] if out.suffix == ".jsonl" else json.loads(row["candidates"])
             assert (row["caption"], float(row["log_prob"])) == (caption, pytest.approx(log_prob, abs=1e-5))
             assert [c["caption"] for c in candidates] == n_best and not row.get("error")
-            if "word_log_probs" in result.to_json():  # per-word log-probs flow through to both formats
-                words = row["word_log_probs"] if out.suffix == ".jsonl" else \
-                    [float(v) for v in row["word_log_probs"].split()]
-                assert words == pytest.approx(result.to_json()["word_log_probs"], abs=1e-4)
+            words = row["word_log_probs"] if out.suffix == ".jsonl" else \
+                [float(v) for v in row["word_log_probs"].split()]  # per-word log-probs, in both formats
+            assert words == pytest.approx(result.word_log_probs, abs=1e-4)
 
     # a rerun retries the damaged file only, and the file still holds each image once; so after a torn line
     rows_before = read_rows(tmp_path / "all.csv")
@@ -223,6 +222,42 @@ def test_a_folder_to_jsonl_and_csv_with_a_damaged_jpeg(folder, captioner, export
     rows = read_rows(tmp_path / "all.csv")
     assert sorted(r["path"] for r in rows) == sorted(r["path"] for r in rows_before)
     assert [r for r in rows if not r["error"]] == [r for r in rows_before if not r["error"]]
+
+
+@pytest.mark.slow
+def test_a_terminal_gets_a_progress_bar_with_images_per_second_and_a_log_one_summary_line(folder, exported_run,
+                                                                                      tmp_path):
+    """The bar is drawn on a terminal (a pseudo-terminal here) and left out of pipes and log files, which get
+    one line saying what the run did."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    command = [sys.executable, "-m", "demo", "caption", str(folder), "--recursive", "--model",
+               str(exported_run / "onnx"), "--batch-size", "2"]
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a 120-column terminal
+    process = subprocess.Popen(command + ["--out", str(tmp_path / "tty.jsonl")], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=side)
+    os.close(side)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the command ended
+            break
+        if not chunk:
+            break
+        shown += chunk
+    process.wait(timeout=240)
+    os.close(main)
+    text = shown.decode(errors="replace")
+    assert "6/6" in text and "img/s" in text, text[-2000:]
+    piped = run_module("demo", "caption", str(folder), "--recursive", "--model", str(exported_run / "onnx"),
+                       "--out", str(tmp_path / "piped.jsonl"))
+    assert "img/s]" not in piped.stderr and "\r" not in piped.stderr, piped.stderr[-2000:]
+    assert "caption: 5 captioned, 1 refused in" in piped.stderr and "images/s) ->" in piped.stderr, piped.stderr
 
 
 @pytest.mark.slow
