@@ -15,9 +15,11 @@ is its own) and only valid pixels reach the batch; the Gradio queue still
 admits, orders and limits requests, so `gradio_client` and the page see no
 difference.
 
-Why answers stay the same: ONNX Runtime's CPU kernels compute each image of a
-batch on its own (convolutions per image, GEMM rows independent), so an image's
-features are bit-identical at batch 1 and batch 8 (checked by
+Why answers stay the same: ONNX Runtime's CPU kernels compute convolutions
+image by image, and the exported encoders' fc layers never run on a single row
+(a zero row is appended: `export.graph_edit._pad_rows`, since a 1-row Gemm
+without prepacked weights takes another kernel), so an image's features are
+bit-identical at batch 1 and batch 8 (checked by
 `tests/demo/test_encoder_batching.py` on the exported encoders); the decoder
 then runs per request, exactly as for a lone request.
 """
