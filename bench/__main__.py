@@ -19,18 +19,19 @@ from bench.report import markdown
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.sessions import PROVIDERS
 
-BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export")
-QUICK_SKIPS = ("export",)  # over a minute on its own: run it with --only export
+BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export",
+              "multiworker")
+QUICK_SKIPS = ("export", "multiworker")  # minutes each on their own: run them with --only
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="fewer images and repetitions, no export: under 2 minutes (CI smoke run)")
+                        help="fewer images and repetitions, no export or multiworker: under 2 minutes (CI smoke run)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default: %(default)s)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None,
-                        help="run only these benchmarks (default: all; --quick leaves out export)")
+                        help="run only these benchmarks (default: all; --quick leaves out export and multiworker)")
     parser.add_argument("--run", type=Path, default=Path("models/default"),
                         help="trained run with an int8 bundle (`make demo` builds it); benchmarks that need it "
                              "say 'skipped' without it (default: %(default)s)")

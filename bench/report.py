@@ -166,6 +166,22 @@ def _folder_rows(entry: dict) -> list[str]:
             f"| >= {target['ratio_at_least']:g} | {_met(target['met'])} |"]
 
 
+def _multiworker_rows(entry: dict) -> list[str]:
+    timings, volume = entry["timings"], entry["all_reduce"]
+    lines = [f"| multi-worker training (`fit --strategy multiworker --local-workers 2`, {entry['run']}, global batch "
+             f"{entry['batch_size']}, {timings['one_process']['steps_per_epoch']} steps per epoch) | | | | |"]
+    for side, label in (("one_process", "1 process"), ("two_workers", "2 local workers")):
+        lines.append(f"| | {label}: seconds per epoch | {timings[side]['seconds_per_epoch']:.1f} | | |")
+    lines.append(f"| | ratio 2 workers / 1 process (same cores shared) | {entry['ratio_two_workers_to_one']:.2f} | | |")
+    for label in ("this_run", "flickr30k"):
+        v = volume[label]
+        lines.append(f"| | all-reduce per step, V={v['vocab_size']}: dense gradients MB "
+                     f"(+ sparse embedding rows per worker) | {v['dense_bytes'] / 1e6:.2f} "
+                     f"(+ {v['sparse_bytes_per_worker'] / 1e6:.2f}) | | |")
+    return lines
+
+
 ROWS = {"feature_extraction": _features_rows, "training_speed": _training_rows, "encoder_latency": _encoder_rows,
         "export": _export_rows, "decoding": _decoding_rows, "decoding_flickr_scale": _decoding_rows,
-        "end_to_end": _end_to_end_rows, "serving_load": _serving_rows, "folder_captioning": _folder_rows}
+        "end_to_end": _end_to_end_rows, "serving_load": _serving_rows, "folder_captioning": _folder_rows,
+        "multiworker_training": _multiworker_rows}

@@ -69,6 +69,7 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
             log.warning("[features] ImageNet weights cannot be downloaded: using a random-init VGG16, which suits "
                         "the synthetic scenes only")
             cache = extract_features(FeaturesConfig(run=run, vgg_weights="none", overwrite=True))
+        assert cache is not None, "without --shard, extract_features completes the cache"
         return f"{len(cache.rows)} images, weights {cache.meta['weights']}"
 
     def fit() -> str:

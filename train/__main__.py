@@ -13,6 +13,9 @@ EPILOG = """examples:
   python -m train prepare --dataset flickr30k --data-dir ~/data/flickr30k --run models/f30k
   python -m train features --run models/default --vgg-weights none
   python -m train fit --run models/default
+  python -m train fit --run models/default --strategy multiworker --local-workers 2
+  TF_CONFIG='{"cluster": {"worker": ["h1:2222", "h2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+      python -m train fit --run /shared/runs/f30k --strategy multiworker
   python -m train evaluate --run models/default --beam 1 3 5
 
 """ + EXIT_CODES_HELP
@@ -22,9 +25,11 @@ COMMANDS = (
     ("prepare", PrepareConfig, "read a dataset: captions, splits, vocabulary, report",
      "Read captions, drop (and count) those whose image is missing or unreadable, assign splits where "
      "the dataset has none, and build vocab.json."),
-    ("features", FeaturesConfig, "VGG16 fc2 feature cache (resumable)",
+    ("features", FeaturesConfig, "VGG16 fc2 feature cache (resumable, shardable)",
      "Run VGG16 up to fc2 over every image of the run into a float16 cache. Interrupted runs resume "
-     "where they stopped."),
+     "where they stopped. Several processes can fill one cache together: start `--shard 0/N` .. "
+     "`--shard N-1/N` with the same options (on GPUs or machines sharing the run folder); `--status` shows "
+     "how far it is."),
     ("fit", FitConfig, "train the merge captioner (checkpoints, --resume)",
      "Teacher-forced training over the feature cache: early stopping on validation loss, learning-rate "
      "reduction, best and last checkpoints, CSV and TensorBoard logs."),
@@ -53,16 +58,28 @@ def run(args: argparse.Namespace) -> int:
 
         run_prepare(from_args(PrepareConfig, args))
     elif args.command == "features":
+        features_cfg = from_args(FeaturesConfig, args)
+        if features_cfg.status:
+            from train.feature_status import cache_status  # lazy: as above (and no TensorFlow)
+
+            print(cache_status(features_cfg))
+            return EXIT_OK
         from train.features import extract_features  # lazy: as above
 
-        extract_features(from_args(FeaturesConfig, args))
+        extract_features(features_cfg)
     elif args.command == "fit":
+        cfg = from_args(FitConfig, args)
+        if cfg.local_workers:
+            from train.local_workers import run_local_workers  # lazy, and without TensorFlow: it only launches
+
+            run_local_workers(cfg)
+            return EXIT_OK
         from train.tf_import import prefer_bfc_allocator  # lazy: as above
 
         prefer_bfc_allocator()  # before train.fit imports TensorFlow
         from train.fit import run_fit  # lazy: as above
 
-        run_fit(from_args(FitConfig, args))
+        run_fit(cfg)
     elif args.command == "evaluate":
         from train.evaluate import run_evaluate  # lazy: as above
 

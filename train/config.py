@@ -60,7 +60,18 @@ class FeaturesConfig:
     batch_size: int = option(16, "images per forward pass")
     workers: int = option(2, "threads that decode images ahead of the forward pass")
     seed: int = option(0, "seed of the random init used with --vgg-weights none")
-    overwrite: bool = option(False, "discard an existing cache built with other settings")
+    overwrite: bool = option(False, "discard an existing cache built with other settings (never while another "
+                                    "process is extracting into it)")
+    shard: str | None = option(None, "I/N: compute only shard I (0 to N-1) of N, the batches b with b %% N == I, "
+                                     "so that N processes (one per GPU, or per machine on a shared disk such as "
+                                     "NFS mounted with locking) fill the same cache together; start them with the "
+                                     "same settings, in any order. The one to finish last marks the cache "
+                                     "complete; the others exit 0 with what is left. The finished cache is the "
+                                     "same, byte for byte, as one process's (default: the whole cache)")
+    status: bool = option(False, "print how far the cache is (batches done in all and per shard, complete or "
+                                 "not, its weights) and exit; computes nothing")
+    shards: int | None = option(None, "with --status: count the batches per shard for N shards (default: the N "
+                                      "of the last --shard I/N start while the cache is partial, else 1)")
 
 
 def _base_type(tp: Any) -> Any:
@@ -99,6 +110,23 @@ def from_args(cls: type[T], args: argparse.Namespace) -> T:
     return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
 
 
+def to_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """The command-line options that give `config` back through `add_arguments` and `from_args`."""
+    arguments: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in skip or value is None or value is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if value is True:
+            arguments.append(flag)
+        elif isinstance(value, (list, tuple)):
+            arguments += [flag, *map(str, value)]
+        else:
+            arguments += [flag, str(value)]
+    return arguments
+
+
 def to_json(config: Any) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
 
@@ -116,10 +144,21 @@ class FitConfig:
     patience: int = option(4, "epochs without a better validation loss before stopping")
     lr_patience: int = option(1, "epochs without improvement before halving the learning rate")
     seed: int = option(0, "seed for initialisation, dropout and shuffling")
-    strategy: str = option("default", "'mirrored' replicates the model on every GPU (or logical CPU)",
-                         choices=("default", "mirrored"))
+    strategy: str = option("default", "'mirrored' replicates the model on every GPU (or logical CPU) of this "
+                                      "machine; 'multiworker' trains on several machines together "
+                                      "(tf.distribute.MultiWorkerMirroredStrategy; the cluster comes from "
+                                      "TF_CONFIG, --workers or --local-workers)",
+                         choices=("default", "mirrored", "multiworker"))
     logical_cpus: int = option(0, "split the CPU into N logical devices (to try --strategy mirrored "
                                 "without GPUs)")
+    workers: str | None = option(None, "with --strategy multiworker: every worker's host:port, comma-separated, "
+                                       "the same list on every worker (written to TF_CONFIG for you)")
+    worker_index: int | None = option(None, "with --workers: which of them this process is; 0 is the chief, which "
+                                            "writes the run's files")
+    local_workers: int = option(0, "with --strategy multiworker: start N workers on this machine (127.0.0.1, free "
+                                   "ports) and wait for them: to try multi-worker training on one machine")
+    join_timeout: float = option(120.0, "with --strategy multiworker: seconds to wait for every worker to join "
+                                        "before giving up with an error naming the ones that did not answer")
     resume: bool = option(False, "continue from the last completed epoch's checkpoint")
     fine_tune_top: bool = option(False, "train VGG16's fc1 and fc2 with the captioner, from the encoder's weights, "
                                       "on the block5_pool cache (`python -m train features --layer block5_pool`); "

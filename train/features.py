@@ -6,7 +6,7 @@ Layout in `RUN/features/` for the fc2 cache (what `fit` trains on):
 - `meta.json`: what produced it (weights, preprocessing version, batch size)
   and whether it is complete; a cache whose meta differs from the request is
   refused rather than silently mixed;
-- `done.npy`: one flag per batch, written after the batch's rows are flushed.
+- `done.npy`: one flag per batch, set after the batch's rows are on disk.
 
 The block5_pool cache (`--layer block5_pool`, what `fit --fine-tune-top` trains
 fc1 and fc2 on) sits beside it as `block5_pool.npy` (float16 (N, 25088)) with
@@ -16,6 +16,10 @@ keys both: one cache can never be read as the other.
 
 Batches are fixed slices of the image list, so a resumed run recomputes whole
 batches exactly as an uninterrupted run would: the finished cache is the same.
+For the same reason N processes can fill one cache together (`--shard I/N`:
+batches b % N == I), on one machine or several sharing the run folder, and
+leave the same files: `train.feature_shards` has the lock file (`.lock`), the
+row writes and the shared done flags, `train.feature_status` the `--status`.
 """
 from __future__ import annotations
 
@@ -30,12 +34,25 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from demo.artifacts import atomic_write_bytes, atomic_write_json, read_json
-from demo.errors import CaptionerError, MissingFile
+from demo.artifacts import atomic_write_json, read_json
+from demo.errors import BadInput, CaptionerError, MissingFile
 from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
 from train.captions_file import read_captions
 from train.config import FeaturesConfig, to_json
 from train.encoder import FEATURE_LAYERS, EncoderSpec, TopWeights, apply_top, build_encoder
+from train.feature_shards import (
+    WHOLE,
+    CacheLock,
+    RowWriter,
+    Shard,
+    left_by_shard,
+    mark_done,
+    parse_shard,
+    record_shards,
+    remove_stale_temporaries,
+    save_done,
+    shards_record_path,
+)
 from train.run_files import RunFiles, update_run_config
 
 log = logging.getLogger(__name__)
@@ -108,42 +125,116 @@ def _differences(found: dict, wanted: dict) -> list[str]:
             for k in IDENTITY_KEYS if found.get(k) != wanted[k]]
 
 
-def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache:
-    """Fill the run's cache, computing only the batches not done yet.
+def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache | None:
+    """Fill the run's cache, computing only the batches not done yet; with `cfg.shard` ("I/N"), only this
+    shard's (b % N == I), while other processes compute the rest into the same cache (`train.feature_shards`).
 
-    `encoder` lets a caller that already built the model for `cfg` (the benchmark) reuse it.
+    Returns the complete cache; None when this process was one shard and other shards still have batches to
+    compute: the last one to finish marks the cache complete. `encoder` lets a caller that already built the
+    model for `cfg` (the benchmark) reuse it.
     """
+    shard = _shard_to_extract(cfg)  # a bad --shard is refused before anything is read
     files = RunFiles(Path(cfg.run))
     paths = cache_paths(files, cfg.layer)
     image_root, image_ids = run_image_list(files)
     spec = EncoderSpec(cfg.vgg_weights, cfg.seed)
     wanted = expected_meta(spec.describe(), image_ids, cfg.batch_size, cfg.layer)
-    meta = _open_or_start(paths, wanted, image_ids, cfg.overwrite)
-    done = load_array(paths["done"], "finished-batch list")
+    with CacheLock(files.features_dir) as lock:
+        with lock.exclusive():
+            meta = _open_or_start(paths, wanted, image_ids, cfg.overwrite, lock)
+            lock.join()
+            if cfg.shard is not None:
+                record_shards(paths["done"], shard)
+            done = load_array(paths["done"], "finished-batch list")
+            update_run_config(files, _config_section(cfg.layer), _recorded_options(cfg))
+        todo = [b for b in shard.batches(len(done)) if not done[b]]
+        if todo:
+            started = time.perf_counter()
+            encoder = build_encoder(spec, cfg.layer) if encoder is None else encoder
+            log.info(f"features: {_share_text(shard, todo, len(done))} of {meta['batch_size']} to compute "
+                     f"({meta['weights']}), cache {paths['array']}")
+            num_todo = _compute(encoder, todo, meta, paths, image_root, image_ids, cfg.workers, lock,
+                                f"{cfg.layer} features" + ("" if shard == WHOLE else f" shard {shard.label}"))
+            elapsed = time.perf_counter() - started
+            log.info(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
+        return _finish(files, paths, spec, cfg.layer, shard, lock)
+
+
+# Options that say which part of the cache a process computes, or what to show: not settings of the cache, so
+# config.json records the same `features` section for a sharded run as for a one-process one.
+RUN_ONLY_OPTIONS = ("shard", "shards", "status")
+
+
+def _recorded_options(cfg: FeaturesConfig) -> dict:
+    return {k: v for k, v in to_json(cfg).items() if k not in RUN_ONLY_OPTIONS}
+
+
+def _shard_to_extract(cfg: FeaturesConfig) -> Shard:
+    """The shard this process computes (the whole cache without --shard)."""
+    if cfg.shards is not None:
+        raise BadInput("--shards N goes with --status (how to count the batches per shard); to compute one "
+                       "shard of N, pass --shard I/N")
+    return parse_shard(cfg.shard) or WHOLE
+
+
+def _share_text(shard: Shard, todo: list[int], num_batches: int) -> str:
+    """`12/50 batches`, or for a shard `shard 1/2: 12/25 batches` (of its own)."""
+    if shard == WHOLE:
+        return f"{len(todo)}/{num_batches} batches"
+    return f"shard {shard.label}: {len(todo)}/{len(shard.batches(num_batches))} batches"
+
+
+def _compute(encoder, todo: list[int], meta: dict, paths: dict[str, Path], image_root: Path, image_ids: list[str],
+             workers: int, lock: CacheLock, desc: str) -> int:
+    """Compute the batches `todo`; returns how many images that was.
+
+    Each batch's rows are written and fsynced before the batch is flagged done (under the mutex), so a flag
+    always means its rows are on disk: a process killed in between leaves one batch to recompute, never a
+    flagged batch without its rows.
+    """
     batch_size = meta["batch_size"]
-    todo = [b for b in range(len(done)) if not done[b]]
-    update_run_config(files, _config_section(cfg.layer), to_json(cfg))
-    if todo:
-        started = time.perf_counter()
-        encoder = build_encoder(spec, cfg.layer) if encoder is None else encoder
-        log.info(f"features: {len(todo)}/{len(done)} batches of {batch_size} to compute "
-                 f"({meta['weights']}), cache {paths['array']}")
-        array = load_array(paths["array"], "feature array", mmap_mode="r+")
-        num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
-        with tqdm(total=num_todo, desc=f"{cfg.layer} features", unit="img") as bar:
-            for b, pixels in decoded_batches(todo, batch_size, image_root, image_ids, cfg.workers):
-                rows = _batch_range(b, batch_size, len(image_ids))
-                array[rows.start:rows.stop] = np.asarray(encoder.predict_on_batch(pixels), dtype=np.float16)
-                array.flush()
-                done[b] = True
-                _save_done(paths["done"], done)
-                bar.update(len(pixels))
-        del array
-        elapsed = time.perf_counter() - started
-        log.info(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
-    meta["complete"] = True
-    atomic_write_json(paths["meta"], meta)
-    return load_cache(files, spec, cfg.layer)
+    num_todo = sum(len(_batch_range(b, batch_size, len(image_ids))) for b in todo)
+    with _row_writer(paths["array"], (meta["num_images"], meta["feature_dim"])) as writer, \
+            tqdm(total=num_todo, desc=desc, unit="img") as bar:
+        for b, pixels in decoded_batches(todo, batch_size, image_root, image_ids, workers):
+            rows = _batch_range(b, batch_size, len(image_ids))
+            writer.write(rows.start, np.asarray(encoder.predict_on_batch(pixels), dtype=np.float16))
+            with lock.exclusive():
+                if not writer.still_at_its_path():
+                    raise CacheMismatch(f"the feature cache in {paths['array'].parent} was rebuilt by another "
+                                        "process while this one extracted into it; run this command again")
+                mark_done(paths["done"], b)
+            bar.update(len(pixels))
+    return num_todo
+
+
+def _row_writer(path: Path, shape: tuple[int, int]) -> RowWriter:
+    try:
+        return RowWriter(path, shape)
+    except (ValueError, OSError, EOFError) as exc:
+        raise CacheMismatch(f"{path} is not a readable feature array ({exc}); "
+                            "run `python -m train features --overwrite` to rebuild the cache") from exc
+
+
+def _finish(files: RunFiles, paths: dict[str, Path], spec: EncoderSpec, layer: str, shard: Shard,
+            lock: CacheLock) -> FeatureCache | None:
+    """Whoever finds every batch done (under the mutex) marks the cache complete, whichever shard it ran:
+    shards end in any order. Otherwise says what the other shards still have to do and returns None."""
+    with lock.exclusive():
+        done = load_array(paths["done"], "finished-batch list")
+        if not done.all():
+            who, whose = ("this process", "") if shard == WHOLE else (f"shard {shard.label}", " to other shards")
+            left = f"{int((~done).sum())}/{len(done)} batches of the cache are left{whose}"
+            if shard.count > 1:
+                left += f" ({left_by_shard(done, shard.count)})"
+            log.info(f"features: {who} has finished its batches; {left}: the last process to finish completes the "
+                     f"cache. Progress: python -m train features --run {files.root} --layer {layer} --status")
+            return None
+        meta = read_json(paths["meta"], "feature cache meta")
+        if not meta.get("complete"):
+            atomic_write_json(paths["meta"], meta | {"complete": True})
+        shards_record_path(paths["done"]).unlink(missing_ok=True)
+    return load_cache(files, spec, layer)
 
 
 def _config_section(layer: str) -> str:
@@ -176,8 +267,14 @@ def decoded_batches(
             yield batch, pixels
 
 
-def _open_or_start(paths: dict[str, Path], wanted: dict, image_ids: list[str], overwrite: bool) -> dict:
-    """Reuse a matching cache (complete or partial); refuse a different one unless told to overwrite."""
+def _open_or_start(paths: dict[str, Path], wanted: dict, image_ids: list[str], overwrite: bool,
+                   lock: CacheLock) -> dict:
+    """Reuse a matching cache (complete or partial); refuse a different one unless told to overwrite, and refuse
+    to rebuild one that another process is extracting into now, whatever the options.
+
+    The caller holds the mutex: of two shards started together one creates the cache, the other finds it here.
+    """
+    remove_stale_temporaries([*paths.values(), shards_record_path(paths["done"])])
     if paths["meta"].is_file():
         found = read_json(paths["meta"], "feature cache meta")
         problems = _differences(found, wanted)
@@ -186,12 +283,18 @@ def _open_or_start(paths: dict[str, Path], wanted: dict, image_ids: list[str], o
             if found["batch_size"] != wanted["batch_size"]:
                 log.info(f"features: resuming with the cache's batch size {found['batch_size']}")
             return found
-        if problems and not overwrite and not _nothing_computed(paths):
+        busy = lock.others_extracting()
+        if problems and (busy or (not overwrite and not _nothing_computed(paths))):
             raise CacheMismatch(
                 f"the feature cache in {paths['meta'].parent} was built with other settings:\n  "
                 + "\n  ".join(problems)
-                + "\nPass --overwrite to rebuild it, or use the settings it was built with."
+                + ("\nAnother process is extracting into it now: give this one the same settings, or stop that "
+                   "one first (then --overwrite rebuilds the cache)." if busy else
+                   "\nPass --overwrite to rebuild it, or use the settings it was built with.")
             )
+        if busy:
+            raise CacheMismatch(f"the feature cache in {paths['meta'].parent} lacks its array or done flags while "
+                                "another process is extracting into it: stop that one, then run this again")
     return _start(paths, wanted, image_ids)
 
 
@@ -204,27 +307,20 @@ def _nothing_computed(paths: dict[str, Path]) -> bool:
 
 
 def _start(paths: dict[str, Path], meta: dict, image_ids: list[str]) -> dict:
+    """A new, empty cache (all flags false); the caller holds the mutex."""
     paths["array"].parent.mkdir(parents=True, exist_ok=True)
-    for path in paths.values():
+    for path in (*paths.values(), shards_record_path(paths["done"])):
         path.unlink(missing_ok=True)
     tmp = paths["array"].with_name(f".{paths['array'].name}.tmp")
     array = np.lib.format.open_memmap(tmp, mode="w+", dtype=DTYPE, shape=(meta["num_images"], meta["feature_dim"]))
     del array
     tmp.replace(paths["array"])
     num_batches = -(-meta["num_images"] // meta["batch_size"])
-    _save_done(paths["done"], np.zeros(num_batches, dtype=bool))
+    save_done(paths["done"], np.zeros(num_batches, dtype=bool))
     atomic_write_json(paths["index"], {"format": meta["format"], "image_ids": image_ids})
     meta = meta | {"complete": False}
     atomic_write_json(paths["meta"], meta)
     return meta
-
-
-def _save_done(path: Path, done: np.ndarray) -> None:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, done, allow_pickle=False)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_complete_cache(files: RunFiles, features: np.ndarray, weights: str, batch_size: int = 16,
@@ -236,15 +332,15 @@ def write_complete_cache(files: RunFiles, features: np.ndarray, weights: str, ba
     """
     paths = cache_paths(files, layer)
     _, image_ids = run_image_list(files)
-    if features.shape != (len(image_ids), FEATURE_LAYERS[layer]):
-        raise ValueError(f"features of shape {features.shape}, expected ({len(image_ids)}, {FEATURE_LAYERS[layer]})")
-    meta = _start(paths, expected_meta(weights, image_ids, batch_size, layer), image_ids)
-    array = load_array(paths["array"], "feature array", mmap_mode="r+")
-    array[:] = features.astype(np.float16)
-    array.flush()
-    del array
-    _save_done(paths["done"], np.ones(-(-len(image_ids) // batch_size), dtype=bool))
-    atomic_write_json(paths["meta"], meta | {"complete": True})
+    shape = (len(image_ids), FEATURE_LAYERS[layer])
+    if features.shape != shape:
+        raise ValueError(f"features of shape {features.shape}, expected {shape}")
+    with CacheLock(files.features_dir) as lock, lock.exclusive():
+        meta = _start(paths, expected_meta(weights, image_ids, batch_size, layer), image_ids)
+        with _row_writer(paths["array"], shape) as writer:
+            writer.write(0, features)
+        save_done(paths["done"], np.ones(-(-len(image_ids) // batch_size), dtype=bool))
+        atomic_write_json(paths["meta"], meta | {"complete": True})
     return load_cache(files, layer=layer)
 
 

@@ -24,10 +24,12 @@ import numpy as np
 from demo.artifacts import atomic_write_json, read_json
 from demo.errors import BadInput, MissingFile
 from demo.vocab import Vocabulary
+from train.cluster import Cluster, resolve_cluster
 from train.config import FitConfig, to_json
 from train.encoder import apply_top, dense_top_weights
 from train.features import encoder_spec_of, load_cache
 from train.model import ModelSpec, build_fine_tune_model, build_training_model, fine_tuned_top, load_trained
+from train.multiworker import join_cluster, leave_together, output_root, peer_failure
 from train.run_files import RunFiles, update_run_config
 from train.sequences import (
     ImageCaptions,
@@ -130,7 +132,11 @@ class ResumableReduceLROnPlateau(_Restorable, keras.callbacks.ReduceLROnPlateau)
     pass
 
 
-def distribution_strategy(cfg: FitConfig):
+def distribution_strategy(cfg: FitConfig, cluster: Cluster | None):
+    """The strategy `--strategy` names; the multi-worker one first of all, before anything else touches TensorFlow
+    (collective ops are configured once, at start)."""
+    if cluster is not None:
+        return join_cluster(cluster, cfg.join_timeout)
     if cfg.logical_cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cfg.logical_cpus)
@@ -145,8 +151,9 @@ def distribution_strategy(cfg: FitConfig):
 
 def run_fit(cfg: FitConfig):
     files = RunFiles(Path(cfg.run))
+    cluster = resolve_cluster(cfg.workers, cfg.worker_index) if cfg.strategy == "multiworker" else None
+    strategy = distribution_strategy(cfg, cluster)
     keras.utils.set_random_seed(cfg.seed)
-    strategy = distribution_strategy(cfg)
     vocab = Vocabulary.load(files.vocab)
     cache = load_cache(files, layer="block5_pool" if cfg.fine_tune_top else "fc2")
     train_data = caption_sequences(files, vocab, "train", cache.rows)
@@ -162,44 +169,54 @@ def run_fit(cfg: FitConfig):
         feature_input = "block5_pool"
     with strategy.scope():
         model = _load_or_build(cfg, files, vocab, cache, train_data, state)
-    stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
-    reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                         min_lr=1e-5, verbose=1)
-    if state:
-        stopper.restore = state["stopper"]
-        reducer.restore = state["reducer"]
-    files.logs_dir.mkdir(parents=True, exist_ok=True)
-    if state:
-        trim_epoch_log(files.logs_dir / "training.csv", state["epochs_done"])
-    callbacks = [  # in this order: the CSV row of an epoch lands before its checkpoint
-        EpochSeededDropout(cfg.seed), stopper, reducer,
-        keras.callbacks.CSVLogger(str(files.logs_dir / "training.csv"), append=bool(state)),
-        RunCheckpoint(files, stopper, reducer, state["best_val_loss"] if state else np.inf),
-        keras.callbacks.TensorBoard(str(files.logs_dir / "tensorboard"), write_graph=False),
-    ]
     initial_epoch = state["epochs_done"] if state else 0
     if initial_epoch >= cfg.epochs:
         log.info(f"fit: {initial_epoch} epochs already done (--epochs {cfg.epochs}); nothing to do")
         return model
-    update_run_config(files, "fit", to_json(cfg) | {"vocab_size": len(vocab)})
+    chief = cluster is None or cluster.is_chief
+    if chief:
+        update_run_config(files, "fit", to_json(cfg) | {"vocab_size": len(vocab)})
     samples = "images with their captions" if cfg.fine_tune_top else "captions"
     log.info(f"fit: {len(train_data)} training {samples}, {len(val_data)} validation {samples}, "
              f"vocabulary {len(vocab)}, epochs {initial_epoch + 1}..{cfg.epochs}"
              + (f", fc1 and fc2 fine-tuned at learning rate {cfg.top_learning_rate:g}" if cfg.fine_tune_top else ""))
     started = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # Keras prints its progress; stdout is for what users parse
+    writes = output_root(cluster, files.root) if cluster else contextlib.nullcontext(files.root)
+    failures = peer_failure(cluster, files.root) if cluster else contextlib.nullcontext()
+    with writes as root, failures, contextlib.redirect_stdout(sys.stderr):  # stdout is for what users parse
         model.fit(
             make_dataset(cache.features, train_data, batch_size, range(initial_epoch, cfg.epochs), cfg.seed,
                          feature_input, replicas),
             steps_per_epoch=steps_per_epoch(train_data, batch_size),
             validation_data=make_dataset(cache.features, val_data, batch_size, feature_input=feature_input,
                                          replicas=replicas),
-            epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+            epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=_callbacks(cfg, RunFiles(root), state),
             shuffle=False,  # the training dataset orders each epoch itself (epoch_order); Keras would only warn
             verbose=1 if sys.stderr.isatty() else 2,  # a progress bar on a terminal, a line per epoch in logs
         )
+        if cluster:
+            leave_together(strategy)
     log.info(f"fit: done in {time.perf_counter() - started:.1f} s; best model {files.model}")
     return model
+
+
+def _callbacks(cfg: FitConfig, out: RunFiles, state: dict | None) -> list:
+    """What runs after each epoch, writing into `out`: the run, or a worker's scratch folder (multiworker)."""
+    stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
+    reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
+                                         min_lr=1e-5, verbose=1)
+    if state:
+        stopper.restore = state["stopper"]
+        reducer.restore = state["reducer"]
+    out.logs_dir.mkdir(parents=True, exist_ok=True)
+    if state:
+        trim_epoch_log(out.logs_dir / "training.csv", state["epochs_done"])
+    return [  # in this order: the CSV row of an epoch lands before its checkpoint
+        EpochSeededDropout(cfg.seed), stopper, reducer,
+        keras.callbacks.CSVLogger(str(out.logs_dir / "training.csv"), append=bool(state)),
+        RunCheckpoint(out, stopper, reducer, state["best_val_loss"] if state else np.inf),
+        keras.callbacks.TensorBoard(str(out.logs_dir / "tensorboard"), write_graph=False),
+    ]
 
 
 def _build_fine_tune(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, train_data: ImageCaptions):

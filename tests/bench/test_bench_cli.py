@@ -103,3 +103,25 @@ def test_without_a_bundle_the_run_dependent_benchmarks_say_skipped(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     table = (tmp_path / "out" / "results.md").read_text()
     assert table.count("not measured: ") == 3 and "export --quantize int8" in table
+
+
+def test_multiworker_times_one_process_and_two_workers_and_measures_the_all_reduce(synthetic_features_run,
+                                                                                      tmp_path):
+    """`--only multiworker` (left out of --quick): both sides train the same run for the same steps; the dense
+    all-reduce is every trainable weight but the embedding, whose gradient is the batch's rows."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--only", "multiworker", "--run",
+                             str(synthetic_features_run), "--out", str(out)],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    entry = by_name(json.loads((out / "results.json").read_text()), "multiworker_training")
+    one, two = entry["timings"]["one_process"], entry["timings"]["two_workers"]
+    assert one["steps_per_epoch"] == two["steps_per_epoch"] and len(one["ms_per_step"]) == entry["epochs"] == 2
+    assert entry["ratio_two_workers_to_one"] == pytest.approx(two["seconds_per_epoch"] / one["seconds_per_epoch"])
+    embed, hidden = 256, 256
+    for volume in (entry["all_reduce"]["this_run"], entry["all_reduce"]["flickr30k"]):
+        assert volume["dense_bytes"] == 4 * (volume["parameters"] - volume["vocab_size"] * embed)
+        rows = entry["all_reduce"]["worker_batch"] * entry["all_reduce"]["caption_positions"]
+        assert volume["sparse_bytes_per_worker"] == rows * (embed * 4 + 8)
+    assert entry["all_reduce"]["flickr30k"]["dense_bytes"] > 4 * 8500 * hidden  # the output layer alone
+    assert "2 local workers: seconds per epoch" in (out / "results.md").read_text()

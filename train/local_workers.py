@@ -1,0 +1,133 @@
+"""`fit --strategy multiworker --local-workers N`: N workers on this machine, on the path real hosts take.
+
+Each worker is an ordinary `python -m train fit --strategy multiworker --workers ... --worker-index I`
+process on 127.0.0.1 with a free port: what a user runs on N hosts, minus the hosts. The launcher
+prefixes their output with `[worker I]`, shares the CPU between them, and, when one fails or is
+killed, stops the others (a worker left waiting for a dead peer only burns time) and says how to
+carry on: the same command with `--resume`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from demo.artifacts import read_json
+from demo.errors import CaptionerError
+from train.config import FitConfig, to_arguments
+from train.run_files import RunFiles
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 30.0  # after one worker failed, how long the others get to notice and stop by themselves
+CLUSTER_OPTIONS = ("strategy", "workers", "worker_index", "local_workers")
+
+
+class WorkersFailed(CaptionerError, RuntimeError):
+    """A local worker failed or was killed; the others were stopped."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now; all held open together so no two are the same."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for held in sockets:
+            held.bind(("127.0.0.1", 0))
+        return [held.getsockname()[1] for held in sockets]
+    finally:
+        for held in sockets:
+            held.close()
+
+
+def worker_command(cfg: FitConfig, addresses: list[str], index: int) -> list[str]:
+    return [sys.executable, "-m", "train", "fit", *to_arguments(cfg, skip=CLUSTER_OPTIONS),
+            "--strategy", "multiworker", "--workers", ",".join(addresses), "--worker-index", str(index)]
+
+
+def worker_environment(count: int) -> dict[str, str]:
+    """The CPU split between the workers (TensorFlow would give each one every core), and no inherited cluster."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    env.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
+    return env
+
+
+def run_local_workers(cfg: FitConfig) -> None:
+    if cfg.strategy != "multiworker":
+        raise WorkersFailed("--local-workers starts a multi-worker run: add --strategy multiworker")
+    if cfg.workers or cfg.worker_index is not None or cfg.local_workers < 2:
+        raise WorkersFailed("--local-workers N (N >= 2) starts its own cluster: leave out --workers and --worker-index")
+    addresses = [f"127.0.0.1:{port}" for port in free_ports(cfg.local_workers)]
+    env = worker_environment(cfg.local_workers)
+    workers = []
+    for index in range(cfg.local_workers):
+        process = subprocess.Popen(worker_command(cfg, addresses, index), stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
+        threading.Thread(target=_relay, args=(process, index), daemon=True).start()
+        log.info(f"fit: worker {index} at {addresses[index]}, pid {process.pid}")
+        workers.append(process)
+    try:
+        failed = _wait(workers)
+    except KeyboardInterrupt:
+        _kill(workers)
+        raise
+    if failed is not None:
+        raise WorkersFailed(_failure_message(cfg, workers, failed, addresses))
+    log.info(f"fit: all {len(workers)} workers finished")
+
+
+def _relay(process: subprocess.Popen, index: int) -> None:
+    for line in process.stdout:
+        sys.stderr.write(f"[worker {index}] {line}")
+    sys.stderr.flush()
+
+
+def _wait(workers: list[subprocess.Popen]) -> int | None:
+    """Wait for every worker; the index of the first that failed, after the others stopped or were killed."""
+    failed, deadline = None, None
+    while any(process.poll() is None for process in workers):
+        if failed is None:
+            failed = next((i for i, p in enumerate(workers) if p.returncode not in (None, 0)), None)
+            if failed is not None:
+                log.info(f"fit: worker {failed} {_how(workers[failed].returncode)}; stopping the others")
+                deadline = time.monotonic() + GRACE_SECONDS
+        elif time.monotonic() > deadline:
+            _kill(workers)  # TensorFlow catches SIGTERM (for preemption checkpoints), so only SIGKILL stops it
+        time.sleep(0.2)
+    return _first_cause(workers) if any(p.returncode for p in workers) else None
+
+
+def _first_cause(workers: list[subprocess.Popen]) -> int:
+    """The worker that failed first: one killed by a signal (the others then stop with an error of their own),
+    else the first with an error."""
+    killed = [i for i, p in enumerate(workers) if p.returncode < 0]
+    return (killed or [i for i, p in enumerate(workers) if p.returncode != 0])[0]
+
+
+def _kill(workers: list[subprocess.Popen]) -> None:
+    for process in workers:
+        if process.poll() is None:
+            process.kill()
+    for process in workers:
+        process.wait()
+
+
+def _how(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"exited with status {returncode}"
+
+
+def _failure_message(cfg: FitConfig, workers: list[subprocess.Popen], failed: int, addresses: list[str]) -> str:
+    others = "; ".join(f"worker {i} {_how(p.returncode)}" for i, p in enumerate(workers) if i != failed)
+    state = RunFiles(Path(cfg.run)).train_state
+    done = read_json(state, "training state").get("epochs_done") if state.is_file() else None
+    carry_on = (f"run the same command with --resume to carry on after epoch {done}" if done else
+                "no epoch was checkpointed: run the same command again")
+    return (f"worker {failed} ({addresses[failed]}) {_how(workers[failed].returncode)}; {others}. Its lines above "
+            f"([worker {failed}]) say more where it could; {carry_on}")
