@@ -32,7 +32,9 @@ COMMANDS = (
      "how far it is."),
     ("fit", FitConfig, "train the merge captioner (checkpoints, --resume)",
      "Teacher-forced training over the feature cache: early stopping on validation loss, learning-rate "
-     "reduction, best and last checkpoints, CSV and TensorBoard logs."),
+     "reduction, best and last checkpoints, CSV and TensorBoard logs. On several machines: --strategy "
+     "multiworker with TF_CONFIG or --workers/--worker-index on each (the chief, worker 0, writes the run), or "
+     "--local-workers N to try it on this one."),
     ("evaluate", EvaluateConfig, "BLEU-1..4 per beam width into RUN/metrics.json",
      "Caption a split with greedy (--beam 1) and beam search and score it with NLTK's corpus BLEU "
      "against all references of each image."),
