@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from demo.artifacts import read_json
-from demo.errors import CaptionerError
+from demo.errors import BadInput, CaptionerError
 from train.config import FitConfig, to_arguments
 from train.run_files import RunFiles
 
@@ -59,9 +59,9 @@ def worker_environment(count: int) -> dict[str, str]:
 
 def run_local_workers(cfg: FitConfig) -> None:
     if cfg.strategy != "multiworker":
-        raise WorkersFailed("--local-workers starts a multi-worker run: add --strategy multiworker")
+        raise BadInput("--local-workers starts a multi-worker run: add --strategy multiworker")
     if cfg.workers or cfg.worker_index is not None or cfg.local_workers < 2:
-        raise WorkersFailed("--local-workers N (N >= 2) starts its own cluster: leave out --workers and --worker-index")
+        raise BadInput("--local-workers N (N >= 2) starts its own cluster: leave out --workers and --worker-index")
     addresses = [f"127.0.0.1:{port}" for port in free_ports(cfg.local_workers)]
     env = worker_environment(cfg.local_workers)
     workers = []
@@ -129,5 +129,5 @@ def _failure_message(cfg: FitConfig, workers: list[subprocess.Popen], failed: in
     done = read_json(state, "training state").get("epochs_done") if state.is_file() else None
     carry_on = (f"run the same command with --resume to carry on after epoch {done}" if done else
                 "no epoch was checkpointed: run the same command again")
-    return (f"worker {failed} ({addresses[failed]}) {_how(workers[failed].returncode)}; {others}. Its lines above "
-            f"([worker {failed}]) say more where it could; {carry_on}")
+    return (f"worker {failed} ({addresses[failed]}) {_how(workers[failed].returncode)}; {others} (their lines "
+            f"above say more). To go on, {carry_on}")

@@ -176,3 +176,13 @@ def test_the_launcher_gives_each_worker_the_same_settings():
          "--local-workers", "2", "--init-from", "m.keras"]))
     again = from_args(FitConfig, parser.parse_args(to_arguments(given)))
     assert again == given
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--local-workers", "2"), "add --strategy multiworker"),
+    (("--local-workers", "1", "--strategy", "multiworker"), "N >= 2"),
+    (("--local-workers", "2", "--strategy", "multiworker", "--workers", "a:1,b:2"), "leave out --workers"),
+])
+def test_the_launcher_refuses_what_it_cannot_start(tmp_path, args, message):
+    result = run_module("train", "fit", "--run", str(tmp_path), *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
