@@ -26,7 +26,7 @@ class Cluster:
 
     @property
     def address(self) -> str:
-        return self._address(self.job, self.index)
+        return next(address for job, index, address in self.tasks if (job, index) == (self.job, self.index))
 
     @property
     def is_chief(self) -> bool:
@@ -47,9 +47,6 @@ class Cluster:
         for job, _, address in self.tasks:
             jobs.setdefault(job, []).append(address)
         return {"cluster": jobs, "task": {"type": self.job, "index": self.index}}
-
-    def _address(self, job: str, index: int) -> str:
-        return next(address for j, i, address in self.tasks if (j, i) == (job, index))
 
 
 def parse_address(text: str) -> str:

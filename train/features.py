@@ -212,8 +212,7 @@ def _row_writer(path: Path, shape: tuple[int, int]) -> RowWriter:
     try:
         return RowWriter(path, shape)
     except (ValueError, OSError, EOFError) as exc:
-        raise CacheMismatch(f"{path} is not a readable feature array ({exc}); "
-                            "run `python -m train features --overwrite` to rebuild the cache") from exc
+        raise _unreadable(path, "feature array", exc) from exc
 
 
 def _finish(files: RunFiles, paths: dict[str, Path], spec: EncoderSpec, layer: str, shard: Shard,
@@ -386,8 +385,13 @@ def load_array(path: Path, what: str, mmap_mode: str | None = None) -> np.ndarra
     try:
         return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise CacheMismatch(f"{path} is not a readable {what} ({exc}); "
-                            "run `python -m train features --overwrite` to rebuild the cache") from exc
+        raise _unreadable(path, what, exc) from exc
+
+
+def _unreadable(path: Path, what: str, exc: Exception) -> CacheMismatch:
+    """A cache file that cannot be read as `what`: the error names it and the fix (reading or writing alike)."""
+    return CacheMismatch(f"{path} is not a readable {what} ({exc}); "
+                         "run `python -m train features --overwrite` to rebuild the cache")
 
 
 def load_cache(files: RunFiles, spec: EncoderSpec | None = None, layer: str = "fc2") -> FeatureCache:

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 # what TensorFlow's errors say when a peer died: the line worth showing the user
 PEER_GONE = ("unhealthy", "Connection refused", "Connection reset", "failed to connect", "Socket closed")
 
+
 class WorkerLost(CaptionerError, RuntimeError):
     """Another worker stopped answering during training."""
 
