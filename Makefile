@@ -43,8 +43,9 @@ gpu-check:
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# --durations: where the suite's time goes, printed at the end of every run (CI's log included)
 test: venv
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=25
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow"

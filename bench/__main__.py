@@ -21,17 +21,22 @@ from demo.sessions import PROVIDERS
 
 BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export",
               "multiworker")
-QUICK_SKIPS = ("export", "multiworker")  # minutes each on their own: run them with --only
+QUICK_SKIPS = ("export", "multiworker")  # minutes each on their own: --quick and --smoke leave them to --only
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer images and repetitions, no export or multiworker: under 2 minutes (CI smoke run)")
+    effort = parser.add_mutually_exclusive_group()
+    effort.add_argument("--quick", dest="effort", action="store_const", const="quick", default="full",
+                        help="fewer images and repetitions, no export or multiworker: a look in a few minutes")
+    effort.add_argument("--smoke", dest="effort", action="store_const", const="smoke",
+                        help="as --quick, one round on a few images: checks that each benchmark runs and reports "
+                             "(what the test suite runs; its numbers mean nothing)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="output folder (default: %(default)s)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None,
-                        help="run only these benchmarks (default: all; --quick leaves out export and multiworker)")
+                        help="run only these benchmarks (default: all; --quick and --smoke leave out export and "
+                             "multiworker)")
     parser.add_argument("--run", type=Path, default=Path("models/default"),
                         help="trained run with an int8 bundle (`make demo` builds it); benchmarks that need it "
                              "say 'skipped' without it (default: %(default)s)")
@@ -54,7 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def selected(args: argparse.Namespace) -> list[str]:
     if args.only:
         return list(args.only)
-    return [b for b in BENCHMARKS if not (args.quick and b in QUICK_SKIPS)]
+    return [b for b in BENCHMARKS if not (args.effort != "full" and b in QUICK_SKIPS)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     results = {"command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "machine": machine_info(), "benchmarks": []}
+               "effort": args.effort, "machine": machine_info(), "benchmarks": []}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in selected(args):
         print(f"bench: {name} ...", end=" ", flush=True, file=sys.stderr)  # stdout: the table alone

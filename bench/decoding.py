@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.effort import pick
 from bench.timing import interleaved
 from demo import bundle_layout as layout
 from demo.artifacts import read_json
@@ -83,20 +84,20 @@ def seed_loop(model, feature: np.ndarray, word_index: dict[str, int], vocab) -> 
     return words
 
 
-def measure(run: Path, quick: bool = False, provider: str = "cpu", name: str = "decoding") -> dict:
+def measure(run: Path, effort: str = "full", provider: str = "cpu", name: str = "decoding") -> dict:
     """A trained run's exported decoder on its test images."""
     files = RunFiles(run)
     if not (files.bundle / layout.decoder_file("fp32")).is_file():
         return {"name": name, "skipped": f"no exported bundle with a top-k decoder in {files.bundle}"}
     test_ids = read_captions(files.captions).ids("test")
-    features = load_cache(files).lookup(test_ids[: max(BATCH_IMAGES, 3 if quick else 8)])
-    entry = {"name": name, **_measure(files, Vocabulary.load(files.vocab), features, quick, provider)}
+    features = load_cache(files).lookup(test_ids[: max(BATCH_IMAGES, pick(effort, 2, 3, 8))])
+    entry = {"name": name, **_measure(files, Vocabulary.load(files.vocab), features, effort, provider)}
     entry["targets"] = TARGETS[name]
     entry["met"] = _met(entry)
     return entry
 
 
-def measure_flickr_scale(flickr_run: Path, captions: Path | None, quick: bool = False,
+def measure_flickr_scale(flickr_run: Path, captions: Path | None, effort: str = "full",
                          provider: str = "cpu") -> dict:
     """The Flickr-scale decoder, built first when its run has no bundle (minutes: see bench.flickr_scale_model)."""
     from bench.flickr_scale_model import ensure_built  # lazy: TensorFlow runs in its child processes only
@@ -105,7 +106,7 @@ def measure_flickr_scale(flickr_run: Path, captions: Path | None, quick: bool = 
     if report is None:
         return {"name": "decoding_flickr_scale", "skipped": f"no Flickr-scale decoder in {flickr_run} and no "
                 f"captions file to build it from (--flickr-captions PATH/Flickr8k.token.txt)"}
-    entry = measure(flickr_run, quick, provider, name="decoding_flickr_scale")
+    entry = measure(flickr_run, effort, provider, name="decoding_flickr_scale")
     return entry | {"decoder": report, "evaluate_beam_3_images_per_s": _evaluate_rate(RunFiles(flickr_run))}
 
 
@@ -123,12 +124,12 @@ def _quantized(bundle: Path, folder: Path) -> Path:
     return path
 
 
-def _measure(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick: bool, provider: str) -> dict:
+def _measure(files: RunFiles, vocab: Vocabulary, features: np.ndarray, effort: str, provider: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-int8-decoder-") as tmp:
-        return _measure_in(files, vocab, features, quick, provider, Path(tmp))
+        return _measure_in(files, vocab, features, effort, provider, Path(tmp))
 
 
-def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick: bool, provider: str,
+def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, effort: str, provider: str,
                 tmp: Path) -> dict:
     bundle = files.bundle
     projection, used = create_session(bundle / layout.IMAGE_PROJECTION, provider, threads=1)
@@ -140,7 +141,7 @@ def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick:
              for v, path in (("fp32", bundle / layout.decoder_file("fp32")), ("int8", int8_file))}
     whole = TopKStep(WholeStepModel(create_session(bundle / layout.DECODER_STEP, provider, threads)[0]), vocab.end_id)
     greedy, beam3, beam5 = (options_for(vocab, width, MAX_WORDS) for width in (1, 3, 5))
-    one_by_one = features[: 3 if quick else 8]
+    one_by_one = features[: pick(effort, 2, 3, 8)]
 
     def each_image(search, model, options):
         def run_all() -> int:
@@ -155,7 +156,7 @@ def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick:
             return BATCH_IMAGES
         return run_batch
 
-    repeats = 2 if quick else 5
+    repeats = pick(effort, 1, 2, 5)
     # ONNX Runtime first, before TensorFlow has run anything: measured here, one Keras `predict` leaves
     # ORT in the same process about 2.7x slower for good, and a deployment never has TensorFlow loaded.
     ort_sides = {"ort_greedy_whole_distribution_to_numpy": each_image(greedy_search, whole, greedy)}
@@ -166,9 +167,9 @@ def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, quick:
                       f"ort_beam3_{BATCH_IMAGES}_images{suffix}": batch(step, beam3)}
     rates = interleaved(ort_sides, repeats, warm_up=True)
     breakdown = _where_time_goes(steps["fp32"], one_by_one, vocab, beam5)
-    step_times = step_ms(steps, features[:1], repeats=200, warm_up=10)  # one image: 6 rows
+    step_times = step_ms(steps, features[:1], repeats=pick(effort, 20, 200, 200), warm_up=10)  # one image: 6 rows
     captions = _caption_stats(steps["fp32"], features, vocab, greedy, beam5)
-    rates |= interleaved(_keras_sides(files.model, one_by_one, vocab, greedy), 1 if quick else 2, warm_up=True)
+    rates |= interleaved(_keras_sides(files.model, one_by_one, vocab, greedy), pick(effort, 1, 1, 2), warm_up=True)
     ms = {name: 1000.0 / r["median_per_s"] for name, r in rates.items()}
     ratios = {"seed_loop_to_ort_greedy": ms["seed_loop"] / ms["ort_greedy"],
               "whole_distribution_to_topk_greedy": ms["ort_greedy_whole_distribution_to_numpy"] / ms["ort_greedy"]}

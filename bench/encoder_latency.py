@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.effort import pick
 from bench.gemm_peak import best_of, measure_peak, vgg16_fc2_macs
 from bench.timing import interleaved
 from demo import bundle_layout as layout
@@ -54,13 +55,13 @@ def _ort_side(session, batch: int):
     return run
 
 
-def measure(bundle: Path, quick: bool = False) -> dict:
+def measure(bundle: Path, effort: str = "full") -> dict:
     paths = {f"ort_{variant}": bundle / layout.encoder_file(variant) for variant in layout.VARIANTS}
     if not all(p.is_file() for p in paths.values()):
         return {"name": "encoder_latency", "skipped": f"{bundle} has no fp32 and int8 encoders "
                                                       "(export --quantize int8)"}
-    size = 2048 if quick else 3072
-    before = measure_peak(size, repeats=2 if quick else 3)
+    size = pick(effort, 512, 2048, 3072)
+    before = measure_peak(size, repeats=pick(effort, 1, 2, 3))
     flop_per_image = 2.0 * vgg16_fc2_macs()
     sessions = {name: create_session(path, "cpu")[0] for name, path in paths.items()}
     keras = KerasEncoder()
@@ -72,10 +73,11 @@ def measure(bundle: Path, quick: bool = False) -> dict:
         for batch in (1, 8):
             sides = {name: _ort_side(session, batch) for name, session in sessions.items()}
             sides["keras_fp32"] = lambda b=batch: keras.forward(b)
-            rates[batch] = interleaved(sides, 2 if quick else 7, settle_s=SETTLE_S, warm_up=True)
+            rates[batch] = interleaved(sides, pick(effort, 1, 2, 7), settle_s=pick(effort, 0, SETTLE_S, SETTLE_S),
+                                        warm_up=True)
     finally:
         keras.close()
-    result["gemm_peak"] = peak = best_of(before, measure_peak(size, repeats=2 if quick else 3))
+    result["gemm_peak"] = peak = best_of(before, measure_peak(size, repeats=pick(effort, 1, 2, 3)))
     for batch, timed in rates.items():
         result["batches"][str(batch)] = _summarise(timed, flop_per_image, peak["peak_gflops"])
     result["target_ratio_at_most"] = TARGET_RATIO

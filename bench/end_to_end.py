@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.effort import pick
 from bench.images import photo_like_jpegs
 from demo import bundle_layout as layout
 from demo.generation import DEFAULTS
@@ -58,10 +59,10 @@ def _summarise(runs: list[dict]) -> dict:
     }
 
 
-def measure(bundle: Path, quick: bool = False, provider: str = "cpu") -> dict:
+def measure(bundle: Path, effort: str = "full", provider: str = "cpu") -> dict:
     if not all((bundle / layout.encoder_file(v)).is_file() for v in VARIANTS):
         return {"name": "end_to_end", "skipped": f"{bundle} has no fp32 and int8 encoders (export --quantize int8)"}
-    count, rounds = (20, 1) if quick else (50, 2)
+    count, rounds = pick(effort, (4, 1), (20, 1), (50, 2))
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         images = photo_like_jpegs(Path(tmp), count + 1, seed=7)  # +1: the cold-start image is not counted
         runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}

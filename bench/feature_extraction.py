@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.effort import pick
 from bench.images import photo_like_jpegs
 from bench.timing import interleaved
 from demo.preprocess import load_image
@@ -33,8 +34,8 @@ def _prepared_run(root: Path, count: int) -> Path:
     return run
 
 
-def measure(quick: bool = False, batch_size: int = 16) -> dict:
-    count = batch_size * (1 if quick else 4)
+def measure(effort: str = "full", batch_size: int = 16) -> dict:
+    count = batch_size * pick(effort, 1, 1, 4)
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         run = _prepared_run(Path(tmp), count)
         encoder = build_encoder(EncoderSpec("none", 0))
@@ -53,7 +54,7 @@ def measure(quick: bool = False, batch_size: int = 16) -> dict:
                 encoder.predict_on_batch(pixels[start:start + batch_size])
             return count
 
-        rates = interleaved({"extract_features": pipeline, "bare_forward": bare}, repeats=2 if quick else 3)
+        rates = interleaved({"extract_features": pipeline, "bare_forward": bare}, repeats=pick(effort, 1, 2, 3))
     ratio = rates["extract_features"]["median_per_s"] / rates["bare_forward"]["median_per_s"]
     return {
         "name": "feature_extraction",

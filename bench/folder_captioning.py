@@ -13,6 +13,7 @@ import tempfile
 from itertools import count
 from pathlib import Path
 
+from bench.effort import pick
 from bench.images import photo_like_jpegs
 from bench.timing import interleaved
 from demo import bundle_layout as layout
@@ -40,11 +41,11 @@ def _side(bundle: Path, folder: Path, outs: Path, images: int, provider: str, ba
     return run
 
 
-def measure(run: Path, quick: bool = False, provider: str = "cpu") -> dict:
+def measure(run: Path, effort: str = "full", provider: str = "cpu") -> dict:
     bundle = RunFiles(run).bundle
     if not (bundle / layout.encoder_file("int8")).is_file():
         return {"name": "folder_captioning", "skipped": f"{bundle} has no int8 encoder (export --quantize int8)"}
-    images, repeats = (50, 1) if quick else (200, 2)
+    images, repeats = pick(effort, (16, 1), (50, 1), (200, 2))
     with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
         folder = Path(tmp) / "photos"
         photo_like_jpegs(folder, images, seed=11)

@@ -1,4 +1,4 @@
-"""Run one benchmark in a fresh process: `python -m bench.isolated NAME --run R [--quick] --json OUT`.
+"""Run one benchmark in a fresh process: `python -m bench.isolated NAME --run R --effort E --json OUT`.
 
 Each benchmark gets its own interpreter because TensorFlow, once it has run
 in a process, leaves thread pools that slow ONNX Runtime there for good
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.effort import EFFORTS
 from demo.artifacts import atomic_write_json, read_json
 from demo.sessions import PROVIDERS
 from train.run_files import RunFiles
@@ -21,26 +22,26 @@ from train.run_files import RunFiles
 def _features(args: argparse.Namespace) -> list[dict]:
     from bench.feature_extraction import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(quick=args.quick)]
+    return [measure(effort=args.effort)]
 
 
 def _training(args: argparse.Namespace) -> list[dict]:
     from bench.training_speed import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(quick=args.quick)]
+    return [measure(effort=args.effort)]
 
 
 def _encoder(args: argparse.Namespace) -> list[dict]:
     from bench.encoder_latency import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(RunFiles(args.run).bundle, quick=args.quick)]
+    return [measure(RunFiles(args.run).bundle, effort=args.effort)]
 
 
 def _decoding(args: argparse.Namespace) -> list[dict]:
     from bench.decoding import measure, measure_flickr_scale  # lazy: a child imports only the benchmark it runs
 
-    if args.quick:  # the Flickr-scale decoder takes minutes to build and a minute to measure: full runs only
-        return [measure(args.run, quick=True, provider=args.provider)]
+    if args.effort != "full":  # the Flickr-scale decoder takes minutes to build and a minute to measure
+        return [measure(args.run, effort=args.effort, provider=args.provider)]
     return [measure(args.run, provider=args.provider),
             measure_flickr_scale(args.flickr_run, args.flickr_captions, provider=args.provider)]
 
@@ -48,13 +49,13 @@ def _decoding(args: argparse.Namespace) -> list[dict]:
 def _end_to_end(args: argparse.Namespace) -> list[dict]:
     from bench.end_to_end import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(RunFiles(args.run).bundle, quick=args.quick, provider=args.provider)]
+    return [measure(RunFiles(args.run).bundle, effort=args.effort, provider=args.provider)]
 
 
 def _serving(args: argparse.Namespace) -> list[dict]:
     from bench.serving_load import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(args.run, quick=args.quick)]
+    return [measure(args.run, effort=args.effort)]
 
 
 def _export(args: argparse.Namespace) -> list[dict]:
@@ -66,13 +67,13 @@ def _export(args: argparse.Namespace) -> list[dict]:
 def _folder(args: argparse.Namespace) -> list[dict]:
     from bench.folder_captioning import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(args.run, quick=args.quick, provider=args.provider)]
+    return [measure(args.run, effort=args.effort, provider=args.provider)]
 
 
 def _multiworker(args: argparse.Namespace) -> list[dict]:
     from bench.multiworker_training import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(args.run, quick=args.quick)]
+    return [measure(args.run, effort=args.effort)]
 
 
 # provider: the ONNX Runtime provider of the decoding, end-to-end and folder runtimes (the others measure the CPU)
@@ -88,7 +89,7 @@ def run_isolated(name: str, args: argparse.Namespace, out: Path) -> list[dict]:
     command = [sys.executable, "-m", "bench.isolated", name, "--run", str(args.run), "--json", str(out),
                "--provider", args.provider, "--flickr-run", str(args.flickr_run)]
     command += ["--flickr-captions", str(args.flickr_captions)] if args.flickr_captions else []
-    result = subprocess.run(command + (["--quick"] if args.quick else []), capture_output=True, text=True)
+    result = subprocess.run(command + ["--effort", args.effort], capture_output=True, text=True)
     if result.returncode != 0:
         return [{"name": name, "failed": (result.stderr or result.stdout).strip()[-2000:]}]
     return read_json(out, f"{name} benchmark results")["entries"]
@@ -98,7 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.isolated")
     parser.add_argument("name", choices=sorted(RUNNERS))
     parser.add_argument("--run", type=Path, required=True)
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--effort", choices=EFFORTS, default="full")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu")
     parser.add_argument("--flickr-run", type=Path, required=True)

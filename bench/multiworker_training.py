@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.effort import pick
 from demo.vocab import Vocabulary
 from train.run_files import RunFiles
 
@@ -33,11 +34,11 @@ FLICKR30K_VOCAB = 8500
 STEP_LINE = re.compile(r"^(?:\[worker 0\] )?(\d+)/(\d+) - \d+s - (\d+)ms/step", re.MULTILINE)
 
 
-def measure(run: Path, quick: bool = False) -> dict:
+def measure(run: Path, effort: str = "full") -> dict:
     files = RunFiles(run)
     if not (files.features_dir / "meta.json").is_file():
         return {"name": "multiworker_training", "skipped": f"no feature cache in {run} (`make demo` builds one)"}
-    epochs = 2 if quick else EPOCHS
+    epochs = pick(effort, 2, 2, EPOCHS)
     with tempfile.TemporaryDirectory(prefix="bench-multiworker-") as scratch:
         sides = {"one_process": [], "two_workers": ["--strategy", "multiworker", "--local-workers", "2"]}
         timings = {name: _train(files, Path(scratch) / name, epochs, extra) for name, extra in sides.items()}

@@ -11,6 +11,8 @@ def markdown(results: dict) -> str:
     packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
     lines = [f"# Benchmarks ({machine['cpu']}, {machine['cores']} cores, {' '.join(machine['cpu_flags'])})", "",
              f"`{results['command']}`, {results.get('seconds', 0):.0f} s. Python {machine['python']}; {packages}.", "",
+             *(["A smoke run (`--smoke`): it checks that each benchmark runs; its figures mean nothing.", ""]
+               if results.get("effort") == "smoke" else []),
              "| benchmark | measure | value | target | met |", "| --- | --- | --- | --- | --- |"]
     for entry in results["benchmarks"]:
         if entry.get("skipped") or entry.get("failed"):

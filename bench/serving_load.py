@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.decoding import MAX_WORDS
+from bench.effort import pick
 from bench.images import photo_like_jpegs
 from bench.machine import peak_rss_mib
 from demo import bundle_layout as layout
@@ -142,7 +143,7 @@ def _load(server: Server, callers: int, per_caller: int, images: list[Path], alo
             "differ_from_alone": len(differ), "differ_samples": differ[:3]}
 
 
-def measure(run: Path, quick: bool = False) -> dict:
+def measure(run: Path, effort: str = "full") -> dict:
     from export.space import build_space  # lazy: imports Gradio, which the other benchmarks' processes skip
 
     bundle = RunFiles(run).bundle
@@ -150,15 +151,15 @@ def measure(run: Path, quick: bool = False) -> dict:
         return {"name": "serving_load", "skipped": f"{bundle} has no fp32 and int8 encoders (export --quantize int8)"}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
-        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, quick)
+        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, effort)
                     for v in layout.VARIANTS}
     return {"name": "serving_load", "beams": DEFAULTS.compared_num_beams, "variants": variants, "targets": TARGETS}
 
 
-def _one_variant(bundle: Path, variant: str, images: list[Path], quick: bool) -> dict:
+def _one_variant(bundle: Path, variant: str, images: list[Path], effort: str) -> dict:
     """Both servers up; the answers alone first (batched server, one request at a time), then the levels
     interleaved: unbatched 1, batched 1, unbatched 8, batched 8."""
-    requests = {1: 4, 8: 16} if quick else {1: 24, 8: 200}
+    requests = pick(effort, {1: 2, 8: 8}, {1: 4, 8: 16}, {1: 24, 8: 200})
     servers = {}
     try:
         for mode, batch in MODES.items():

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.effort import pick
 from bench.timing import interleaved
 from demo.text import tokenize
 from demo.vocab import Vocabulary, build_vocabulary
@@ -138,9 +139,9 @@ def _trainer(model, batches: list[tuple[dict, np.ndarray]]) -> Callable[[], int]
     return run
 
 
-def measure(quick: bool = False, batch_size: int = 64) -> dict:
+def measure(effort: str = "full", batch_size: int = 64) -> dict:
     cfg = FitConfig()
-    num_images, steps = (200, 10) if quick else (600, 30)
+    num_images, steps = pick(effort, (64, 3), (200, 10), (600, 30))
     rows, captions = synthetic_captions(num_images)
     vocab, _ = build_vocabulary(captions, min_count=1, max_length=20)
     ours_data = whole_sequences(vocab, rows, captions)
@@ -155,7 +156,7 @@ def measure(quick: bool = False, batch_size: int = 64) -> dict:
         "seed": _trainer(seed_model, _batches(features, seed_data.rows, seed_data.prefixes, seed_data.next_words,
                                               "prefix", batch_size, steps, rng)),
     }
-    rates = interleaved(sides, repeats=2 if quick else 3)
+    rates = interleaved(sides, repeats=pick(effort, 1, 2, 3))
     samples = {"ours": len(ours_data), "seed": len(seed_data)}
     return {
         "name": "training_speed",

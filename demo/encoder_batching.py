@@ -77,6 +77,10 @@ class EncoderBatcher:
         assert request.result is not None
         return request.result
 
+    def queued(self) -> int:
+        """Requests waiting for the next pass (the one running not counted)."""
+        return self._queue.qsize()
+
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]  # idle: wait for the first request

@@ -32,6 +32,7 @@ from demo.errors import MissingFile
 from demo.manifest import FORMAT, FORMAT_VERSION, file_record, io_record, verify_bundle
 from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from demo.vocab import Vocabulary
+from export import conv_cache
 from export.config import ExportConfig
 from export.decoder_int8 import build_int8_decoder
 from export.errors import ExportError
@@ -49,6 +50,7 @@ from export.parity import (
     top_weight_stream,
     topk_parity,
 )
+from export.tool_versions import tool_versions
 from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
 from train.features import cache_paths, run_encoder_spec, trained_layer
@@ -137,9 +139,15 @@ def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
                    by_split: dict[str, list[str]]) -> EncoderSpec:
     """encoder.onnx (conv part by tf2onnx, fc1/fc2 appended) and Keras' reference features to check it by."""
     parity_ids = (by_split["train"] + by_split["val"] + by_split["test"])[: cfg.parity_images]
-    peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child, "encoder-conv",
-                                   files, work, cfg)
     spec = run_encoder_spec(files)
+    key = conv_cache.cache_key(spec, cfg.opset)
+    if conv_cache.reuse(files.root, key, work / CONV_PART):
+        log.info("export: reusing VGG16's convolutional part converted for these weights (%s)",
+                 files.root / conv_cache.CACHE_DIR)
+    else:
+        peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child,
+                                       "encoder-conv", files, work, cfg)
+        conv_cache.store(files.root, key, work / CONV_PART)
     fine_tuned = (work / REFERENCE_TOP).is_file()
     weights = top_weight_stream(read_top(work / REFERENCE_TOP)) if fine_tuned else vgg16_weights(spec)
     _stage(f"appending {'the fine-tuned ' if fine_tuned else ''}fc1 and fc2 as Gemm nodes", append_dense_layers,
@@ -183,8 +191,6 @@ def _check_models(work: Path, names: list[str]) -> None:
 def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary, spec: EncoderSpec | None,
               parity: dict,
               peaks: dict) -> dict:
-    from importlib import metadata
-
     models = {}
     for name, key in layout.MODEL_KEYS.items():
         if (work / name).is_file():
@@ -208,8 +214,7 @@ def _manifest(cfg: ExportConfig, files: RunFiles, work: Path, vocab: Vocabulary,
         "models": models,
         "parity": parity,
         "export_peak_rss_gib": peaks,
-        "tools": {name: metadata.version(name) for name in ("tf2onnx", "onnx", "onnxruntime", "tensorflow-cpu")
-                  if _installed(name)},
+        "tools": tool_versions(),
     }
 
 
@@ -220,16 +225,6 @@ def _with_file_records(manifest: dict, work: Path) -> dict:
     keys = list(manifest)
     at = keys.index("models") + 1
     return {k: manifest[k] for k in keys[:at]} | {"files": records} | {k: manifest[k] for k in keys[at:]}
-
-
-def _installed(name: str) -> bool:
-    from importlib import metadata
-
-    try:
-        metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 def install(work: Path, bundle: Path) -> None:

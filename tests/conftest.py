@@ -1,5 +1,10 @@
-"""Shared test settings: quiet TensorFlow, and the location of the real data shipped beside the repo."""
+"""Shared fixtures: the one trained run the suite shares (built by the README's own `make demo`), views of it, and
+the location of the real data shipped beside the repo."""
+import fcntl
+import json
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -7,67 +12,86 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.helpers import REPO as REPO
-from tests.helpers import Drained, run_module, start_server
+from tests.helpers import Drained, free_port, offline_env, readme_block, serve_once, start_server
 
 SHARED_FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
+
+# The build's size: enough test images for the parity and scoring tests, two epochs to keep it short.
+DEMO_SETTINGS = {"NUM_IMAGES": "600", "EPOCHS": "2"}
+# The build's own limit: fixtures are outside pytest-timeout's (pytest.ini: timeout_func_only), so it has one.
+BUILD_WITHIN_S = 1500
+
+# While iterating on tests, CAPTIONER_TEST_RUNS=DIR keeps the build below in DIR across pytest invocations (built
+# when missing, reused as it is otherwise; delete DIR after changing train/ or export/). CI never sets it.
+REUSED_RUNS = os.environ.get("CAPTIONER_TEST_RUNS")
 
 
 @pytest.fixture
 def shared_flickr8k() -> Path:
     if not (SHARED_FLICKR8K / "Flickr8k.token.txt").is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"real Flickr8k captions not found at {SHARED_FLICKR8K}: CI lays shared/ beside the repo")
         pytest.skip(f"real Flickr8k captions not found at {SHARED_FLICKR8K}")
     return SHARED_FLICKR8K
 
 
-# While iterating on tests, CAPTIONER_TEST_RUNS=DIR keeps the session runs below in DIR across pytest
-# invocations (built when missing, reused as they are otherwise; delete DIR after changing train/ or export/).
-# CI never sets it: every run builds them afresh.
-REUSED_RUNS = os.environ.get("CAPTIONER_TEST_RUNS")
+@dataclass(frozen=True)
+class DemoBuild:
+    """What the README's first `make demo` left: the run it built, everything it printed, the API's answer."""
+    run: Path
+    output: str
+    answer: dict
 
 
-def _session_run(tmp_path_factory, name: str) -> tuple[Path, bool]:
-    """(where the run goes, whether it is already built there)."""
+def _build_root(tmp_path_factory) -> Path:
+    """One folder for the whole session, shared by pytest-xdist workers (each has its own basetemp below it)."""
     if REUSED_RUNS:
-        run = Path(REUSED_RUNS) / name
-        return run, (run / ".built").is_file()
-    return tmp_path_factory.mktemp(name) / "run", False
+        return Path(REUSED_RUNS)
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(scope="session")
-def synthetic_features_run(tmp_path_factory) -> Path:
-    """A prepared synthetic run (600 scenes) with its random-init VGG16 feature cache: ~1 minute, built once.
-
-    Tests copy it before changing it.
-    """
-    import shutil
-
-    run, built = _session_run(tmp_path_factory, "synthetic")
-    if built:
-        return run
-    shutil.rmtree(run, ignore_errors=True)
-    for args in (("prepare", "--dataset", "synthetic", "--num-images", "600", "--run", str(run)),
-                 ("features", "--run", str(run), "--vgg-weights", "none")):
-        result = run_module("train", *args)
-        assert result.returncode == 0, result.stderr[-3000:]
-    (run / ".built").touch()
-    return run
+def demo_build(tmp_path_factory) -> DemoBuild:
+    """The README's `make demo` (600 scenes, 2 epochs, offline: the random-init VGG16) until it serves, asked once
+    and stopped: the trained, evaluated and exported run every test that needs one shares (~6 minutes, once per
+    session, under its own limit). Tests copy it before changing it."""
+    root = _build_root(tmp_path_factory) / "demo-build"
+    root.mkdir(parents=True, exist_ok=True)
+    record = root / "first_make_demo.json"
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be building it: wait for its record
+        if not record.is_file():
+            shutil.rmtree(root / "run", ignore_errors=True)
+            port = free_port()
+            env = offline_env(**DEMO_SETTINGS, RUN=str(root / "run"), PORT=str(port))
+            output, answer = serve_once(readme_block("Two commands")[0], env, port, within_s=BUILD_WITHIN_S)
+            record.write_text(json.dumps({"output": output, "answer": answer}))
+    recorded = json.loads(record.read_text())
+    return DemoBuild(root / "run", recorded["output"], recorded["answer"])
 
 
 @pytest.fixture(scope="session")
-def exported_run(synthetic_features_run, tmp_path_factory) -> Path:
-    """The 600-scene run trained for two epochs and exported with the int8 encoder (~2 minutes, once)."""
-    import shutil
+def exported_run(demo_build) -> Path:
+    """The build's run: prepared, features, trained two epochs, evaluated, exported with the int8 encoder."""
+    return demo_build.run
 
-    run, built = _session_run(tmp_path_factory, "export")
-    if built:
-        return run
-    shutil.rmtree(run, ignore_errors=True)
-    shutil.copytree(synthetic_features_run, run, ignore=shutil.ignore_patterns(".built"))
-    fit = run_module("train", "fit", "--run", str(run), "--epochs", "2")
-    assert fit.returncode == 0, fit.stderr[-3000:]
-    result = run_module("export", "--run", str(run), "--quantize", "int8")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    (run / ".built").touch()
+
+# What `prepare` and `features` write: the run before `fit`.
+PREPARED = ("captions.json", "splits.json", "vocab.json", "prepare_report.json")
+
+
+@pytest.fixture(scope="session")
+def synthetic_features_run(demo_build, tmp_path_factory) -> Path:
+    """The build's run as `prepare` and `features` left it (600 scenes, random-init VGG16 cache), in hard links:
+    for tests that train from there. Tests copy it before changing it."""
+    source, run = demo_build.run, tmp_path_factory.mktemp("synthetic") / "run"
+    run.mkdir()
+    for name in PREPARED:
+        os.link(source / name, run / name)
+    shutil.copytree(source / "features", run / "features", copy_function=os.link)
+    config = json.loads((source / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k in ("prepare", "features")}))
     return run
 
 

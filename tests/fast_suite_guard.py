@@ -24,8 +24,9 @@ from train.encoder import FORBID_VGG16_ENV
 
 # Fixtures whose own setup builds VGG16 (through a subprocess or in process); their users must be marked slow.
 VGG16_FIXTURES = {
-    "synthetic_features_run": "tests/conftest.py: `train features` on 600 scenes",
-    "exported_run": "tests/conftest.py: `export` rebuilds the encoder",
+    "demo_build": "tests/conftest.py: the README's `make demo` (features, export)",
+    "synthetic_features_run": "tests/conftest.py: a view of demo_build",
+    "exported_run": "tests/conftest.py: demo_build's run",
     "complete_run": "tests/train/test_features.py: `train features` on 10 images",
     "one_process_run": "tests/train/test_feature_shards.py: `train features` on 10 images, the shards' reference",
     "quick_results": "tests/bench/test_bench_cli.py: `bench --quick` times the Keras encoder",

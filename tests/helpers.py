@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -26,6 +27,50 @@ def run_module(module: str, *args: str, timeout: int = COMMAND_TIMEOUT,
     """Run `python -m module args` from the repo root, as a user would."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+# A machine with a network must not reach it from a test: ImageNet weights (528 MB) and Gradio's share tunnel go
+# through this dead proxy and fail at once, as offline; loopback (the servers under test) stays direct.
+OFFLINE = {name: "http://127.0.0.1:9" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")} | {
+    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_OFFLINE": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False"}
+
+
+def offline_env(**extra: str) -> dict:
+    return os.environ | OFFLINE | extra
+
+
+def readme_block(heading: str) -> list[str]:
+    """The commands of the first bash block under the README's `## heading`, comments dropped."""
+    text = (REPO / "README.md").read_text()
+    section = text.split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def serve_once(command: str, env: dict, port: int, within_s: float) -> tuple[str, dict]:
+    """Run the shell-free `command` until its page answers on `port` (within `within_s`), ask the API once about
+    the first example, stop it (its whole process group). Returns (everything it printed, the answer)."""
+    process = subprocess.Popen(command.split(), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = Drained(process)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + within_s
+        while True:
+            assert process.poll() is None, output.text()[-4000:]
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{command} did not serve within {within_s} s:\n" \
+                    + output.text()[-4000:]
+                time.sleep(1)
+        answer = ask_caption(url, sorted((REPO / "demo" / "examples").glob("*.png"))[0])
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=60)
+    return output.text(), answer
 
 
 def linked_copy(run: Path, into: Path) -> Path:
@@ -170,15 +215,14 @@ def start_server(bundle: Path, *extra: str):
     return wait_for_server(command, f"http://127.0.0.1:{port}/")
 
 
-def ask_caption(url: str, image: Path, num_beams: int = 3, max_length: int = 20, length_penalty: float = 0.5,
-                num_return_sequences: int = 3, variant: str = "fp32", decoder_variant: str | None = None) -> dict:
-    """The app's `/caption` API through gradio_client, as its users call it (without `decoder_variant`, as
-    callers written before it existed do)."""
+def ask_caption(url: str, image: Path, *settings, **named) -> dict:
+    """The app's `/caption` API through gradio_client, as its users call it: settings after the image in the API's
+    order (num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant) or by those names.
+    Those not given are the page's own defaults, filled in by gradio_client as for any caller: a test compares with
+    the product's defaults (`Captioner.compare(image)`), never with a copy of them."""
     from gradio_client import Client, handle_file
 
-    args = [handle_file(str(image)), num_beams, max_length, length_penalty, num_return_sequences, variant]
-    return Client(url, verbose=False).predict(*args, *([decoder_variant] if decoder_variant else []),
-                                              api_name="/caption")
+    return Client(url, verbose=False).predict(handle_file(str(image)), *settings, **named, api_name="/caption")
 
 
 def split_images(run: Path, *, split: str = "test", count: int | None = None) -> list[Path]:
@@ -253,6 +297,19 @@ def assert_same_answer(answer: dict, comparison) -> None:
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def require_chromium() -> None:
+    """Skip where Debian's chromium is missing, but fail under CI, which installs it (.ci/run): there a browser
+    test that passes without a browser would prove nothing."""
+    import pytest
+
+    if Path(CHROMIUM).exists():
+        return
+    message = f"Debian's chromium is not installed at {CHROMIUM}: `apt-get install chromium` (.ci/run does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def browser_caption(url: str, image: Path, screenshot: Path, details: dict | None = None) -> tuple[str, str, str]:

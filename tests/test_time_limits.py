@@ -4,14 +4,21 @@ A subprocess given 900 s inside a test that pytest-timeout stops at 600 s never 
 message ("make demo did not serve within ..."): the run just dies with a stack dump. So each literal
 wait (`timeout=N` on a call, `deadline = time.monotonic() + N`) must be below the limit of the test it
 sits in: `@pytest.mark.timeout(M)` on the test or its module, else `timeout` in pytest.ini. Waits in a
-module's helpers and fixtures must be below the module's limit (pytest-timeout counts fixture setup in
-the test's time), so conftest's below pytest.ini's. A `timeout` parameter's default counts as a wait.
-Playwright's timeouts are in milliseconds (its `wait_for*` and `goto` calls).
+module's helpers and fixtures must be below the module's limit too, so conftest's below pytest.ini's. A
+`timeout` parameter's default counts as a wait. Playwright's timeouts are in milliseconds (its `wait_for*`
+and `goto` calls).
+
+A test's limit covers its own body, not its fixtures' setup (pytest.ini: `timeout_func_only`): the shared
+build takes minutes and falls to whichever test needs it first, in any order, so it runs under a limit of
+its own (conftest `BUILD_WITHIN_S`), and a test's limit never has to guess what ran before it.
 """
 from __future__ import annotations
 
 import ast
 import configparser
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from tests.helpers import REPO
@@ -103,3 +110,33 @@ def test_the_check_sees_a_wait_longer_than_its_test(tmp_path):
         "waits 900 s in helper, which pytest-timeout stops at 600 s",
         "waits 700 s in runner, which pytest-timeout stops at 600 s",
         "waits 600 s in test_unmarked, which pytest-timeout stops at 600 s"]
+
+
+def test_a_fixture_slower_than_its_tests_limit_does_not_fail_the_test(tmp_path):
+    """pytest.ini's timeout settings, on a generated suite: a 2 s fixture under a 1 s test limit passes; the same
+    2 s in a test body fails."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "pytest.ini")
+    assert config["pytest"].getboolean("timeout_func_only"), "pytest.ini: timeout_func_only = true"
+    (tmp_path / "pytest.ini").write_text("[pytest]\n" + "".join(
+        f"{key} = {config['pytest'][key]}\n" for key in ("timeout", "timeout_func_only")))
+    (tmp_path / "test_generated.py").write_text(textwrap.dedent("""
+        import time
+        import pytest
+
+        @pytest.fixture
+        def slow_setup():
+            time.sleep(2)
+
+        @pytest.mark.timeout(1)
+        def test_slow_fixture(slow_setup):
+            pass
+
+        @pytest.mark.timeout(1)
+        def test_slow_body():
+            time.sleep(2)
+    """))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert "1 failed, 1 passed" in result.stdout, result.stdout[-2000:]
+    assert "test_slow_body" in result.stdout.split("short test summary")[-1]

@@ -143,6 +143,8 @@ class FitConfig:
     dropout: float = option(0.3, "dropout on image features and word embeddings")
     patience: int = option(4, "epochs without a better validation loss before stopping")
     lr_patience: int = option(1, "epochs without improvement before halving the learning rate")
+    min_delta: float = option(1e-4, "smallest fall of the validation loss that counts as an improvement, for early "
+                                    "stopping and the learning-rate halving")
     seed: int = option(0, "seed for initialisation, dropout and shuffling")
     strategy: str = option("default", "'mirrored' replicates the model on every GPU (or logical CPU) of this "
                                       "machine; 'multiworker' trains on several machines together "

@@ -202,9 +202,9 @@ def run_fit(cfg: FitConfig):
 
 def _callbacks(cfg: FitConfig, out: RunFiles, state: dict | None) -> list:
     """What runs after each epoch, writing into `out`: the run, or a worker's scratch folder (multiworker)."""
-    stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, verbose=1)
+    stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, min_delta=cfg.min_delta, verbose=1)
     reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                         min_lr=1e-5, verbose=1)
+                                         min_delta=cfg.min_delta, min_lr=1e-5, verbose=1)
     if state:
         stopper.restore = state["stopper"]
         reducer.restore = state["reducer"]

@@ -280,8 +280,10 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 f"variant **{result['variant']}** · decoder **{result['decoder_variant']}**",
             )
 
-        def api(*args) -> dict:
-            return caption_or_explain(pool, *args)
+        # named parameters: API callers may pass settings by these names; those left out take the page's values
+        def api(image, num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant) -> dict:
+            return caption_or_explain(pool, image, num_beams, max_length, length_penalty, num_return_sequences,
+                                      variant, decoder_variant)
 
         # the decoder variant last: API calls written before it existed still work (gradio_client fills it in
         # with the radio's value: fp32, or the one decoder a Space ships)

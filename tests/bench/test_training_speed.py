@@ -38,18 +38,16 @@ def test_epoch_comparison_reports_seconds_per_epoch_and_whether_the_10x_target_i
 
 
 @pytest.mark.slow
-def test_quick_measure_trains_both_recipes_and_reports_their_comparison():
+def test_smoke_measure_trains_both_recipes_and_reports_their_comparison():
     from bench.training_speed import measure
 
-    result = measure(quick=True)
+    result = measure(effort="smoke")
     assert result["name"] == "training_speed" and result["batch_size"] == 64
     assert set(result["model"]) >= {"embed_dim", "hidden_dim", "vocab_size"}
     _, captions = synthetic_captions(result["images"])
     samples, rates = result["samples_per_epoch"], result["samples_per_s"]
     assert samples == {"ours": len(captions), "seed": sum(len(words) + 1 for words in captions)}
     for side in ("ours", "seed"):
-        assert rates[side]["median_per_s"] > 0 and rates[side]["repeats"] == 2
+        assert rates[side]["median_per_s"] > 0 and rates[side]["repeats"] == 1
     reported = {key: result[key] for key in ("seconds_per_epoch", "ratio_seed_to_ours", "target")}
     assert reported == epoch_comparison(samples, rates), "the report is the comparison of the measured rates"
-    # ~12 prefixes per caption, each about as costly as one whole caption: the seed's epoch is far longer
-    assert result["ratio_seed_to_ours"] > 2, result

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    CHROMIUM,
     REPO,
     Drained,
     ask_caption,
     assert_same_answer,
     auto_provider,
     browser_caption,
+    require_chromium,
     start_server,
 )
 
@@ -30,12 +30,13 @@ def example_image() -> Path:
 
 
 def test_api_endpoint_returns_the_runtime_captions(served_app, captioner):
+    """Asked with nothing but the image, the API answers what `Captioner.compare` does with its own defaults: the
+    page's settings are the product's, whatever this run's captions are."""
     image = example_image()
     result = ask_caption(served_app, image)
-    assert result["greedy"]["caption"] == captioner.caption([image])[0].caption
-    expected = captioner.caption([image], num_beams=3, num_return_sequences=3)[0]
-    assert result["beam"]["caption"] == expected.caption and result["beam"]["num_beams"] == 3
-    assert [c["caption"] for c in result["beam"]["candidates"]] == [c.caption for c in expected.candidates]
+    expected = captioner.compare(image)
+    assert_same_answer(result, expected)
+    assert result["beam"]["caption"] == expected.beam.caption and result["beam"]["num_beams"] == expected.num_beams
     assert result["provider"] == auto_provider() and result["variant"] == "fp32" and result["encoder_ms"] > 0
     assert result["decoder_variant"] == "fp32"
     json.dumps(result)  # JSON-able as promised
@@ -46,7 +47,7 @@ def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_deco
     existed gets fp32, the seventh argument picks int8, and the answer says which one ran."""
     from demo.captioner import Captioner
 
-    image, settings = example_image(), (3, 20, 0.5, 3)
+    image, settings = example_image(), (3, 20, 0.5, 3)  # num_beams, max_length, length_penalty, num_return_sequences
     process, url = start_server(int8_decoder_run / "onnx", "--provider", "cpu")
     server = Drained(process)
     try:
@@ -68,8 +69,7 @@ def test_browser_uploads_an_example_and_reads_both_captions(served_app, captione
     from demo.model_card import read_model_card
     from demo.web.page import highlight
 
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    require_chromium()
     image = example_image()
     greedy = captioner.caption([image])[0]
     beam = captioner.caption([image], num_beams=3, num_return_sequences=3)[0]

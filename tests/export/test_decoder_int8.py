@@ -1,10 +1,8 @@
 """The int8 decoder's gate: shipped when its greedy captions match fp32's, left out (saying why) when not.
 
 Which way the gate goes for a given model depends on its weights (and so on the CPU that trained it), so
-the export's own decision is checked against its own figures, and each outcome is forced by moving the
-bounds: the quantization, the decoding and the measuring are real.
+each outcome is forced by moving the bounds: the quantization, the decoding and the measuring are real.
 """
-import json
 import shutil
 
 import pytest
@@ -16,20 +14,6 @@ from train.features import load_cache
 from train.run_files import RunFiles
 
 pytestmark = pytest.mark.slow  # needs the exported session run
-
-
-def test_the_exports_decision_follows_its_own_figures(exported_run):
-    manifest = json.loads((exported_run / "onnx" / "manifest.json").read_text())
-    figures = manifest["parity"]["decoder_int8"]
-    gate = figures["gate"]
-    passes = (figures["greedy_identical_fraction"] >= gate["greedy_identical_at_least"]
-              and abs(figures["bleu_4_change"]) <= gate["bleu_4_change_at_most"])
-    assert figures["shipped"] is passes
-    assert (layout.decoder_file("int8") in manifest["files"]) is passes
-    test_images = len(read_captions(RunFiles(exported_run).captions).ids("test"))
-    assert figures["evaluation_images"] == min(test_images, 200)  # --int8-eval-images
-    if not passes:
-        assert figures["why"].startswith("left out: greedy identical")
 
 
 @pytest.fixture

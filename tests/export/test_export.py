@@ -157,14 +157,15 @@ bundle.install(work, run / "onnx")
 
 
 def kill_during_conversion(run: Path) -> Path:
-    """Start `python -m export`; SIGKILL it once tf2onnx has written the conv part; return its work folder."""
+    """Start `python -m export`; SIGKILL it once the conv part is in its work folder (reused from the run's
+    conversion cache, then fc1 and fc2 are appended to it); return its work folder."""
     process = subprocess.Popen([sys.executable, "-m", "export", "--run", str(run)], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     work = run / f".onnx-tmp-{process.pid}"
     deadline = time.monotonic() + 240
     while not (work / CONV_PART).is_file():
         assert process.poll() is None, "export ended before it could be interrupted"
-        assert time.monotonic() < deadline, "the conversion did not start within 240 s"
+        assert time.monotonic() < deadline, "the encoder stage did not start within 240 s"
         time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=60)

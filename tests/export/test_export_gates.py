@@ -9,7 +9,8 @@ with the check's message, install nothing and leave the previous bundle as it
 was. Turning any of those raises into a warning makes its test fail.
 
 Slow: each export runs at least the decoder child (~15 s); the encoder and
-int8 cases run the VGG16 conversion (~1 minute each).
+int8 cases reuse the shared build's VGG16 conversion (`export.conv_cache`) and
+run the Keras reference child.
 """
 from __future__ import annotations
 
@@ -123,6 +124,7 @@ def test_an_encoder_that_differs_from_keras_is_refused(exported_run, tmp_path, c
     monkeypatch.setattr(export.bundle, "vgg16_weights", scaled_fc2)
     stderr = export_refused(run, capsys)
     assert "error: encoder.onnx differs from Keras by" in stderr and "of the feature scale (allowed 1e-04)" in stderr
+    assert "reusing VGG16's convolutional part" in stderr and "with tf2onnx" not in stderr, "the run's conversion"
 
 
 def test_an_int8_encoder_below_the_cosine_bound_is_refused(exported_run, tmp_path, capsys, monkeypatch):

@@ -18,8 +18,6 @@ from tests.fixtures_datasets import (
 )
 from train.datasets import flickr8k, flickr30k, karpathy
 
-REAL_FLICKR8K = Path(__file__).resolve().parents[2].parent / "shared/data/flickr8k"
-
 
 def by_id(dataset) -> dict:
     return {image.image_id: image for image in dataset.images}
@@ -196,13 +194,11 @@ def test_flickr8k_without_captions_file_names_what_it_looked_for(tmp_path: Path)
         flickr8k.load(tmp_path / "missing-dir")
 
 
-def test_flickr8k_real_token_file(tmp_path: Path) -> None:
-    if not (REAL_FLICKR8K / "Flickr8k.token.txt").is_file():
-        pytest.skip(f"real Flickr8k captions not present at {REAL_FLICKR8K}")
+def test_flickr8k_real_token_file(tmp_path: Path, shared_flickr8k: Path) -> None:
     images_dir = tmp_path / "images"
     images_dir.mkdir()
 
-    data = flickr8k.load(REAL_FLICKR8K, images_dir)
+    data = flickr8k.load(shared_flickr8k, images_dir)
 
     assert data.lines_read == 40460
     assert len(data.images) == 8092

@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from train.encoder import EncoderSpec, build_encoder, load_vgg16
+from train.encoder import EncoderSpec, build_encoder, load_vgg16, vgg16_weights
 from train.tf_import import import_keras
 
 
@@ -31,11 +31,13 @@ def test_local_keras_h5_weights_load_like_keras_applications(tmp_path):
     assert EncoderSpec(str(path)).describe().startswith("file:vgg16_weights_tf_dim_ordering_tf_kernels.h5:sha256=")
 
 
-@pytest.mark.slow
-def test_random_init_is_the_same_in_every_process():
-    """Export rebuilds the encoder from the seed: it must equal the one that made the feature cache."""
-    first, second = load_vgg16(EncoderSpec("none", 0)), load_vgg16(EncoderSpec("none", 0))
-    for name in ("block1_conv1", "fc2"):
-        np.testing.assert_array_equal(first.get_layer(name).get_weights()[0], second.get_layer(name).get_weights()[0])
-    other = load_vgg16(EncoderSpec("none", 1))
-    assert not np.array_equal(first.get_layer("fc2").get_weights()[0], other.get_layer("fc2").get_weights()[0])
+def test_random_init_is_drawn_from_its_seed_alone():
+    """Export rebuilds the encoder from the seed (in another process: the shared build's encoder parity proves it
+    end to end); here, without building VGG16, the weights stream depends on the seed and nothing else."""
+    def first_layers(seed: int) -> list[np.ndarray]:
+        stream = vgg16_weights(EncoderSpec("none", seed))
+        return [next(stream)[1] for _ in range(2)]
+
+    for a, b in zip(first_layers(0), first_layers(0)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first_layers(0)[1], first_layers(1)[1])

@@ -109,8 +109,10 @@ def test_a_shard_killed_midway_reruns_into_the_same_cache(one_process_run, shard
             assert process.poll() is None, "shard 0/2 finished before it could be killed"
             assert time.monotonic() < deadline, "shard 0/2 flagged no batch in time"
             time.sleep(0.02)
+        process.send_signal(signal.SIGSTOP)  # frozen where it was seen: the kill lands inside the window
         os.kill(process.pid, signal.SIGKILL)
     finally:
+        process.kill()
         process.wait(timeout=60)
     killed = done_flags(run)
     computed = int(killed[0::2].sum())

@@ -77,21 +77,24 @@ def test_sigkill_then_rerun_gives_the_same_cache(complete_run):
     process = subprocess.Popen([sys.executable, "-m", "train", *features_args(run)], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     done_file = run / "features" / "done.npy"
+
+    def batches_done() -> np.ndarray:
+        try:
+            return np.load(done_file, allow_pickle=False)
+        except (ValueError, OSError, EOFError):  # not written yet, or being replaced
+            return np.zeros(1, bool)
+
     deadline = time.monotonic() + 300
     try:
-        while time.monotonic() < deadline:
-            if done_file.is_file():
-                try:
-                    done = np.load(done_file, allow_pickle=False)
-                except (ValueError, OSError, EOFError):
-                    done = np.zeros(1, bool)
-                if 1 <= done.sum() < len(done) - 1:
-                    break
+        while not 1 <= batches_done().sum() < len(batches_done()) - 1:
             assert process.poll() is None, "extraction finished before it could be interrupted"
+            assert time.monotonic() < deadline, "no batch was flagged done within 300 s"
             time.sleep(0.05)
+        process.send_signal(signal.SIGSTOP)  # frozen where it was seen: the kill lands inside the window
         os.kill(process.pid, signal.SIGKILL)
     finally:
-        process.wait()
+        process.kill()
+        process.wait(timeout=60)
     meta = json.loads((run / "features" / "meta.json").read_text())
     assert meta["complete"] is False
     done_before = np.load(done_file, allow_pickle=False)

@@ -123,14 +123,12 @@ def test_a_worker_alone_gives_up_naming_the_silent_address(synthetic_features_ru
     from train.local_workers import free_ports
 
     first, second = (f"127.0.0.1:{port}" for port in free_ports(2))
-    started = time.monotonic()
     result = run_module("train", "fit", "--run", str(run), "--strategy", "multiworker", "--workers",
                         f"{first},{second}", "--worker-index", "0", "--join-timeout", "5", timeout=120)
     assert result.returncode == -9, result.stderr[-3000:]  # its watchdog ends it: TensorFlow obeys only SIGKILL
     assert f"error: worker 0 ({first}) could not reach the other workers within 5 s: nothing answers at worker 1 " \
            f"at {second}" in result.stderr and "--join-timeout" in result.stderr
     assert "Traceback" not in result.stderr
-    assert time.monotonic() - started < 90
     assert not (run / "checkpoints").exists()
 
 
