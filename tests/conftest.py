@@ -1,9 +1,11 @@
 """Shared fixtures: the one trained run the suite shares (built by the README's own `make demo`), views of it, and
 the location of the real data shipped beside the repo."""
+import ctypes
 import fcntl
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tests.fresh_venvs import FRESH_VENVS, VenvInstall
 from tests.helpers import REPO as REPO
 from tests.helpers import Drained, free_port, offline_env, readme_block, serve_once, start_server
 
@@ -121,3 +124,55 @@ def served_app(exported_run):
     output = Drained(process)
     yield url
     output.stop()
+
+
+def nvidia_driver() -> bool:
+    """Whether this machine can load the NVIDIA driver library (the GPU wheel's tests need it absent)."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only the venvs of tests that will run
+def pytest_collection_modifyitems(session, config, items):
+    """Start the fresh venvs the selected tests need now, so they install while the shared build trains."""
+    wanted = {name for item in items for name in getattr(item, "fixturenames", ()) if name in FRESH_VENVS}
+    if config.option.collectonly:
+        wanted = set()
+    if "gpu_venv" in wanted and nvidia_driver():
+        wanted.remove("gpu_venv")  # its tests skip on such a machine
+    root = Path(tempfile.mkdtemp(prefix="fresh-venvs-")) if wanted else None
+    config.stash[FRESH] = {name: VenvInstall(root / name, FRESH_VENVS[name]) for name in sorted(wanted)}
+    config.stash[FRESH_ROOT] = root
+
+
+def pytest_unconfigure(config):
+    for install in config.stash.get(FRESH, {}).values():
+        install.stop()
+    if config.stash.get(FRESH_ROOT, None):
+        shutil.rmtree(config.stash[FRESH_ROOT], ignore_errors=True)
+
+
+FRESH, FRESH_ROOT = pytest.StashKey[dict](), pytest.StashKey[Path | None]()
+
+
+def _fresh_venv(request, name: str) -> Path:
+    return request.config.stash[FRESH][name].wait()
+
+
+@pytest.fixture(scope="session")
+def demo_venv(request) -> Path:
+    """A fresh venv with demo/requirements.txt alone (installed in the background from collection on)."""
+    return _fresh_venv(request, "demo_venv")
+
+
+@pytest.fixture(scope="session")
+def gpu_venv(request) -> Path:
+    """A fresh venv with demo/requirements-gpu.txt alone (onnxruntime-gpu with CUDA and cuDNN from pip), on a
+    machine without an NVIDIA driver, where it must run on the CPU and say why."""
+    if nvidia_driver():
+        pytest.skip("this machine has an NVIDIA driver: test_captioner.py::test_auto_picks_cuda_where_it_exists "
+                    "and the GPU check (make gpu-check) cover it")
+    return _fresh_venv(request, "gpu_venv")

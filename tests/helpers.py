@@ -209,10 +209,11 @@ def wait_for_server(command: list[str], url: str, cwd: Path = REPO, env: dict | 
 
 
 def start_server(bundle: Path, *extra: str):
-    """`python -m demo serve` in a subprocess on a free loopback port; returns (process, url) once it answers."""
+    """`python -m demo serve` in a subprocess on a free loopback port, offline (`--share` must not reach out from a
+    test); returns (process, url) once it answers."""
     port = free_port()
     command = [sys.executable, "-m", "demo", "serve", "--model", str(bundle), "--port", str(port), *extra]
-    return wait_for_server(command, f"http://127.0.0.1:{port}/")
+    return wait_for_server(command, f"http://127.0.0.1:{port}/", env=offline_env())
 
 
 def ask_caption(url: str, image: Path, *settings, **named) -> dict:

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, Drained, ask_caption, free_port, wait_for_server
+from tests.helpers import OFFLINE, REPO, Drained, ask_caption, free_port, wait_for_server
 
 APP = REPO / "demo" / "app.py"
 
 
 def app_env(home: Path, **settings: str) -> dict:
-    """A clean environment: only what a Space would have, plus the settings under test."""
-    return {"PATH": os.environ["PATH"], "HOME": str(home), **settings}
+    """A clean environment: only what a Space would have, plus the settings under test, offline (the share
+    attempt must fail here as it does without a network)."""
+    return {"PATH": os.environ["PATH"], "HOME": str(home), **OFFLINE, **settings}
 
 
 def refused(url: str) -> bool:
@@ -52,7 +53,7 @@ def test_app_py_serves_the_bundle_host_and_port_from_the_environment(exported_ru
         assert refused(f"http://127.0.0.1:{port}/"), "CAPTIONER_HOST=127.0.0.2: nothing listens on 127.0.0.1"
         image = example_images()[0]
         result = ask_caption(url, image)
-        expected = Captioner(bundle, provider="cpu").compare(image, 3, 20, 0.5, 3)
+        expected = Captioner(bundle, provider="cpu").compare(image)  # both with the product's defaults
         assert result["provider"] == "cpu" and result["variant"] == "fp32"
         assert result["greedy"]["caption"] == expected.greedy.caption
         assert result["greedy"]["log_prob"] == pytest.approx(expected.greedy.log_prob, abs=1e-4)

@@ -7,37 +7,17 @@ missing, for the caption CLI and the server alike. No traceback, no page of ONNX
 
 Slow: installs about 1.5 GB of wheels into the venv (a minute or two; pip's cache makes reruns quicker).
 """
-import ctypes
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import REPO, free_port, split_images
 
-# pip installs the GPU wheel and its CUDA libraries into a fresh venv (a download of gigabytes elsewhere)
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2100)]
+# the venv: conftest `gpu_venv` (installed in the background from collection on; a download of gigabytes elsewhere)
+pytestmark = pytest.mark.slow
 ORT_LOG_MARKS = ("[E:onnxruntime", "[W:onnxruntime", "Traceback")
-
-
-@pytest.fixture(scope="module")
-def gpu_venv(tmp_path_factory) -> Path:
-    try:  # the premise, exactly as asserted below: no driver library to load
-        ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        pass
-    else:
-        pytest.skip("this machine has an NVIDIA driver: test_captioner.py::test_auto_picks_cuda_where_it_exists "
-                    "and the GPU check (make gpu-check) cover it")
-    venv = tmp_path_factory.mktemp("gpu-wheel") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r",
-                              str(REPO / "demo" / "requirements-gpu.txt")], capture_output=True, text=True,
-                             timeout=1800)
-    assert install.returncode == 0, install.stderr[-3000:]
-    return venv
 
 
 def in_venv(venv: Path, *args: str, home: Path) -> subprocess.CompletedProcess:

@@ -88,7 +88,6 @@ def scheduler_events(log: list[dict]) -> tuple[int | None, int]:
     return (halved[0] if halved else None), len(log)
 
 
-@pytest.mark.timeout(900)
 def test_a_run_killed_mid_training_and_resumed_ends_where_an_uninterrupted_run_ends(synthetic_features_run,
                                                                                     tmp_path):
     """The README's promise: same epochs, learning rates and validation losses, with early stopping and

@@ -26,8 +26,10 @@ THREE_EPOCHS = (*QUIET_FIT, "--epochs", str(EPOCHS))
 TWO_WORKERS = ("--strategy", "multiworker", "--local-workers", "2")
 # Two workers average each half batch's loss over its own words and then the halves, where one process averages
 # over the whole batch's words, and each worker draws dropout masks for its half: not the same arithmetic, the
-# same training (and Adam's clipnorm clips each worker's gradient before the sum). Measured on the AMD EPYC,
-# 3 epochs: training and validation losses within 0.024 of one process's at every epoch (3.44 -> 1.09).
+# same training (and Adam's clipnorm clips each worker's gradient before the sum). The gap is dropout's and the
+# averaging's, not the CPU's: measured on the AMD EPYC, 3 epochs, within 0.024 of one process's at every epoch
+# (3.44 -> 1.09), where another CPU's reordered float sums move a loss by about 1e-5 (RESUME_TOLERANCE's
+# measurements). The bound leaves 3x that gap and stays 30x below the 2.35 the loss falls over the run.
 LOSS_TOLERANCE = 0.08
 RUN_FILES = {"model.keras", "checkpoints/last.keras", "checkpoints/state.json", "logs/training.csv"}
 
@@ -57,7 +59,6 @@ def two_workers(synthetic_features_run, tmp_path_factory) -> tuple[Path, subproc
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # sets up both runs (and, first in a suite, the 600-scene feature cache)
 def test_two_workers_train_like_one_process(two_workers, one_process):
     run, result, scratch = two_workers
     assert "MultiWorkerMirroredStrategy over 2 replicas on 2 workers" in result.stderr
