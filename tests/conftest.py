@@ -139,8 +139,8 @@ def nvidia_driver() -> bool:
 def pytest_collection_modifyitems(session, config, items):
     """Start the fresh venvs the selected tests need now, so they install while the shared build trains."""
     wanted = {name for item in items for name in getattr(item, "fixturenames", ()) if name in FRESH_VENVS}
-    if config.option.collectonly:
-        wanted = set()
+    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        wanted = set()  # a pytest-xdist worker collects every test, whoever runs them: its fixture starts one
     if "gpu_venv" in wanted and nvidia_driver():
         wanted.remove("gpu_venv")  # its tests skip on such a machine
     root = Path(tempfile.mkdtemp(prefix="fresh-venvs-")) if wanted else None
@@ -159,7 +159,12 @@ FRESH, FRESH_ROOT = pytest.StashKey[dict](), pytest.StashKey[Path | None]()
 
 
 def _fresh_venv(request, name: str) -> Path:
-    return request.config.stash[FRESH][name].wait()
+    """The venv started at collection, or one started now (under pytest-xdist, where collection starts none)."""
+    installs = request.config.stash[FRESH]
+    if name not in installs:
+        root = request.getfixturevalue("tmp_path_factory").mktemp("fresh-venvs")
+        installs[name] = VenvInstall(root / name, FRESH_VENVS[name])
+    return installs[name].wait()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ VGG16_FIXTURES = {
     "exported_run": "tests/conftest.py: demo_build's run",
     "complete_run": "tests/train/test_features.py: `train features` on 10 images",
     "one_process_run": "tests/train/test_feature_shards.py: `train features` on 10 images, the shards' reference",
-    "quick_results": "tests/bench/test_bench_cli.py: `bench --quick` times the Keras encoder",
+    "smoke_results": "tests/bench/test_bench_cli.py: `bench --smoke` times the Keras encoder",
     "pool_run": "tests/train/test_fine_tune_top.py: `train features --layer block5_pool` on 100 scenes",
 }
 

@@ -29,10 +29,11 @@ def run_module(module: str, *args: str, timeout: int = COMMAND_TIMEOUT,
                           timeout=timeout, env=env)
 
 
+LOOPBACK = "127.0.0.1,127.0.0.2,localhost,::1"  # the addresses servers under test listen on
 # A machine with a network must not reach it from a test: ImageNet weights (528 MB) and Gradio's share tunnel go
 # through this dead proxy and fail at once, as offline; loopback (the servers under test) stays direct.
 OFFLINE = {name: "http://127.0.0.1:9" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")} | {
-    "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost", "HF_HUB_OFFLINE": "1",
+    "NO_PROXY": LOOPBACK, "no_proxy": LOOPBACK, "HF_HUB_OFFLINE": "1",
     "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
@@ -73,13 +74,11 @@ def serve_once(command: str, env: dict, port: int, within_s: float) -> tuple[str
     return output.text(), answer
 
 
-def linked_copy(run: Path, into: Path) -> Path:
-    """`into/run`, a copy of `run` whose files are hard links: for a command that writes only new files
-    and renames (an export), never into existing ones."""
-    import shutil
-
+def linked_copy(run: Path, into: Path, without: tuple[str, ...] = ()) -> Path:
+    """`into/run`, a copy of `run` whose files are hard links (less the names in `without`): for a command that
+    writes only new files and renames (an export, an evaluation), never into existing ones."""
     copy = into / "run"
-    shutil.copytree(run, copy, copy_function=os.link)
+    shutil.copytree(run, copy, copy_function=os.link, ignore=shutil.ignore_patterns(*without))
     return copy
 
 

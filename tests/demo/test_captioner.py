@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 def keras_captions(exported_run, tmp_path_factory) -> dict:
     """Keras' caption of every test image: `evaluate` with every sample kept, into a copy (the build's own
     metrics.json keeps a few samples)."""
-    run = linked_copy(exported_run, tmp_path_factory.mktemp("evaluated"))
+    run = linked_copy(exported_run, tmp_path_factory.mktemp("evaluated"), without=("onnx", "export_cache"))
     result = run_module("train", "evaluate", "--run", str(run), "--beam", "1", "3", "--samples", "1000")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
