@@ -137,7 +137,11 @@ def nvidia_driver() -> bool:
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only the venvs of tests that will run
 def pytest_collection_modifyitems(session, config, items):
-    """Start the fresh venvs the selected tests need now, so they install while the shared build trains."""
+    """Files with slow tests first (pytest-xdist hands out whole files in this order, so the quick ones fill the
+    end and both workers finish together); then start the fresh venvs the selected tests need, so they install
+    while the shared build trains."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
     wanted = {name for item in items for name in getattr(item, "fixturenames", ()) if name in FRESH_VENVS}
     if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
         wanted = set()  # a pytest-xdist worker collects every test, whoever runs them: its fixture starts one
