@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
+
+from export.tool_versions import tool_versions
 
 FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "fma")
 PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "onnxruntime", "onnxruntime-gpu", "tf2onnx", "onnx",
@@ -21,12 +22,7 @@ def machine_info() -> dict:
                     flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
+    versions = tool_versions(PACKAGES)
     return {
         "cpu": cpu_model,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),

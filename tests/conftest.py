@@ -126,6 +126,9 @@ def served_app(exported_run):
     output.stop()
 
 
+FRESH, FRESH_ROOT = pytest.StashKey[dict](), pytest.StashKey[Path | None]()  # the installs started
+
+
 def nvidia_driver() -> bool:
     """Whether this machine can load the NVIDIA driver library (the GPU wheel's tests need it absent)."""
     try:
@@ -157,9 +160,6 @@ def pytest_unconfigure(config):
         install.stop()
     if config.stash.get(FRESH_ROOT, None):
         shutil.rmtree(config.stash[FRESH_ROOT], ignore_errors=True)
-
-
-FRESH, FRESH_ROOT = pytest.StashKey[dict](), pytest.StashKey[Path | None]()
 
 
 def _fresh_venv(request, name: str) -> Path:
