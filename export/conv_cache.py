@@ -8,11 +8,10 @@ with Keras' own features), so a stale or damaged entry cannot reach a bundle.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
-from demo.artifacts import atomic_write_json, read_json, sha256_file
+from demo.artifacts import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from demo.preprocess import IMAGE_SIZE, PREPROCESS_VERSION
 from export.tool_versions import tool_versions
 from train.encoder import EncoderSpec
@@ -45,9 +44,6 @@ def reuse(run: Path, key: dict, into: Path) -> bool:
 def store(run: Path, key: dict, converted: Path) -> None:
     """Keep `converted` for the next export: the graph first, then the record that vouches for it (atomically)."""
     folder = run / CACHE_DIR
-    folder.mkdir(exist_ok=True)
-    temporary = folder / f".{ONNX_FILE}.{os.getpid()}"
-    shutil.copyfile(converted, temporary)
-    os.replace(temporary, folder / ONNX_FILE)
+    atomic_write_bytes(folder / ONNX_FILE, converted.read_bytes())  # the conv part alone: about 60 MB
     atomic_write_json(folder / KEY_FILE, {"key": key, "sha256": sha256_file(folder / ONNX_FILE)})
 
