@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         state = "failed" if any("failed" in e for e in entries) else "skipped" if all("skipped" in e for e in entries) \
             else "done"
         print(f"{state} in {time.time() - begun:.0f} s", flush=True, file=sys.stderr)
+        for entry in entries:
+            if "failed" in entry:  # the table says only "failed"; the reason belongs where the user is looking
+                print(f"bench: {entry['name']} failed:\n{entry['failed']}", flush=True, file=sys.stderr)
     results["seconds"] = round(time.time() - started, 1)
     atomic_write_json(args.out / "results.json", results)
     table = markdown(results)

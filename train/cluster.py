@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from demo.errors import BadInput
 
 TF_CONFIG = "TF_CONFIG"
+PORT_TAKEN = "cannot listen on"  # how a worker's port error starts; `--local-workers` retries on new ports
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,15 @@ from pathlib import Path
 
 from demo.artifacts import read_json
 from demo.errors import BadInput, CaptionerError
+from train.cluster import PORT_TAKEN
 from train.config import FitConfig, to_arguments
 from train.run_files import RunFiles
 
 log = logging.getLogger(__name__)
 
+# The ports are free when chosen but released before TensorFlow listens on them; on a busy machine another
+# program's connection can take one in between, which fails at once and is safe to retry.
+PORT_ATTEMPTS = 3
 GRACE_SECONDS = 30.0  # after one worker failed, how long the others get to notice and stop by themselves
 CLUSTER_OPTIONS = ("strategy", "workers", "worker_index", "local_workers")
 
@@ -62,27 +66,39 @@ def run_local_workers(cfg: FitConfig) -> None:
         raise BadInput("--local-workers starts a multi-worker run: add --strategy multiworker")
     if cfg.workers or cfg.worker_index is not None or cfg.local_workers < 2:
         raise BadInput("--local-workers N (N >= 2) starts its own cluster: leave out --workers and --worker-index")
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(cfg.local_workers)]
-    env = worker_environment(cfg.local_workers)
-    workers = []
-    for index in range(cfg.local_workers):
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(cfg.local_workers)]
+        workers, port_taken = _start(cfg, addresses)
+        try:
+            failed = _wait(workers)
+        except KeyboardInterrupt:
+            _kill(workers)
+            raise
+        if failed is not None and port_taken.is_set() and attempt < PORT_ATTEMPTS:
+            log.info("fit: a port was taken by another program between choosing and listening; new ports")
+            continue
+        if failed is not None:
+            raise WorkersFailed(_failure_message(cfg, workers, failed, addresses))
+        log.info(f"fit: all {len(workers)} workers finished")
+        return
+
+
+def _start(cfg: FitConfig, addresses: list[str]) -> tuple[list[subprocess.Popen], threading.Event]:
+    """The workers, their output relayed; the event is set when one says its port was taken."""
+    env, port_taken, workers = worker_environment(len(addresses)), threading.Event(), []
+    for index in range(len(addresses)):
         process = subprocess.Popen(worker_command(cfg, addresses, index), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, env=env, bufsize=1)
-        threading.Thread(target=_relay, args=(process, index), daemon=True).start()
+        threading.Thread(target=_relay, args=(process, index, port_taken), daemon=True).start()
         log.info(f"fit: worker {index} at {addresses[index]}, pid {process.pid}")
         workers.append(process)
-    try:
-        failed = _wait(workers)
-    except KeyboardInterrupt:
-        _kill(workers)
-        raise
-    if failed is not None:
-        raise WorkersFailed(_failure_message(cfg, workers, failed, addresses))
-    log.info(f"fit: all {len(workers)} workers finished")
+    return workers, port_taken
 
 
-def _relay(process: subprocess.Popen, index: int) -> None:
+def _relay(process: subprocess.Popen, index: int, port_taken: threading.Event) -> None:
     for line in process.stdout:
+        if PORT_TAKEN in line:
+            port_taken.set()
         sys.stderr.write(f"[worker {index}] {line}")
     sys.stderr.flush()
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from demo.errors import CaptionerError
 from train import join_watchdog
-from train.cluster import Cluster
+from train.cluster import PORT_TAKEN, Cluster
 from train.tf_import import import_keras
 
 import_keras()  # TensorFlow imported quietly, once
@@ -39,6 +39,10 @@ class WorkerLost(CaptionerError, RuntimeError):
     """Another worker stopped answering during training."""
 
 
+class PortTaken(CaptionerError, OSError):
+    """This worker's port was taken by another program before TensorFlow could listen on it."""
+
+
 def join_cluster(cluster: Cluster, timeout: float):
     """The strategy, once every worker has joined; after `timeout` seconds without the others, the process ends
     with one error line naming the addresses where nothing answers (`train.join_watchdog`)."""
@@ -50,6 +54,11 @@ def join_cluster(cluster: Cluster, timeout: float):
     started = time.perf_counter()
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    except tf.errors.UnknownError as exc:
+        if "Could not start gRPC server" not in str(exc):
+            raise
+        raise PortTaken(f"{PORT_TAKEN} {cluster.address}: another program holds that port; choose a free one in "
+                        "--workers (or TF_CONFIG)") from exc
     finally:
         with contextlib.suppress(OSError):
             watchdog.stdin.write(join_watchdog.JOINED)

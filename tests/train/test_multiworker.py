@@ -133,6 +133,24 @@ def test_a_worker_alone_gives_up_naming_the_silent_address(synthetic_features_ru
     assert not (run / "checkpoints").exists()
 
 
+@pytest.mark.slow
+def test_a_worker_whose_port_is_taken_says_so(synthetic_features_run, tmp_path):
+    """Another program listening on the worker's port: one line naming the address (which `--local-workers`
+    recognises to retry on new ports), not TensorFlow's "Could not start gRPC server" traceback."""
+    import socket
+
+    run = copy_run(synthetic_features_run, tmp_path / "run")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = f"127.0.0.1:{squatter.getsockname()[1]}"
+        result = run_module("train", "fit", "--run", str(run), "--strategy", "multiworker", "--workers",
+                            f"{taken},127.0.0.1:9", "--worker-index", "0", "--join-timeout", "30", timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"cannot listen on {taken}: another program holds that port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_workers_option_writes_the_tf_config_tensorflow_reads(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     cluster = resolve_cluster("10.0.0.1:2222, 10.0.0.2:2222", 1)
