@@ -19,7 +19,7 @@ from bench.report import markdown
 from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.sessions import PROVIDERS
 
-BENCHMARKS = ("features", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export",
+BENCHMARKS = ("features", "calibration", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export",
               "multiworker")
 QUICK_SKIPS = ("export", "multiworker")  # minutes each on their own: --quick and --smoke leave them to --only
 

@@ -25,6 +25,12 @@ def _features(args: argparse.Namespace) -> list[dict]:
     return [measure(effort=args.effort)]
 
 
+def _calibration(args: argparse.Namespace) -> list[dict]:
+    from bench.calibration import measure  # lazy: a child imports only the benchmark it runs
+
+    return [measure(effort=args.effort)]
+
+
 def _training(args: argparse.Namespace) -> list[dict]:
     from bench.training_speed import measure  # lazy: a child imports only the benchmark it runs
 
@@ -78,8 +84,8 @@ def _multiworker(args: argparse.Namespace) -> list[dict]:
 
 # provider: the ONNX Runtime provider of the decoding, end-to-end and folder runtimes (the others measure the CPU)
 RUNNERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
-    "features": _features, "training": _training, "encoder": _encoder, "decoding": _decoding,
-    "end_to_end": _end_to_end, "serving": _serving, "export": _export, "folder": _folder,
+    "features": _features, "calibration": _calibration, "training": _training, "encoder": _encoder,
+    "decoding": _decoding, "end_to_end": _end_to_end, "serving": _serving, "export": _export, "folder": _folder,
     "multiworker": _multiworker,
 }
 

@@ -28,6 +28,7 @@ from demo.generation import DEFAULTS
 from demo.model_card import DESCRIBES_MARK, SUMMARY_MARK
 from demo.vocab import SPECIAL_TOKENS
 from export.card_figures import export_section, results_section, searches, share
+from train.calibrated_vgg16 import WEIGHTS_FILE as CALIBRATED_FILE
 from train.datasets.synthetic import BACKGROUNDS, CAPTIONS_PER_IMAGE, COLOURS, SHAPES
 from train.encoder import FEATURE_DIM
 from train.run_files import RunFiles
@@ -91,6 +92,10 @@ class Records:
         return str(self.weights).startswith("random-")
 
     @property
+    def calibrated_encoder(self) -> bool:
+        return str(self.weights).startswith(f"file:{CALIBRATED_FILE}:")
+
+    @property
     def decoder_only(self) -> bool:
         return self.weights is None and "encoder" not in (self.manifest.get("models") or {})
 
@@ -147,6 +152,11 @@ def _caveat(r: Records) -> str:
                 if not r.dataset.photos else
                 " — in principle: its VGG16 is randomly initialised (no ImageNet weights), so it cannot describe "
                 "photos")
+    if r.calibrated_encoder:
+        return (": it has seen only shapes, and its VGG16 was calibrated on them (no ImageNet weights)"
+                if not r.dataset.photos else
+                ", with a VGG16 calibrated on its own photos instead of trained on ImageNet, so it describes them "
+                "far less well than an ImageNet encoder would")
     return ": it has seen only shapes" if not r.dataset.photos else ""
 
 
@@ -197,6 +207,10 @@ def weights_phrase(weights: str) -> str:
         return "ImageNet weights"
     if weights.startswith("random-"):
         return f"randomly initialised (`{weights}`: seeded He-normal draws, no ImageNet training)"
+    if weights.startswith(f"file:{CALIBRATED_FILE}:"):
+        return ("calibrated on the run's own training images (`--vgg-weights calibrated`: each conv layer from "
+                "the principal components of its input patches, fc1 a spatial pyramid of region averages, fc2 the "
+                "identity; no ImageNet weights, no backpropagation)")
     if weights.startswith("file:"):
         return f"weights from the file `{weights.split(':')[1]}`"
     return f"weights `{weights}`"
@@ -309,17 +323,21 @@ def _synthetic_use(r: Records) -> list[str]:
     if r.random_encoder:
         lines.append(f"- **Random-init VGG16**: the encoder's weights are random (`{r.weights}`), so its features "
                      "carry colour and layout but no learned notion of form" + _scene_evidence(r.metrics) + ".")
+    if r.calibrated_encoder:
+        lines.append("- **Calibrated VGG16**: the encoder's weights were computed from the training scenes "
+                     "(no ImageNet), so its features carry form, colour and layout"
+                     + _scene_evidence(r.metrics, "on its test scenes its") + ".")
     lines.append("- **For photos**: train on Flickr8k or Flickr30K with ImageNet weights (the repository README's "
                  "\"Real data\" section) and export that run.")
     return lines
 
 
-def _scene_evidence(metrics: dict | None) -> str:
+def _scene_evidence(metrics: dict | None, opening: str = "even on its own scenes its") -> str:
     greedy = searches(metrics).get("greedy") or {}
     scene = greedy.get("scene")
     if not isinstance(scene, dict) or "shape" not in scene:
         return ""
-    return (f": even on its own scenes its greedy captions name the right shape for {share(scene['shape'])} of "
+    return (f": {opening} greedy captions name the right shape for {share(scene['shape'])} of "
             f"the shapes and the right colour for {share(scene.get('colour'))} (test split)")
 
 
@@ -337,6 +355,10 @@ def _photo_use(r: Records) -> list[str]:
         lines.append(f"- **Random-init VGG16** (`{r.weights}`): its features carry no ImageNet training, so its "
                      "captions say little about the photo: extract features with `--vgg-weights imagenet` and "
                      "train again.")
+    if r.calibrated_encoder:
+        lines.append("- **Calibrated VGG16**: its encoder was fitted to the training photos without ImageNet, so it "
+                     "sees colour, texture and layout better than objects: extract features with `--vgg-weights "
+                     "imagenet` where the weights can be had, and train again.")
     return lines
 
 

@@ -3,8 +3,8 @@
 What `make demo` runs: prepare → features → fit → evaluate → export (with int8), logging one
 summary line per stage. A second run finds every output and returns in seconds without importing
 TensorFlow. ImageNet weights are used when they can be had; for the synthetic dataset, offline,
-the build says so in one line and uses the seeded random-init VGG16 instead (real datasets stop
-instead: random features would make a useless model).
+the build says so in one line and calibrates a VGG16 on the run's training images instead
+(`--vgg-weights calibrated`); real datasets stop instead and say how to choose.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from demo.generation import DEFAULTS
 from demo.logs import configure_cli_logging
 from export.bundle import run_export
 from export.config import ExportConfig
+from train.calibrated_vgg16 import CALIBRATED
 from train.config import DATASETS, EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
 from train.encoder import WeightsUnavailable
 from train.evaluate import run_evaluate
@@ -66,9 +67,9 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
         except WeightsUnavailable:
             if dataset != "synthetic":
                 raise
-            log.warning("[features] ImageNet weights cannot be downloaded: using a random-init VGG16, which suits "
-                        "the synthetic scenes only")
-            cache = extract_features(FeaturesConfig(run=run, vgg_weights="none", overwrite=True))
+            log.warning("[features] ImageNet weights cannot be downloaded: calibrating a VGG16 on the run's own "
+                        "training images instead (no ImageNet; it suits the synthetic scenes)")
+            cache = extract_features(FeaturesConfig(run=run, vgg_weights=CALIBRATED, overwrite=True))
         assert cache is not None, "without --shard, extract_features completes the cache"
         return f"{len(cache.rows)} images, weights {cache.meta['weights']}"
 

@@ -16,6 +16,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tests.fresh_venvs import FRESH_VENVS, VenvInstall
 from tests.helpers import REPO as REPO
 from tests.helpers import Drained, free_port, offline_env, readme_block, serve_once, start_server
+from train.calibrated_vgg16 import WEIGHTS_FILE
 
 SHARED_FLICKR8K = REPO.parent / "shared" / "data" / "flickr8k"
 
@@ -86,12 +87,13 @@ PREPARED = ("captions.json", "splits.json", "vocab.json", "prepare_report.json")
 
 @pytest.fixture(scope="session")
 def synthetic_features_run(demo_build, tmp_path_factory) -> Path:
-    """The build's run as `prepare` and `features` left it (600 scenes, random-init VGG16 cache), in hard links:
+    """The build's run as `prepare` and `features` left it (600 scenes, the calibrated VGG16's cache), in hard links:
     for tests that train from there. Tests copy it before changing it."""
     source, run = demo_build.run, tmp_path_factory.mktemp("synthetic") / "run"
     run.mkdir()
-    for name in PREPARED:
-        os.link(source / name, run / name)
+    for name in (*PREPARED, WEIGHTS_FILE):
+        if (source / name).is_file():  # the calibrated encoder's weights: the offline build's
+            os.link(source / name, run / name)
     shutil.copytree(source / "features", run / "features", copy_function=os.link)
     config = json.loads((source / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({k: v for k, v in config.items() if k in ("prepare", "features")}))

@@ -50,8 +50,9 @@ class FeaturesConfig:
     run: Path = option(Path("models/default"), "run folder made by `prepare`")
     vgg_weights: str = option(
         "imagenet",
-        "'imagenet' (downloaded by Keras), a path to a local VGG16 .h5 weights file, "
-        "or 'none' for a seeded random init (offline work and the synthetic dataset only)",
+        "'imagenet' (downloaded by Keras), a path to a local VGG16 .h5 weights file, 'calibrated' (offline: "
+        "weights computed from the run's own training images, no ImageNet, written once to "
+        "RUN/vgg16_calibrated.h5), or 'none' for a seeded random init (sees colours and places, hardly shapes)",
     )
     layer: str = option("fc2", "which VGG16 layer to cache: 'fc2' (float16 x 4096 per image: what `fit` trains "
                                "on) or 'block5_pool' (7x7x512 = 25088 per image, float16, about 1.6 GB for "
@@ -59,7 +60,7 @@ class FeaturesConfig:
                         choices=("fc2", "block5_pool"))
     batch_size: int = option(16, "images per forward pass")
     workers: int = option(2, "threads that decode images ahead of the forward pass")
-    seed: int = option(0, "seed of the random init used with --vgg-weights none")
+    seed: int = option(0, "seed of --vgg-weights none's random init, or of calibrated's choice of images")
     overwrite: bool = option(False, "discard an existing cache built with other settings (never while another "
                                     "process is extracting into it)")
     shard: str | None = option(None, "I/N: compute only shard I (0 to N-1) of N, the batches b with b %% N == I, "

@@ -42,7 +42,7 @@ class WeightsUnavailable(CaptionerError, RuntimeError):
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    weights: str = "imagenet"  # 'imagenet' | 'none' | a path to an .h5 file
+    weights: str = "imagenet"  # 'imagenet' | 'none' | a path to an .h5 file ('calibrated' resolves to one)
     seed: int = 0
 
     def describe(self) -> str:
@@ -231,7 +231,8 @@ def _imagenet_weights_file() -> str:
         raise WeightsUnavailable(
             f"could not get the ImageNet VGG16 weights ({exc}). Offline, either pass "
             "--vgg-weights PATH to a local vgg16_weights_tf_dim_ordering_tf_kernels.h5, or "
-            "--vgg-weights none for a random-init encoder (suits the synthetic dataset only)."
+            "--vgg-weights calibrated for weights computed from the run's own training images (no ImageNet: it "
+            "sees the synthetic scenes well, photos far less well than ImageNet's)."
         ) from exc
 
 

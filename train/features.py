@@ -37,6 +37,7 @@ from tqdm import tqdm
 from demo.artifacts import atomic_write_json, read_json
 from demo.errors import BadInput, CaptionerError, MissingFile
 from demo.preprocess import PREPROCESS_VERSION, ImageError, load_image
+from train.calibrated_vgg16 import encoder_spec
 from train.captions_file import read_captions
 from train.config import FeaturesConfig, to_json
 from train.encoder import FEATURE_LAYERS, EncoderSpec, TopWeights, apply_top, build_encoder
@@ -137,7 +138,7 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache | None:
     files = RunFiles(Path(cfg.run))
     paths = cache_paths(files, cfg.layer)
     image_root, image_ids = run_image_list(files)
-    spec = EncoderSpec(cfg.vgg_weights, cfg.seed)
+    spec = encoder_spec(files, cfg.vgg_weights, cfg.seed, calibrate=True)
     wanted = expected_meta(spec.describe(), image_ids, cfg.batch_size, cfg.layer)
     with CacheLock(files.features_dir) as lock:
         with lock.exclusive():
@@ -373,7 +374,7 @@ def encoder_spec_of(files: RunFiles, layer: str) -> EncoderSpec:
         raise CacheMismatch(f"the feature cache in {files.features_dir} holds stand-in features ({cached}), not "
                             "VGG16 fc2 features: no encoder made them, so none can be exported; export the decoder "
                             "alone (--decoder-only) or run `python -m train features --overwrite` on real images")
-    spec = EncoderSpec(features_cfg["vgg_weights"], int(features_cfg.get("seed", 0)))
+    spec = encoder_spec(files, features_cfg["vgg_weights"], int(features_cfg.get("seed", 0)))
     if spec.describe() != cached:
         raise CacheMismatch(f"the VGG16 weights named in {files.config} ({spec.describe()}) are not the ones the "
                             f"feature cache was built with ({cached}); re-run `python -m train features`")

@@ -1,7 +1,8 @@
 """`features --layer block5_pool` and `fit --fine-tune-top`, through the CLI, on a 100-scene run.
 
-Slow: about 100 VGG16 forward passes, four short fits of a model with VGG16's 120M-parameter top, one
-evaluate and one export (which reuses the shared build's conversion of the same conv stack).
+Slow: about 100 VGG16 forward passes (the shared build's calibrated encoder), four short fits of a model with
+VGG16's 120M-parameter top, one evaluate and one export (which reuses the shared build's
+conversion of the same conv stack).
 """
 import json
 import shutil
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_module
+from train.calibrated_vgg16 import CALIBRATED, WEIGHTS_FILE
 
 pytestmark = pytest.mark.slow
 # the 90 training images with their 5 captions each in one step: an epoch is one update of VGG16's 120M-parameter
@@ -20,13 +22,15 @@ FIT = ("--batch-size", "450", "--patience", "100", "--lr-patience", "100")
 
 @pytest.fixture(scope="module")
 def pool_run(demo_build, tmp_path_factory) -> Path:
-    """100 scenes with a block5_pool cache of the seed-0 random-init VGG16, and the shared build's conversion of that
-    same conv stack (`export_cache/`, keyed by the weights): its export converts only what fine-tuning changed."""
+    """100 scenes with a block5_pool cache of the shared build's calibrated VGG16 (its weights file copied in, so
+    the same encoder), and the build's conversion of that same conv stack (`export_cache/`, keyed by the
+    weights): its export converts only what fine-tuning changed."""
     run = tmp_path_factory.mktemp("fine-tune") / "run"
-    for args in (("prepare", "--dataset", "synthetic", "--num-images", "100", "--run", str(run)),
-                 ("features", "--run", str(run), "--vgg-weights", "none", "--layer", "block5_pool")):
-        result = run_module("train", *args)
-        assert result.returncode == 0, result.stderr[-3000:]
+    result = run_module("train", "prepare", "--dataset", "synthetic", "--num-images", "100", "--run", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    shutil.copy2(demo_build.run / WEIGHTS_FILE, run / WEIGHTS_FILE)
+    result = run_module("train", "features", "--run", str(run), "--vgg-weights", CALIBRATED, "--layer", "block5_pool")
+    assert result.returncode == 0, result.stderr[-3000:]
     shutil.copytree(demo_build.run / "export_cache", run / "export_cache")
     return run
 
@@ -49,9 +53,11 @@ def top_of(run: Path) -> dict:
 
 
 def initial_top(run: Path) -> dict:
-    from train.encoder import EncoderSpec, dense_top_weights
+    from train.calibrated_vgg16 import encoder_spec
+    from train.encoder import dense_top_weights
+    from train.run_files import RunFiles
 
-    return dense_top_weights(EncoderSpec("none", 0))
+    return dense_top_weights(encoder_spec(RunFiles(run), CALIBRATED, 0))
 
 
 def val_losses(run: Path) -> list[float]:
