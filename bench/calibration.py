@@ -26,8 +26,8 @@ TARGET_PEAK_GIB = 4.0
 
 def measure(effort: str = "full") -> dict:
     full = Calibration()
-    cfg = Calibration(images=pick(effort, 16, full.images, full.images),
-                      patches=pick(effort, 2000, full.patches, full.patches))
+    cfg = Calibration(images=pick(effort, 8, full.images, full.images),
+                      patches=pick(effort, 1000, full.patches, full.patches))
     with tempfile.TemporaryDirectory(prefix="bench-calibration-") as tmp:
         run = Path(tmp) / "run"
         run_prepare(PrepareConfig(run=run, num_images=max(120, 2 * cfg.images)))

@@ -57,7 +57,7 @@ def _build_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory) -> DemoBuild:
-    """The README's `make demo` (600 scenes, 2 epochs, offline: the random-init VGG16) until it serves, asked once
+    """The README's `make demo` (600 scenes, 2 epochs, offline: the calibrated VGG16) until it serves, asked once
     and stopped: the trained, evaluated and exported run every test that needs one shares (~6 minutes, once per
     session, under its own limit). Tests copy it before changing it."""
     root = _build_root(tmp_path_factory) / "demo-build"

@@ -142,6 +142,8 @@ def test_a_random_init_encoder_is_said_to_be_unable_to_describe_photos(card):
                               "style of Flickr30K's captions.", "cannot describe photos"),
     ("karpathy-flickr8k", "random-he-normal:seed=3", "Flickr8k photos **· describes** everyday scenes",
      "not photos"),
+    ("flickr30k", "file:vgg16_calibrated.h5:sha256=0a1b", "with a VGG16 calibrated on its own photos instead of "
+                                                          "trained on ImageNet", "cannot describe photos"),
 ])
 def test_photo_datasets_are_summarised_as_such(tmp_path, dataset, weights, says, not_says):
     report = REPORT | {"dataset": dataset, "images_kept": 31783, "source_files": ["/data/results.csv"],
@@ -283,4 +285,5 @@ def test_the_card_of_the_exported_run_carries_its_own_figures(exported_run, tmp_
     assert f"**Vocabulary**: {sealed['vocab_size']} tokens" in text
     int8 = sealed["parity"]["encoder_int8"]
     assert f"feature cosine {int8['cosine_mean']:.4f}" in text and f"{int8['greedy_identical_fraction']:.1%}" in text
-    assert "randomly initialised (no ImageNet weights)" in parse_summary(text)
+    assert "its VGG16 was calibrated on them (no ImageNet weights)" in parse_summary(text)  # the offline build
+    assert "calibrated on the run's own training images (`--vgg-weights calibrated`" in text
