@@ -129,7 +129,7 @@ def test_calibrated_features_name_the_first_shape_far_better_than_random_ones(ex
     for name in ("captions.json", "splits.json", "vocab.json", "config.json"):
         shutil.copy2(exported_run / name, random_run / name)
     result = run_module("train", "features", "--run", str(random_run), "--vgg-weights", "none", "--overwrite",
-                        timeout=900)
+                        timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     captions = read_captions(exported_run / "captions.json")
     ids = captions.ids()
