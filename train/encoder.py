@@ -229,10 +229,11 @@ def _imagenet_weights_file() -> str:
                                         file_hash=IMAGENET_WEIGHTS_MD5)
     except Exception as exc:  # Keras raises a bare Exception on a failed download
         raise WeightsUnavailable(
-            f"could not get the ImageNet VGG16 weights ({exc}). Offline, either pass "
-            "--vgg-weights PATH to a local vgg16_weights_tf_dim_ordering_tf_kernels.h5, or "
+            f"could not get the ImageNet VGG16 weights ({exc}). Offline, pass "
+            "--vgg-weights PATH to a local vgg16_weights_tf_dim_ordering_tf_kernels.h5, "
             "--vgg-weights calibrated for weights computed from the run's own training images (no ImageNet: it "
-            "sees the synthetic scenes well, photos far less well than ImageNet's)."
+            "sees the synthetic scenes well, photos far less well than ImageNet's), or "
+            "--vgg-weights none for a seeded random init (colours and positions, hardly shapes)."
         ) from exc
 
 

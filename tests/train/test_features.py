@@ -189,7 +189,7 @@ def test_cache_of_a_re_prepared_run_is_refused(stand_in_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_imagenet_weights_name_both_offline_options(complete_run, tmp_path):
+def test_missing_imagenet_weights_name_every_offline_option(complete_run, tmp_path):
     """Offline (forced with a dead proxy, so this holds on a networked machine too): no silent fallback."""
     env = os.environ | {"KERAS_HOME": str(tmp_path / "keras"), "HTTPS_PROXY": "http://127.0.0.1:9",
                         "https_proxy": "http://127.0.0.1:9"}
@@ -197,7 +197,8 @@ def test_missing_imagenet_weights_name_both_offline_options(complete_run, tmp_pa
     shutil.copytree(complete_run, run, ignore=shutil.ignore_patterns("features"))
     result = run_module("train", "features", "--run", str(run), env=env)
     assert result.returncode == 2
-    assert "--vgg-weights PATH" in result.stderr and "--vgg-weights none" in result.stderr
+    for option in ("--vgg-weights PATH", "--vgg-weights calibrated", "--vgg-weights none"):
+        assert option in result.stderr
     assert "Traceback" not in result.stderr
     fallback = run_features(run)  # the advice works as given: no --overwrite needed
     assert fallback.returncode == 0, fallback.stderr
