@@ -43,9 +43,10 @@ gpu-check:
 lint: venv
 	$(VENV)/bin/ruff check .
 
-# Two workers, whole files each (module fixtures are built once); measured faster than one on 2 cores, where much
-# of the suite waits on servers and child processes. --durations: where the time goes (CI's log included).
-PYTEST_WORKERS := -n 2 --dist loadfile
+# Two workers, whole files each (module fixtures are built once): on 2 cores much of the suite waits on servers and
+# child processes. Files go out in conftest's order (xdist would reorder them by test count). --durations: where
+# the time goes (CI's log included).
+PYTEST_WORKERS := -n 2 --dist loadfile --no-loadscope-reorder
 
 test: venv
 	$(PY) -m pytest $(PYTEST_WORKERS) --durations=25

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,7 +129,8 @@ def served_app(exported_run):
     output.stop()
 
 
-FRESH, FRESH_ROOT = pytest.StashKey[dict](), pytest.StashKey[Path | None]()  # the installs started
+FRESH, FRESH_ROOT = pytest.StashKey[dict](), pytest.StashKey[Path | None]()  # the installs; the folder to remove
+SHARED_VENVS = "CAPTIONER_TEST_FRESH_VENVS"  # the controller's folder for its workers' fresh venvs
 
 
 def nvidia_driver() -> bool:
@@ -142,30 +144,60 @@ def nvidia_driver() -> bool:
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected: only the venvs of tests that will run
 def pytest_collection_modifyitems(session, config, items):
-    """Files with slow tests first (pytest-xdist hands out whole files in this order, so the quick ones fill the
-    end and both workers finish together); then start the fresh venvs the selected tests need, so they install
+    """Order the files for pytest-xdist, which hands them out in this order as workers free up (the Makefile's
+    --no-loadscope-reorder keeps it); then start the fresh venvs the selected tests need, so they install
     while the shared build trains."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order is kept
+    items.sort(key=_file_rank(items))  # stable: each file's own order is kept
     wanted = {name for item in items for name in getattr(item, "fixturenames", ()) if name in FRESH_VENVS}
-    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
-        wanted = set()  # a pytest-xdist worker collects every test, whoever runs them: its fixture starts one
+    if config.option.collectonly:
+        wanted = set()
     if "gpu_venv" in wanted and nvidia_driver():
         wanted.remove("gpu_venv")  # its tests skip on such a machine
+    worker, shared = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(SHARED_VENVS)
+    if worker and shared:  # every worker collects every test: gw0 starts the installs, the others wait for them
+        config.stash[FRESH] = {name: VenvInstall(Path(shared) / name, FRESH_VENVS[name], started=worker == "gw0")
+                               for name in sorted(wanted)}
+        return
     root = Path(tempfile.mkdtemp(prefix="fresh-venvs-")) if wanted else None
     config.stash[FRESH] = {name: VenvInstall(root / name, FRESH_VENVS[name]) for name in sorted(wanted)}
     config.stash[FRESH_ROOT] = root
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, the controller makes the folder its workers' fresh venvs go to (and removes it last)."""
+    if config.getoption("numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER"):
+        config.stash[FRESH_ROOT] = Path(tempfile.mkdtemp(prefix="fresh-venvs-"))
+        os.environ[SHARED_VENVS] = str(config.stash[FRESH_ROOT])  # the workers inherit it
+
+
+def _file_rank(items: list) -> Callable:
+    """One file that needs the shared build first (its worker builds it), then the slow files that do not need it
+    (the other worker runs them meanwhile instead of waiting for the build), then the other slow files, then the
+    quick ones, which fill the end so that both workers finish together."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    builds = [item.path for item in items if item.path in slow and "demo_build" in item.fixturenames]
+
+    def rank(item) -> int:
+        if item.path not in slow:
+            return 3
+        if item.path not in builds:
+            return 1
+        return 0 if item.path == builds[0] else 2
+    return rank
+
+
 def pytest_unconfigure(config):
     for install in config.stash.get(FRESH, {}).values():
-        install.stop()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            install.wait_quietly()  # another worker may still need it: the controller removes the folder later
+        else:
+            install.stop()
     if config.stash.get(FRESH_ROOT, None):
         shutil.rmtree(config.stash[FRESH_ROOT], ignore_errors=True)
 
 
 def _fresh_venv(request, name: str) -> Path:
-    """The venv started at collection, or one started now (under pytest-xdist, where collection starts none)."""
+    """The venv started at collection, or one started now (where collection started none: `--collect-only`)."""
     installs = request.config.stash[FRESH]
     if name not in installs:
         root = request.getfixturevalue("tmp_path_factory").mktemp("fresh-venvs")
