@@ -175,14 +175,15 @@ def _file_rank(items: list) -> Callable:
     (the other worker runs them meanwhile instead of waiting for the build), then the other slow files, then the
     quick ones, which fill the end so that both workers finish together."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
-    builds = [item.path for item in items if item.path in slow and "demo_build" in item.fixturenames]
+    builds = {item.path for item in items if item.path in slow and "demo_build" in item.fixturenames}
+    first_build = next((item.path for item in items if item.path in builds), None)
 
     def rank(item) -> int:
         if item.path not in slow:
             return 3
         if item.path not in builds:
             return 1
-        return 0 if item.path == builds[0] else 2
+        return 0 if item.path == first_build else 2
     return rank
 
 

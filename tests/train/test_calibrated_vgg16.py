@@ -100,7 +100,7 @@ def test_a_damaged_or_missing_weights_file_and_another_seed_are_refused_with_the
     assert encoder_spec(files, CALIBRATED, 1, calibrate=True).weights == str(tmp_path / WEIGHTS_FILE)
 
 
-PROBE_IMAGES = 240  # of the build's 600; the gap measured is many times four standard errors at this size
+PROBE_IMAGES = 240  # of the build's 600: four standard errors there are about a third of the gap measured
 
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5, ridge: float = 1.0) -> float:
