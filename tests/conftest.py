@@ -170,20 +170,27 @@ def pytest_configure(config):
         os.environ[SHARED_VENVS] = str(config.stash[FRESH_ROOT])  # the workers inherit it
 
 
-def _file_rank(items: list) -> Callable:
-    """One file that needs the shared build first (its worker builds it), then the slow files that do not need it
-    (the other worker runs them meanwhile instead of waiting for the build), then the other slow files, then the
-    quick ones, which fill the end so that both workers finish together."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    builds = {item.path for item in items if item.path in slow and "demo_build" in item.fixturenames}
-    first_build = next((item.path for item in items if item.path in builds), None)
+def _file_rank(items: list) -> Callable[..., float]:
+    """One file that needs the shared build first (its worker builds it); then the files that do not need it, slow
+    ones first, which the other worker runs meanwhile instead of waiting for the build; then the slow files that
+    need it, heavy ones first; last the quick ones and those that wait for a fresh venv (installed by then),
+    which fill the end so that both workers finish together."""
+    def files(test) -> set:
+        return {item.path for item in items if test(item)}
+    slow = files(lambda item: item.get_closest_marker("slow"))
+    heavy = files(lambda item: item.get_closest_marker("heavy"))
+    builds = files(lambda item: "demo_build" in item.fixturenames)
+    venvs = files(lambda item: FRESH_VENVS.keys() & set(item.fixturenames))
+    first_build = next((item.path for item in items if item.path in builds & slow), None)
 
     def rank(item) -> int:
-        if item.path not in slow:
-            return 3
+        if item.path == first_build:
+            return 0
+        if item.path in venvs:
+            return 4
         if item.path not in builds:
-            return 1
-        return 0 if item.path == first_build else 2
+            return 1 if item.path in slow else 2
+        return (3 if item.path in heavy else 3.5) if item.path in slow else 4
     return rank
 
 

@@ -15,6 +15,7 @@ import contextlib
 import csv
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,18 @@ def save_model_atomically(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def link_atomically(source: Path, target: Path) -> None:
+    """The best epoch's model is the checkpoint just written: a hard link (a copy where links fail) spares a second
+    save of the same weights, and the next epoch's checkpoint replaces its own name, never the link's file."""
+    tmp = target.with_name(f".{target.stem}.tmp.keras")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+
+
 class RunCheckpoint(keras.callbacks.Callback):
     """Saves last/best checkpoints and the schedulers' state at the end of every epoch."""
 
@@ -68,10 +81,10 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         val_loss = float((logs or {}).get("val_loss", np.inf))
+        save_model_atomically(self.model, self.files.last_checkpoint)
         if val_loss < self.best:
             self.best = val_loss
-            save_model_atomically(self.model, self.files.model)
-        save_model_atomically(self.model, self.files.last_checkpoint)
+            link_atomically(self.files.last_checkpoint, self.files.model)
         atomic_write_json(self.files.train_state, {
             "epochs_done": epoch + 1,
             "best_val_loss": self.best,

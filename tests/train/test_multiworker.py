@@ -2,7 +2,8 @@
 
 The workers are the commands a user runs on two hosts (`--local-workers 2` starts them with `--workers ...
 --worker-index I`); they talk over gRPC and all-reduce every step's gradients. Slow: each run starts two
-TensorFlow processes and trains the 600-scene synthetic run for 3 epochs (about a minute on 2 cores).
+TensorFlow processes and trains the 600-scene synthetic run for 2 epochs (the fewest that leave a resumed run
+an epoch to train).
 """
 import json
 import os
@@ -21,16 +22,17 @@ from train.config import FitConfig, add_arguments, from_args, to_arguments
 sys.path.insert(0, str(Path(__file__).parent))
 from test_fit_evaluate import QUIET_FIT, copy_run, epoch_log, epochs_logged  # noqa: E402
 
-EPOCHS = 3
-THREE_EPOCHS = (*QUIET_FIT, "--epochs", str(EPOCHS))
+EPOCHS = 2
+FIT_EPOCHS = (*QUIET_FIT, "--epochs", str(EPOCHS))
 TWO_WORKERS = ("--strategy", "multiworker", "--local-workers", "2")
 # Two workers average each half batch's loss over its own words and then the halves, where one process averages
 # over the whole batch's words, and each worker draws dropout masks for its half: not the same arithmetic, the
 # same training (and Adam's clipnorm clips each worker's gradient before the sum). The gap is dropout's and the
-# averaging's, not the CPU's: measured on the AMD EPYC, 3 epochs, within 0.024 of one process's at every epoch
-# (3.44 -> 1.09), where another CPU's reordered float sums move a loss by about 1e-5 (RESUME_TOLERANCE's
-# measurements). The bound leaves 3x that gap and stays 30x below the 2.35 the loss falls over the run.
-LOSS_TOLERANCE = 0.08
+# averaging's, not the CPU's: measured on the AMD EPYC with AVX-512, 2 epochs, within 0.053 of one process's at
+# every epoch (training loss 3.58 -> 1.90, validation 2.72 -> 1.33), where another CPU's reordered float sums
+# move a loss by about 1e-5 (RESUME_TOLERANCE's measurements). The bound leaves about 3x that gap and stays 9x
+# below the 1.39 the validation loss falls over the run.
+LOSS_TOLERANCE = 0.15
 RUN_FILES = {"model.keras", "checkpoints/last.keras", "checkpoints/state.json", "logs/training.csv"}
 
 
@@ -44,7 +46,7 @@ def fit_workers(run: Path, *args: str, scratch: Path) -> subprocess.CompletedPro
 @pytest.fixture(scope="module")
 def one_process(synthetic_features_run, tmp_path_factory) -> list[dict]:
     run = copy_run(synthetic_features_run, tmp_path_factory.mktemp("one") / "run")
-    result = run_module("train", "fit", "--run", str(run), *THREE_EPOCHS)
+    result = run_module("train", "fit", "--run", str(run), *FIT_EPOCHS)
     assert result.returncode == 0, result.stderr[-3000:]
     return epoch_log(run)
 
@@ -53,18 +55,19 @@ def one_process(synthetic_features_run, tmp_path_factory) -> list[dict]:
 def two_workers(synthetic_features_run, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess, Path]:
     root = tmp_path_factory.mktemp("two")
     run = copy_run(synthetic_features_run, root / "run")
-    result = fit_workers(run, *THREE_EPOCHS, scratch=root / "tmp")
+    result = fit_workers(run, *FIT_EPOCHS, scratch=root / "tmp")
     assert result.returncode == 0, result.stderr[-5000:]
     return run, result, root / "tmp"
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_two_workers_train_like_one_process(two_workers, one_process):
     run, result, scratch = two_workers
     assert "MultiWorkerMirroredStrategy over 2 replicas on 2 workers" in result.stderr
     assert "[worker 0]" in result.stderr and "[worker 1]" in result.stderr
     got = epoch_log(run)
-    assert [row["epoch"] for row in got] == [row["epoch"] for row in one_process] == [0, 1, 2]
+    assert [row["epoch"] for row in got] == [row["epoch"] for row in one_process] == list(range(EPOCHS))
     for ours, theirs in zip(got, one_process):
         assert ours["loss"] == pytest.approx(theirs["loss"], abs=LOSS_TOLERANCE), (ours, theirs)
         assert ours["val_loss"] == pytest.approx(theirs["val_loss"], abs=LOSS_TOLERANCE), (ours, theirs)
@@ -92,7 +95,7 @@ def test_a_killed_worker_then_resume_ends_at_the_same_epochs(synthetic_features_
     log = tmp_path / "fit.log"
     with open(log, "w") as output:
         launcher = subprocess.Popen([sys.executable, "-m", "train", "fit", "--run", str(run), *TWO_WORKERS,
-                                     *THREE_EPOCHS], cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                                     *FIT_EPOCHS], cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
                                     env=os.environ | {"TMPDIR": str(tmp_path)})
         state = run / "checkpoints" / "state.json"
         deadline = time.monotonic() + 400
@@ -108,10 +111,10 @@ def test_a_killed_worker_then_resume_ends_at_the_same_epochs(synthetic_features_
     assert "--resume to carry on after epoch 1" in said, said[-3000:]
     assert json.loads(state.read_text())["epochs_done"] == 1
 
-    resumed = fit_workers(run, *THREE_EPOCHS, "--resume", scratch=tmp_path / "resumed")
+    resumed = fit_workers(run, *FIT_EPOCHS, "--resume", scratch=tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-5000:]
     assert "[worker 1] fit: resuming after epoch 1" in resumed.stderr
-    assert epochs_logged(run) == [0, 1, 2], "each epoch logged once"
+    assert epochs_logged(run) == list(range(EPOCHS)), "each epoch logged once"
     uninterrupted = epoch_log(two_workers[0])
     for ours, theirs in zip(epoch_log(run), uninterrupted):
         assert ours["val_loss"] == pytest.approx(theirs["val_loss"], abs=1e-4), (ours, theirs)
