@@ -17,6 +17,7 @@ from bench.machine import machine_info
 from bench.plot import plot_stages
 from bench.report import markdown
 from demo.artifacts import atomic_write_bytes, atomic_write_json
+from demo.bundle_layout import DEFAULT_RUN
 from demo.sessions import PROVIDERS
 
 BENCHMARKS = ("features", "calibration", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export",
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=None,
                         help="run only these benchmarks (default: all; --quick and --smoke leave out export and "
                              "multiworker)")
-    parser.add_argument("--run", type=Path, default=Path("models/default"),
+    parser.add_argument("--run", type=Path, default=DEFAULT_RUN,
                         help="trained run with an int8 bundle (`make demo` builds it); benchmarks that need it "
                              "say 'skipped' without it (default: %(default)s)")
     parser.add_argument("--provider", choices=PROVIDERS, default="cpu",

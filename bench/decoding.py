@@ -28,6 +28,7 @@ from bench.effort import pick
 from bench.timing import interleaved
 from demo import bundle_layout as layout
 from demo.artifacts import read_json
+from demo.generation import GenerationConfig
 from demo.onnx_step import OnnxStepModel, WholeStepModel, step_threads
 from demo.search import best, options_for
 from demo.search.beam_search import beam_search
@@ -140,7 +141,8 @@ def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, effort
     steps = {v: OnnxStepModel(create_session(path, provider, threads)[0], projection)
              for v, path in (("fp32", bundle / layout.decoder_file("fp32")), ("int8", int8_file))}
     whole = TopKStep(WholeStepModel(create_session(bundle / layout.DECODER_STEP, provider, threads)[0]), vocab.end_id)
-    greedy, beam3, beam5 = (options_for(vocab, width, MAX_WORDS) for width in (1, 3, 5))
+    greedy, beam3, beam5 = (options_for(vocab, GenerationConfig(num_beams=width, max_length=MAX_WORDS))
+                            for width in (1, 3, 5))
     one_by_one = features[: pick(effort, 2, 3, 8)]
 
     def each_image(search, model, options):

@@ -20,7 +20,7 @@ import numpy as np
 from bench.effort import pick
 from bench.images import photo_like_jpegs
 from demo import bundle_layout as layout
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED
 
 VARIANTS = layout.VARIANTS
 STAGES = ("preprocess", "encoder", "greedy", "beam3")
@@ -70,4 +70,4 @@ def measure(bundle: Path, effort: str = "full", provider: str = "cpu") -> dict:
             for variant in VARIANTS:
                 runs[variant].append(_one_process(bundle, variant, images, provider))
     return {"name": "end_to_end", "images": count, "rounds": rounds, "image_size": [500, 375],
-            "beams": DEFAULTS.compared_num_beams, "variants": {v: _summarise(r) for v, r in runs.items()}}
+            "beams": COMPARED.num_beams, "variants": {v: _summarise(r) for v, r in runs.items()}}

@@ -38,7 +38,7 @@ import numpy as np
 from demo.artifacts import atomic_write_json, read_json
 from demo.bundle_layout import MANIFEST
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, BadInput, CaptionerError, MissingFile, run_command
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED, GENERATION
 from demo.logs import configure_cli_logging
 from export.config import ExportConfig
 from train.captions_file import read_captions
@@ -193,7 +193,7 @@ def fit(cfg: ScaleModelConfig) -> str:
 def evaluate(cfg: ScaleModelConfig) -> str:
     from train.evaluate import run_evaluate  # lazy: imports the Keras step model
 
-    metrics = run_evaluate(EvaluateConfig(run=cfg.out, beam=[DEFAULTS.num_beams, DEFAULTS.compared_num_beams]))
+    metrics = run_evaluate(EvaluateConfig(run=cfg.out, beam=[GENERATION.num_beams, COMPARED.num_beams]))
     return ", ".join(f"{k} BLEU-4 {v['bleu_4']:.3f}" for k, v in metrics.items())
 
 

@@ -6,14 +6,14 @@ import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from demo.bundle_layout import DECODER_TOPK_FILES, VARIANTS
+from demo import config_flags, generation
+from demo.bundle_layout import DECODER_TOPK_FILES, DEFAULT_BUNDLE, VARIANTS
 from demo.caption_batches import DEFAULT_BATCH_SIZE, JsonOutput, TextOutput, caption_paths
-from demo.encoder_batching import DEFAULT_MAX_BATCH_SIZE
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SOME_INPUTS_REFUSED, BadInput, run_command
-from demo.generation import DEFAULTS
 from demo.image_files import IMAGE_SUFFIXES, find_images
 from demo.logs import configure_cli_logging
 from demo.results_file import ResultsFile, check_suffix
+from demo.serve_config import ServeConfig
 from demo.sessions import PROVIDERS
 
 
@@ -33,16 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"an image file, or a folder: its {' '.join(IMAGE_SUFFIXES)} files (any case, "
                               "hidden ones left out), sorted")
     caption.add_argument("--recursive", action="store_true", help="also take the images in subfolders of folders")
-    caption.add_argument("--model", type=Path, default=Path("models/default/onnx"),
-                         help="bundle folder made by `python -m export` (default: models/default/onnx)")
-    caption.add_argument("--num-beams", type=int, default=DEFAULTS.num_beams,
-                         help="1 is greedy search (default: %(default)s)")
-    caption.add_argument("--max-length", type=int, default=DEFAULTS.max_length, help="longest caption in words "
-                         "(default: the vocabulary's)")
-    caption.add_argument("--length-penalty", type=float, default=DEFAULTS.length_penalty,
-                         help="GNMT alpha for ranking beams (default: %(default)s)")
-    caption.add_argument("--num-return-sequences", type=int, default=DEFAULTS.num_return_sequences,
-                         help="captions to list per image (at most --num-beams; default: %(default)s)")
+    caption.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
+                         help="bundle folder made by `python -m export` (default: %(default)s)")
+    generation.add_arguments(caption)
     caption.add_argument("--provider", choices=PROVIDERS, default="auto",
                          help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
     caption.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0], help="encoder variant")
@@ -60,29 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the Gradio app: greedy and beam search side by side",
                                 description="Serve the captioner web app (and its `caption` API endpoint).",
                                 epilog=EXIT_CODES_HELP)
-    serve.add_argument("--model", type=Path, default=Path("models/default/onnx"), help="bundle folder")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
-    serve.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    serve.add_argument("--share", action="store_true", help="also ask Gradio for a public share link")
-    serve.add_argument("--provider", choices=PROVIDERS, default="auto", help="execution provider")
-    serve.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                       help="requests in flight that share encoder passes of up to this many images (each answer "
-                            "equals the request's alone); 1: no batching, 2 requests at once (default: %(default)s)")
+    config_flags.add_arguments(serve, ServeConfig)
     return parser
 
 
 def caption_command(args: argparse.Namespace) -> int:
     from demo.captioner import Captioner  # lazy: `serve` alone needs Gradio, `caption` alone ORT
 
-    images = find_images(args.images, args.recursive)  # user errors before the model loads
-    with ResultsFile(args.out, candidates=args.num_return_sequences > 1, word_log_probs=True) if args.out \
+    config = generation.from_args(args)  # user errors before the model loads
+    images = find_images(args.images, args.recursive)
+    with ResultsFile(args.out, candidates=config.num_return_sequences > 1, word_log_probs=True) if args.out \
             else nullcontext() as out:
         todo = out.todo(images) if out else images
         if out and not todo:
             return EXIT_OK
         captioner = Captioner(args.model, provider=args.provider, variant=args.variant,
                               decoder_variant=args.decoder_variant)
-        options = captioner.options(args.num_beams, args.max_length, args.length_penalty, args.num_return_sequences)
+        options = captioner.options(config)
         output = out or (JsonOutput({"provider": captioner.provider, "variant": captioner.variant,
                                      "decoder_variant": captioner.decoder_variant}) if args.json else TextOutput())
         refused = caption_paths(captioner, todo, options, args.batch_size, output)
@@ -105,9 +92,9 @@ def _results_path(text: str) -> Path:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    from demo.web.serve import ServeConfig, launch  # lazy: Gradio only for `serve`
+    from demo.web.serve import launch  # lazy: Gradio only for `serve`
 
-    launch(ServeConfig(args.model, args.host, args.port, args.share, args.provider, args.max_batch_size))
+    launch(config_flags.from_args(ServeConfig, args))
     return EXIT_OK
 
 

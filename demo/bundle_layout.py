@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 BUNDLE_DIR = "onnx"  # the bundle's folder in a run folder (RUN/onnx) and in a Space
+DEFAULT_RUN = Path("models/default")  # what `make demo` builds and every command reads unless told otherwise
+DEFAULT_BUNDLE = DEFAULT_RUN / BUNDLE_DIR
 MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 MODEL_CARD = "README.md"  # the model card (`export.model_card`, read by `demo.model_card`); bundles before it lack it

@@ -52,7 +52,7 @@ def caption_paths(captioner: Captioner, paths: Sequence[Path], options: SearchOp
             rows = [refused_row(path, message) for path, message in batch.refused]
             if batch.paths:
                 results = captioner.caption_pixels(batch.pixels, options)
-                rows += [captioned_row(path, result.to_json()) for path, result in zip(batch.paths, results)]
+                rows += [captioned_row(path, result.to_dict()) for path, result in zip(batch.paths, results)]
             with tqdm.external_write_mode(file=sys.stdout):  # lines never cut through the bar
                 for _, message in batch.refused:
                     print(f"error: {message}", file=sys.stderr)  # the others are still captioned

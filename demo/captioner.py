@@ -1,13 +1,13 @@
 """`Captioner`: an exported bundle on ONNX Runtime, no TensorFlow.
 
     captioner = Captioner("models/default/onnx")          # provider="auto", variant="fp32"
-    result = captioner.caption(["photo.jpg"], num_beams=3)[0]
+    result = captioner.caption(["photo.jpg"], GenerationConfig(num_beams=3))[0]  # or caption(paths, num_beams=3)
     print(result.caption, result.log_prob, result.timings)
 
 The encoder runs once over the batch of images; then greedy or beam search
 advances every live beam of every image in one decoder call per step.
-Generation options carry the names people know from Hugging Face
-(`num_beams`, `max_length`, `length_penalty`, `num_return_sequences`).
+Generation options are one `GenerationConfig`, whose fields carry the names people know from Hugging Face
+(`num_beams`, `max_length`, `length_penalty`, `num_return_sequences`, `no_repeat_ngram_size`).
 """
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from demo import bundle_layout as layout
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED, GENERATION, GenerationConfig
 from demo.manifest import REBUILD, BundleError, verify_bundle
 from demo.onnx_step import OnnxStepModel, step_threads
 from demo.preprocess import ImageSource, load_image
@@ -75,10 +75,12 @@ class CaptionResult:
     def end_log_prob(self) -> float:
         return self.candidates[0].end_log_prob
 
-    def to_json(self) -> dict:
+    def to_dict(self) -> dict:
+        """The one answer schema (DESIGN, "Answers"): the CLI's JSON, the JSONL rows and each side of the API's."""
         return {"caption": self.caption, "tokens": self.tokens, "log_prob": self.log_prob, "score": self.score,
-                "word_log_probs": self.word_log_probs, "end_log_prob": self.end_log_prob,
-                "candidates": [c.__dict__ for c in self.candidates], "timings_ms": self.timings}
+                "finished": self.candidates[0].finished, "word_log_probs": self.word_log_probs,
+                "end_log_prob": self.end_log_prob, "candidates": [asdict(c) for c in self.candidates],
+                "timings_ms": self.timings}
 
 
 @dataclass
@@ -95,6 +97,13 @@ class Comparison:
     @property
     def encoder_ms(self) -> float:
         return self.beam.timings["encoder_ms_per_image"]
+
+    def to_dict(self, encoder_batch: int = 1) -> dict:
+        """The API's answer: each search as `CaptionResult.to_dict`; `encoder_ms` is this image's share of its
+        encoder pass, `encoder_batch` the images in that pass (1 when it ran alone)."""
+        return {"greedy": self.greedy.to_dict(), "beam": self.beam.to_dict() | {"num_beams": self.num_beams},
+                "provider": self.provider, "variant": self.variant, "decoder_variant": self.decoder_variant,
+                "encoder_ms": self.encoder_ms, "encoder_batch": encoder_batch}
 
 
 class Captioner:
@@ -165,16 +174,15 @@ class Captioner:
                               f"outputs {outputs}, expected {layout.GRAPH_IO[name]}: it is not from this project's "
                               f"export; {REBUILD}")
 
-    def options(self, num_beams: int = DEFAULTS.num_beams, max_length: int | None = DEFAULTS.max_length,
-                length_penalty: float = DEFAULTS.length_penalty,
-                num_return_sequences: int = DEFAULTS.num_return_sequences) -> SearchOptions:
-        return options_for(self.vocab, num_beams, max_length, length_penalty, num_return_sequences)
+    def options(self, config: GenerationConfig = GENERATION, **changes) -> SearchOptions:
+        """The search options `config` (with `changes`: field names, as `generate` takes them) gives this bundle's
+        vocabulary."""
+        return options_for(self.vocab, _with(config, changes))
 
-    def caption(self, images: Sequence[ImageSource], num_beams: int = DEFAULTS.num_beams,
-                max_length: int | None = DEFAULTS.max_length, length_penalty: float = DEFAULTS.length_penalty,
-                num_return_sequences: int = DEFAULTS.num_return_sequences) -> list[CaptionResult]:
+    def caption(self, images: Sequence[ImageSource], config: GenerationConfig = GENERATION,
+                **changes) -> list[CaptionResult]:
         """Caption several images; raises `ImageError` for an image that cannot be decoded."""
-        options = self.options(num_beams, max_length, length_penalty, num_return_sequences)
+        options = self.options(config, **changes)
         started = time.perf_counter()
         pixels = np.stack([load_image(image) for image in images])
         return self.caption_pixels(pixels, options, preprocess_ms=(time.perf_counter() - started) * 1000)
@@ -189,33 +197,26 @@ class Captioner:
         features = self.encoder.run([layout.FEATURES], {layout.PIXELS: pixels})[0]
         return features, (time.perf_counter() - started) * 1000
 
-    def compare(self, image: ImageSource, num_beams: int = DEFAULTS.compared_num_beams,
-                max_length: int | None = DEFAULTS.max_length, length_penalty: float = DEFAULTS.length_penalty,
-                num_return_sequences: int = DEFAULTS.compared_num_return_sequences,
-                name: str | None = None) -> Comparison:
-        """Greedy and beam search for one image on one encoder pass: what the app shows, side by side.
-
-        `name` is what an error message calls the image (a server names the user's file, not its upload folder).
-        """
+    def compare(self, image: ImageSource, config: GenerationConfig = COMPARED, name: str | None = None,
+                **changes) -> Comparison:
+        """Greedy and beam search (`config`'s width) for one image on one encoder pass: what the app shows, side
+        by side. `name` is what an error message calls the image (a server names the user's file, not its upload
+        folder)."""
+        config = _with(config, changes)
         started = time.perf_counter()
         pixels = load_image(image, name=name)[None]
         timings = {"preprocess": (time.perf_counter() - started) * 1000}
         features, timings["encoder"] = self.encode(pixels)
-        return self.compare_features(features, num_beams, max_length, length_penalty, num_return_sequences, timings)
+        return self.compare_features(features, config, timings)
 
-    def compare_features(self, features: np.ndarray, num_beams: int = DEFAULTS.compared_num_beams,
-                         max_length: int | None = DEFAULTS.max_length,
-                         length_penalty: float = DEFAULTS.length_penalty,
-                         num_return_sequences: int = DEFAULTS.compared_num_return_sequences,
+    def compare_features(self, features: np.ndarray, config: GenerationConfig = COMPARED,
                          timings: dict[str, float] | None = None) -> Comparison:
         """`compare` for one already encoded image (features (1, F)): what a server runs after a shared
         encoder pass (`demo.encoder_batching`), so a batched request is searched exactly as a lone one."""
         timings = timings or {}
-        greedy_options = self.options(1, max_length, length_penalty)
-        beam_options = self.options(num_beams, max_length, length_penalty, min(num_return_sequences, num_beams))
-        greedy = self.caption_features(features, greedy_options, timings)[0]
-        beam = self.caption_features(features, beam_options, timings)[0]
-        return Comparison(greedy, beam, num_beams, self.provider, self.variant, self.decoder_variant)
+        greedy = self.caption_features(features, self.options(config.greedy()), timings)[0]
+        beam = self.caption_features(features, self.options(config), timings)[0]
+        return Comparison(greedy, beam, config.num_beams, self.provider, self.variant, self.decoder_variant)
 
     def caption_features(self, features: np.ndarray, options: SearchOptions,
                          timings_ms: dict[str, float]) -> list[CaptionResult]:
@@ -235,3 +236,11 @@ class Captioner:
         best = candidates[0]
         return CaptionResult(best.caption, best.tokens, best.log_prob, best.score, candidates,
                              {f"{k}_ms_per_image": round(v, 3) for k, v in timings.items()})
+
+
+def _with(config: GenerationConfig, changes: dict) -> GenerationConfig:
+    """`config` with the options given by name; a number where the config goes is the old positional call."""
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"generation options go in a GenerationConfig or by name (num_beams=3), not as "
+                        f"{config!r} in position")
+    return config.replace(**changes) if changes else config

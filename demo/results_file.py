@@ -9,8 +9,8 @@ retried: the file is rewritten without them (atomically, `demo.artifacts`) befor
 every image appears in it exactly once.
 
 Formats, chosen by the suffix:
-- `.jsonl`: one object per image, `{"path": ..., **CaptionResult.to_json()}`, or `{"path": ..., "error": ...}`
-  for a refused file; fields added to `to_json` flow through as they are.
+- `.jsonl`: one object per image, `{"path": ..., **CaptionResult.to_dict()}`, or `{"path": ..., "error": ...}`
+  for a refused file; fields added to `to_dict` flow through as they are.
 - `.csv`: a header, then one row per image: `path, caption, log_prob, error`, then `candidates` (the n-best
   list as JSON) when more than one caption per image is asked for, and `word_log_probs` (space-separated, 4
   decimals) when the results carry them. A resumed file keeps the columns it was started with. One row per
@@ -48,7 +48,7 @@ def check_suffix(path: Path) -> Path:
 
 
 def captioned_row(path: Path, result: dict) -> dict:
-    """The JSON-lines row of a captioned image: `result` is `CaptionResult.to_json()`."""
+    """The JSON-lines row of a captioned image: `result` is `CaptionResult.to_dict()`."""
     return {"path": str(path), **result}
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from demo.bundle_layout import DEFAULT_RUN
 from demo.generation import DEFAULTS
 from train.config import option
 
 
 @dataclass
 class ExportConfig:
-    run: Path = option(Path("models/default"), "run folder with model.keras and its feature cache")
+    run: Path = option(DEFAULT_RUN, "run folder with model.keras and its feature cache")
     quantize: str = option("none", "also write the int8 variants: encoder.int8.onnx (static QDQ, calibrated on "
                            "training images) and decoder_step_topk.int8.onnx (dynamic), each shipped only if it "
                            "passes its check", choices=("none", "int8"))

@@ -24,7 +24,7 @@ from pathlib import Path
 from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_bytes, read_json
 from demo.errors import CaptionerError
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED
 from demo.model_card import DESCRIBES_MARK, SUMMARY_MARK
 from demo.vocab import SPECIAL_TOKENS
 from export.card_figures import export_section, results_section, searches, share
@@ -367,8 +367,8 @@ def _photo_use(r: Records) -> list[str]:
 
 def api_call(variant: str, decoder_variant: str) -> str:
     """The `/caption` call with the app's comparison defaults: the README's, the card's and the Space's example."""
-    return (f'gradio_client.Client(URL).predict(handle_file("photo.jpg"), {DEFAULTS.compared_num_beams}, '
-            f"{EXAMPLE_MAX_LENGTH}, {DEFAULTS.length_penalty}, {DEFAULTS.compared_num_return_sequences}, "
+    return (f'gradio_client.Client(URL).predict(handle_file("photo.jpg"), {COMPARED.num_beams}, '
+            f"{EXAMPLE_MAX_LENGTH}, {COMPARED.length_penalty}, {COMPARED.num_return_sequences}, "
             f'"{variant}", "{decoder_variant}", api_name="/caption")')
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from demo import bundle_layout as layout
 from demo.artifacts import read_json
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED, GENERATION
 from demo.onnx_step import OnnxStepModel, WholeStepModel
 from demo.search import best, options_for
 from demo.search.step import StepModel, StepOutput, TopKStep, top_k
@@ -31,7 +31,7 @@ ENCODER_RELATIVE_TOLERANCE = 1e-4  # max |onnx - keras| / max |keras|
 DECODER_TOLERANCE = 1e-4  # max |onnx - keras| on log-probabilities
 TIE_TOLERANCE = 4 * DECODER_TOLERANCE  # log-prob jitter under which a differing caption counts as a near-tie
 TIE_TRIES = 8
-CHECKED_WIDTHS = (DEFAULTS.num_beams, DEFAULTS.compared_num_beams)  # greedy and the app's beam width
+CHECKED_WIDTHS = (GENERATION.num_beams, COMPARED.num_beams)  # greedy and the app's beam width
 # Keras' reference outputs, written by export.tf_side into the work folder, read here, never shipped
 REFERENCE_CAPTIONS = "reference_captions.json"
 REFERENCE_PIXELS, REFERENCE_FEATURES = "reference_encoder_pixels.npy", "reference_encoder_features.npy"
@@ -76,7 +76,7 @@ def decoder_parity(work: Path) -> dict:
 
 
 def decode_all(step: StepModel, features: np.ndarray, vocab: Vocabulary, num_beams: int) -> list[list[int]]:
-    options = options_for(vocab, num_beams)
+    options = options_for(vocab, GENERATION.replace(num_beams=num_beams))
     return [list(h.tokens) for h in best(step, features, vocab.start_id, vocab.end_id, options)]
 
 

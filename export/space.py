@@ -28,6 +28,7 @@ import gradio
 
 from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_bytes, atomic_write_json
+from demo.bundle_layout import DEFAULT_RUN
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, BadInput, run_command
 from demo.logs import configure_cli_logging
 from demo.manifest import REBUILD, BundleError, verify_bundle
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                      epilog="then: cd DIR && git init && git lfs install && git add . && git commit "
                                             "-m space && git push https://huggingface.co/spaces/USER/NAME main. "
                                             + EXIT_CODES_HELP)
-    parser.add_argument("--run", type=Path, default=Path("models/default"), help="run folder with an onnx/ bundle")
+    parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder with an onnx/ bundle")
     parser.add_argument("--out", type=Path, required=True, help="new, empty folder for the Space")
     parser.add_argument("--variant", choices=("auto", *layout.VARIANTS), default="auto",
                         help="encoder to ship (auto: int8 when the bundle has it)")

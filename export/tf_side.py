@@ -26,6 +26,7 @@ import onnx
 
 from demo import bundle_layout as layout
 from demo.artifacts import atomic_write_json
+from demo.generation import GENERATION
 from demo.preprocess import IMAGE_SIZE, load_image
 from demo.search import best, options_for
 from demo.search.step import TopKStep
@@ -129,7 +130,8 @@ def _decoder_references(files: RunFiles, out: Path, step, hidden: int, top) -> N
     keras_step = TopKStep(KerasStepModel(step_model=step), vocab.end_id)
     captions = {"image_ids": test_ids}
     for width in CHECKED_WIDTHS:
-        found = best(keras_step, features, vocab.start_id, vocab.end_id, options_for(vocab, width))
+        options = options_for(vocab, GENERATION.replace(num_beams=width))
+        found = best(keras_step, features, vocab.start_id, vocab.end_id, options)
         captions[search_key(width)] = [list(h.tokens) for h in found]
     atomic_write_json(out / REFERENCE_CAPTIONS, captions)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from demo.artifacts import read_json
 from demo.bundle_layout import MANIFEST
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, run_command
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED, GENERATION
 from demo.logs import configure_cli_logging
 from export.bundle import run_export
 from export.config import ExportConfig
@@ -81,7 +81,7 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
         return f"{state['epochs_done']} epochs, best validation loss {state['best_val_loss']:.4f}"
 
     def evaluate() -> str:
-        metrics = run_evaluate(EvaluateConfig(run=run, beam=[DEFAULTS.num_beams, DEFAULTS.compared_num_beams]))
+        metrics = run_evaluate(EvaluateConfig(run=run, beam=[GENERATION.num_beams, COMPARED.num_beams]))
         return ", ".join(f"{k} BLEU-4 {v['bleu_4']:.3f}" + _shape_word(v) for k, v in metrics.items())
 
     def export() -> str:

@@ -215,9 +215,16 @@ def start_server(bundle: Path, *extra: str):
     return wait_for_server(command, f"http://127.0.0.1:{port}/", env=offline_env())
 
 
+def api_settings(config) -> tuple:
+    """A `GenerationConfig`'s first four fields as the API's positional parameters take them (its older callers'
+    order: num_beams, max_length, length_penalty, num_return_sequences)."""
+    return config.num_beams, config.max_length, config.length_penalty, config.num_return_sequences
+
+
 def ask_caption(url: str, image: Path, *settings, **named) -> dict:
     """The app's `/caption` API through gradio_client, as its users call it: settings after the image in the API's
-    order (num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant) or by those names.
+    order (num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant,
+    no_repeat_ngram_size) or by those names.
     Those not given are the page's own defaults, filled in by gradio_client as for any caller: a test compares with
     the product's defaults (`Captioner.compare(image)`), never with a copy of them."""
     from gradio_client import Client, handle_file

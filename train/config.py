@@ -1,32 +1,24 @@
-"""Configuration dataclasses for each command, and their command-line form.
+"""Configuration dataclasses for each command.
 
-Every field has a default; `add_arguments` exposes each one as `--field-name`
-with the field's `help` metadata, so the CLI and the code can never disagree
-about a default.
+Every field has a default; `demo.config_flags.add_arguments` exposes each one as `--field-name` with the field's
+`help` metadata, so the CLI and the code can never disagree about a default.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
-from demo.generation import DEFAULTS
+from demo.bundle_layout import DEFAULT_RUN
+from demo.config_flags import add_arguments, from_args, option, to_arguments, to_json
+from demo.generation import GENERATION, GenerationConfig, generation_option
 
-T = TypeVar("T")
+__all__ = ["add_arguments", "from_args", "to_arguments", "to_json"]  # the train commands' flags, from here as before
 DATASETS = ("synthetic", "flickr8k", "flickr30k", "karpathy")
-
-
-def option(default: Any, help: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class PrepareConfig:
-    run: Path = option(Path("models/default"), "run folder to create or update")
+    run: Path = option(DEFAULT_RUN, "run folder to create or update")
     dataset: str = option("synthetic", "which dataset layout to read", choices=DATASETS)
     data_dir: Path | None = option(
         None, "dataset folder (synthetic: where scenes are generated; default RUN/synthetic)"
@@ -47,7 +39,7 @@ class PrepareConfig:
 
 @dataclass
 class FeaturesConfig:
-    run: Path = option(Path("models/default"), "run folder made by `prepare`")
+    run: Path = option(DEFAULT_RUN, "run folder made by `prepare`")
     vgg_weights: str = option(
         "imagenet",
         "'imagenet' (downloaded by Keras), a path to a local VGG16 .h5 weights file, 'calibrated' (offline: "
@@ -75,66 +67,9 @@ class FeaturesConfig:
                                       "of the last --shard I/N start while the cache is partial, else 1)")
 
 
-def _base_type(tp: Any) -> Any:
-    """The concrete type behind `X | None`."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0]
-    return tp
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """Add one `--option` per dataclass field, typed and documented from the field."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        tp = _base_type(hints[f.name])
-        help_text = f.metadata.get("help", "")
-        if tp is bool:
-            parser.add_argument(flag, action="store_true", default=f.default, help=help_text)
-            continue
-        default_text = "" if f.default is None else f" (default: {f.default})"
-        choices = f.metadata.get("choices")
-        extra = {"nargs": f.metadata["nargs"]} if "nargs" in f.metadata else {}
-        if typing.get_origin(tp) is list:
-            tp = typing.get_args(tp)[0]
-        parser.add_argument(
-            flag, type=tp, default=f.default, choices=choices,
-            help=help_text + default_text, metavar=None if choices else f.name.upper(), **extra,
-        )
-
-
-def from_args(cls: type[T], args: argparse.Namespace) -> T:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
-
-
-def to_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
-    """The command-line options that give `config` back through `add_arguments` and `from_args`."""
-    arguments: list[str] = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if f.name in skip or value is None or value is False:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if value is True:
-            arguments.append(flag)
-        elif isinstance(value, (list, tuple)):
-            arguments += [flag, *map(str, value)]
-        else:
-            arguments += [flag, str(value)]
-    return arguments
-
-
-def to_json(config: Any) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
-
-
 @dataclass
 class FitConfig:
-    run: Path = option(Path("models/default"), "run folder with vocab.json and a feature cache")
+    run: Path = option(DEFAULT_RUN, "run folder with vocab.json and a feature cache")
     epochs: int = option(15, "maximum number of epochs (early stopping usually ends sooner; `make demo` uses "
                            "this default too)")
     batch_size: int = option(64, "captions per step (global batch across replicas)")
@@ -143,7 +78,10 @@ class FitConfig:
     hidden_dim: int = option(256, "LSTM size H (the image projection has the same size)")
     dropout: float = option(0.3, "dropout on image features and word embeddings")
     patience: int = option(4, "epochs without a better validation loss before stopping")
-    lr_patience: int = option(1, "epochs without improvement before halving the learning rate")
+    lr_patience: int = option(1, "epochs without improvement before the learning rate is cut by --lr-factor")
+    lr_factor: float = option(0.5, "what the learning rate is multiplied by on a plateau")
+    min_learning_rate: float = option(1e-5, "the learning rate never falls below this")
+    clipnorm: float = option(5.0, "each gradient is rescaled to at most this norm (Adam's clipnorm)")
     min_delta: float = option(1e-4, "smallest fall of the validation loss that counts as an improvement, for early "
                                     "stopping and the learning-rate halving")
     seed: int = option(0, "seed for initialisation, dropout and shuffling")
@@ -175,12 +113,17 @@ class FitConfig:
 
 @dataclass
 class EvaluateConfig:
-    run: Path = option(Path("models/default"), "run folder with a trained model.keras")
+    run: Path = option(DEFAULT_RUN, "run folder with a trained model.keras")
     beam: list[int] = option((1, 3, 5), "beam widths to score; 1 is greedy", nargs="+")
     split: str = option("test", "which split to caption", choices=("test", "val", "train"))
-    max_length: int | None = option(DEFAULTS.max_length, "longest caption in words (default: the vocabulary's max "
-                                                        "length)")
-    length_penalty: float = option(DEFAULTS.length_penalty, "GNMT alpha for beam ranking (0: raw log-probability)")
+    max_length: int | None = generation_option("max_length")
+    length_penalty: float = generation_option("length_penalty")
+    no_repeat_ngram_size: int = generation_option("no_repeat_ngram_size")
     batch_size: int = option(64, "images searched together")
     samples: int = option(8, "sample captions stored beside the scores")
     seed: int = option(0, "seed of the shuffled-reference baseline")
+
+    def generation(self, num_beams: int) -> GenerationConfig:
+        """The search options of one of the scored widths."""
+        return GENERATION.replace(num_beams=num_beams, max_length=self.max_length, length_penalty=self.length_penalty,
+                                  no_repeat_ngram_size=self.no_repeat_ngram_size)

@@ -112,7 +112,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
     step_model = TopKStep(KerasStepModel(trained), vocab.end_id, top_k=2 * max(cfg.beam))
     metrics = {}
     for width in cfg.beam:
-        options = options_for(vocab, width, cfg.max_length, cfg.length_penalty)
+        options = options_for(vocab, cfg.generation(width))
         started = time.perf_counter()
         found = caption_split(step_model, features, vocab, width, options, cfg.batch_size)
         elapsed = time.perf_counter() - started
@@ -122,6 +122,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         result = metrics[search_key(width)] = scores | coco_scores(references, hypotheses) | {
             "bleu_4_shuffled_references": baseline["bleu_4"],
             "images": len(entries), "split": cfg.split, "length_penalty": cfg.length_penalty,
+            "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
             "seconds": round(elapsed, 2),
             # how long the captions are, and how many the model ended itself rather than being cut at max_length
             "mean_words": round(float(np.mean([len(h.tokens) for h in found])), 2),

@@ -216,8 +216,8 @@ def run_fit(cfg: FitConfig):
 def _callbacks(cfg: FitConfig, out: RunFiles, state: dict | None) -> list:
     """What runs after each epoch, writing into `out`: the run, or a worker's scratch folder (multiworker)."""
     stopper = ResumableEarlyStopping(monitor="val_loss", patience=cfg.patience, min_delta=cfg.min_delta, verbose=1)
-    reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
-                                         min_delta=cfg.min_delta, min_lr=1e-5, verbose=1)
+    reducer = ResumableReduceLROnPlateau(monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience,
+                                         min_delta=cfg.min_delta, min_lr=cfg.min_learning_rate, verbose=1)
     if state:
         stopper.restore = state["stopper"]
         reducer.restore = state["reducer"]
@@ -303,7 +303,7 @@ def _load_or_build(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, tr
                          dropout=cfg.dropout, feature_scale=feature_scale(cache.features, train_data.rows))
         model = build_training_model(spec)
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=5.0),
+        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=vocab.pad_id),
     )
     return model

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.generation import DEFAULTS
+from demo.generation import GENERATION, GenerationConfig
 from demo.search.beam_search import beam_search
 from demo.search.greedy_search import greedy_search
 from demo.search.step import Hypothesis, SearchOptions, StepModel
@@ -27,10 +27,9 @@ def best(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
     return [n_best[0] for n_best in generate(model, features, start_id, end_id, options)]
 
 
-def options_for(vocab, num_beams: int = DEFAULTS.num_beams, max_length: int | None = DEFAULTS.max_length,
-                length_penalty: float = DEFAULTS.length_penalty,
-                num_return_sequences: int = DEFAULTS.num_return_sequences) -> SearchOptions:
+def options_for(vocab, config: GenerationConfig = GENERATION) -> SearchOptions:
     """Search options for a vocabulary: never generate <pad>, <start> or <unk>; default length its maximum."""
-    return SearchOptions(max_length=max_length or vocab.max_length, num_beams=num_beams,
-                         length_penalty=length_penalty, num_return_sequences=num_return_sequences,
-                         banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id))
+    return SearchOptions(max_length=config.max_length or vocab.max_length, num_beams=config.num_beams,
+                         length_penalty=config.length_penalty, num_return_sequences=config.num_return_sequences,
+                         banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id),
+                         no_repeat_ngram_size=config.no_repeat_ngram_size)

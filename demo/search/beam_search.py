@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from demo.search.repeats import ban_repeats
 from demo.search.step import Hypothesis, SearchOptions, StepModel, length_penalty, normalized, require_top_k
 
 DEAD = -np.inf
@@ -77,6 +78,9 @@ def beam_search(
     tokens = np.full(num_images * width, start_id, dtype=np.int64)
     for t in range(options.max_length + 1):
         out, state = model.step(tokens, rows, state)
+        if options.no_repeat_ngram_size:  # row r is slot r % width of image position r // width
+            out = ban_repeats(out, words[:, :, :t].reshape(len(images) * width, t), options.no_repeat_ngram_size,
+                              2 * k, model.vocab_size, live=np.isfinite(scores).ravel())
         top_log_probs = out.top_log_probs.reshape(len(images), width, -1)
         top_ids = out.top_ids.reshape(len(images), width, -1)
         if t == options.max_length:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from demo.search.repeats import ban_repeats
 from demo.search.step import Hypothesis, SearchOptions, StepModel, normalized, require_top_k
 
 
@@ -24,6 +25,8 @@ def greedy_search(
     ended = np.zeros(num_images, dtype=bool)
     for t in range(options.max_length + 1):
         out, state = model.step(tokens, rows, state)
+        if options.no_repeat_ngram_size:
+            out = ban_repeats(out, words[live, :t], options.no_repeat_ngram_size, 1, model.vocab_size)
         if t == options.max_length:  # full length: close with <end>, whatever the model prefers
             log_prob[live] += out.end_log_prob
             end_log_prob[live] = out.end_log_prob

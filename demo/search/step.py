@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from demo.errors import BadInput
-from demo.generation import DEFAULTS
+from demo.generation import DEFAULTS, GENERATION
 
 State = dict[str, Any]
 
@@ -114,10 +114,11 @@ class SearchOptions:
     """
 
     max_length: int = DEFAULTS.max_length_without_vocabulary  # words, not counting <start>/<end>
-    num_beams: int = DEFAULTS.num_beams
-    length_penalty: float = DEFAULTS.length_penalty
-    num_return_sequences: int = DEFAULTS.num_return_sequences
+    num_beams: int = GENERATION.num_beams
+    length_penalty: float = GENERATION.length_penalty
+    num_return_sequences: int = GENERATION.num_return_sequences
     banned_ids: tuple[int, ...] = ()  # never generated (e.g. <pad>, <start>, <unk>)
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many words appears twice in a caption (`repeats`)
 
     def __post_init__(self) -> None:
         if self.max_length < 1:
@@ -126,6 +127,8 @@ class SearchOptions:
             raise BadInput("num_beams must be at least 1")
         if self.length_penalty < 0:
             raise BadInput("length_penalty must be >= 0")
+        if self.no_repeat_ngram_size < 0:
+            raise BadInput("no_repeat_ngram_size must be >= 0 (0: off)")
         if not 1 <= self.num_return_sequences <= self.num_beams:
             raise BadInput("num_return_sequences must be between 1 and num_beams")
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import gradio as gr
 
 from demo.bundle_layout import decoder_variants_in, runtime_files, variants_in
-from demo.captioner import Captioner, CaptionResult, Comparison
+from demo.captioner import Captioner
 from demo.encoder_batching import EncoderBatcher
 from demo.errors import CaptionerError
-from demo.generation import DEFAULTS
+from demo.generation import COMPARED, DEFAULTS, GENERATION, GenerationConfig, field_names
 from demo.manifest import BundleError, verify_bundle, verify_files
 from demo.model_card import ModelCard, read_model_card
 from demo.preprocess import ImageSource, load_image
@@ -30,6 +30,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # demo/examples
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
             "`python -m export --run RUN`), then start the app again. Details: {why}")
+MAX_NO_REPEAT_NGRAM = 4  # the slider's top: longer n-grams rarely repeat in a caption
 MAX_LENGTH_RANGE = (5, 40)  # the slider's; it starts at the bundle vocabulary's max_length (clamped)
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class CaptionerPool:
     def max_length(self) -> int:
         """The slider's first value: what `max_length=None` means for this bundle (its vocabulary's)."""
         low, high = MAX_LENGTH_RANGE
-        wanted = DEFAULTS.max_length or (DEFAULTS.max_length_without_vocabulary if self.error else
+        wanted = GENERATION.max_length or (DEFAULTS.max_length_without_vocabulary if self.error else
                                          self.get(*self.default_pair()).vocab.max_length)
         return min(high, max(low, wanted))
 
@@ -142,10 +143,18 @@ def confidence_html(words: list[str], word_log_probs: list[float], other: list[s
     return f'<div class="confidence">{"".join(spans)}</div>'
 
 
-def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, max_length: int,
-                length_penalty: float, num_return_sequences: int, variant: str,
+def page_config(values: dict) -> GenerationConfig:
+    """The search the page's (or the API's) settings ask for: `COMPARED`'s fields, each as given where it was
+    given; "beams to list" at most the beam width, as the slider cannot know the other slider's value."""
+    given = {name: values[name] for name in field_names() if values.get(name) is not None}
+    numbers = {name: (float(value) if name == "length_penalty" else int(value)) for name, value in given.items()}
+    config = COMPARED.replace(**numbers)
+    return config.replace(num_return_sequences=min(config.num_return_sequences, config.num_beams))
+
+
+def run_caption(pool: CaptionerPool, image: ImageSource | None, config: GenerationConfig, variant: str,
                 decoder_variant: str = "fp32") -> dict:
-    """Greedy and beam results for one image, as a JSON-able dict (what the API returns).
+    """Greedy and beam results for one image, as `Comparison.to_dict` (what the API returns).
 
     `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
     """
@@ -153,39 +162,31 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, num_beams: int, 
         raise CannotCaption(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
     if image is None:
         raise CannotCaption("upload an image first (or pick an example)")
-    captioner, options = pool.get(variant, decoder_variant), (int(num_beams), int(max_length), length_penalty,
-                                                               int(num_return_sequences))
-    batcher = pool.batcher(variant, decoder_variant)
+    captioner, batcher = pool.get(variant, decoder_variant), pool.batcher(variant, decoder_variant)
     if batcher is None:
-        return to_json(captioner.compare(image, *options, name=_upload_name(image)))
+        return captioner.compare(image, config, name=_upload_name(image)).to_dict()
     started = time.perf_counter()
     pixels = load_image(image, name=_upload_name(image))  # a bad image fails here, in its own request only
     timings = {"preprocess": (time.perf_counter() - started) * 1000}
     encoded = batcher.encode(pixels)
     timings["encoder"] = encoded.encoder_ms
-    return to_json(captioner.compare_features(encoded.features, *options, timings), encoded.batch_size)
+    return captioner.compare_features(encoded.features, config, timings).to_dict(encoded.batch_size)
 
 
 class CannotCaption(CaptionerError):
     """A request the page cannot answer: no bundle loaded, or no image given."""
 
 
-def to_json(found: Comparison, encoder_batch: int = 1) -> dict:
-    """The API's answer. `encoder_ms` is this image's share of its encoder pass, `encoder_batch` the images in
-    that pass (1 when it ran alone)."""
-    return {"greedy": _summary(found.greedy), "beam": _summary(found.beam) | {"num_beams": found.num_beams},
-            "provider": found.provider, "variant": found.variant, "decoder_variant": found.decoder_variant,
-            "encoder_ms": found.encoder_ms, "encoder_batch": encoder_batch}
-
-
-def caption_or_explain(pool: CaptionerPool, *args) -> dict:
-    """`run_caption`, with a bad input shown to the user as its message and logged as one line.
+def caption_or_explain(pool: CaptionerPool, image: ImageSource | None, settings: dict, variant: str,
+                       decoder_variant: str) -> dict:
+    """`run_caption` on the page's settings, with a bad input shown to the user as its message and logged as
+    one line.
 
     Gradio prints a full traceback for every `gr.Error` by default: a page of noise per bad upload in
     the server log, and a server whose output pipe nobody reads stalls once the pipe fills.
     """
     try:
-        return run_caption(pool, *args)
+        return run_caption(pool, image, page_config(settings), variant, decoder_variant)
     except CaptionerError as exc:
         log.info("caption refused: %s", exc)
         raise gr.Error(str(exc), print_exception=False) from None
@@ -194,16 +195,6 @@ def caption_or_explain(pool: CaptionerPool, *args) -> dict:
 def _upload_name(image: ImageSource) -> str | None:
     """The uploaded file's own name for error messages (the folder is the server's upload cache)."""
     return Path(image).name if isinstance(image, (str, os.PathLike)) else None
-
-
-def _summary(result: CaptionResult) -> dict:
-    """One search's answer; `word_log_probs` (one per word) and `end_log_prob` add up to `log_prob`."""
-    return {"caption": result.caption, "log_prob": result.log_prob, "score": result.score,
-            "word_log_probs": result.word_log_probs, "end_log_prob": result.end_log_prob,
-            "decode_ms": result.timings["decoder_ms_per_image"],
-            "candidates": [{"caption": c.caption, "log_prob": c.log_prob, "score": c.score,
-                            "word_log_probs": c.word_log_probs, "end_log_prob": c.end_log_prob}
-                           for c in result.candidates]}
 
 
 def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> gr.Blocks:
@@ -228,14 +219,16 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
             with gr.Column(scale=1):
-                num_beams = gr.Slider(1, DEFAULTS.max_num_beams, value=DEFAULTS.compared_num_beams, step=1,
+                num_beams = gr.Slider(1, DEFAULTS.max_num_beams, value=COMPARED.num_beams, step=1,
                                       label="Beam width")
                 max_length = gr.Slider(*MAX_LENGTH_RANGE, value=pool.max_length(), step=1,
                                        label="Maximum length (words)")
-                length_penalty = gr.Slider(0.0, 2.0, value=DEFAULTS.length_penalty, step=0.1,
+                length_penalty = gr.Slider(0.0, 2.0, value=COMPARED.length_penalty, step=0.1,
                                            label="Length penalty (GNMT alpha)")
-                num_return = gr.Slider(1, DEFAULTS.max_num_beams, value=DEFAULTS.compared_num_return_sequences, step=1,
+                num_return = gr.Slider(1, DEFAULTS.max_num_beams, value=COMPARED.num_return_sequences, step=1,
                                        label="Beams to list")
+                no_repeat = gr.Slider(0, MAX_NO_REPEAT_NGRAM, value=COMPARED.no_repeat_ngram_size, step=1,
+                                      label="No repeated n-gram of this many words (0: off)", elem_id="no-repeat")
                 variant = gr.Radio(variants, value=variants[0], label="Encoder variant",
                                    visible=len(variants) > 1)
                 decoder_variant = gr.Radio(decoder_variants, value=decoder_variants[0], label="Decoder variant",
@@ -260,8 +253,9 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 gr.Markdown(card.text)
         api_result = gr.JSON(visible=False)
 
-        def on_click(*args):
-            result = caption_or_explain(pool, *args)
+        def on_click(image, num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant,
+                     no_repeat_ngram_size):
+            result = caption_or_explain(pool, image, locals(), variant, decoder_variant)  # named as the fields
             greedy, beam = result["greedy"], result["beam"]
             greedy_words, beam_words = greedy["caption"].split(), beam["caption"].split()
             shared = f" (shared with {result['encoder_batch'] - 1} other requests)" if result["encoder_batch"] > 1 \
@@ -269,25 +263,26 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
             return (
                 confidence_html(greedy_words, greedy["word_log_probs"], beam_words),
                 f"log-prob {greedy['log_prob']:.3f} (words {sum(greedy['word_log_probs']):.3f}, end "
-                f"{greedy['end_log_prob']:.3f}) · decode {greedy['decode_ms']:.1f} ms",
+                f"{greedy['end_log_prob']:.3f}) · decode {greedy['timings_ms']['decoder_ms_per_image']:.1f} ms",
                 confidence_html(beam_words, beam["word_log_probs"], greedy_words),
                 [[c["caption"], round(c["log_prob"], 3), round(c["score"], 3),
                   round(min(map(math.exp, c["word_log_probs"]), default=1.0), 2)] for c in beam["candidates"]],
                 f"beam {beam['num_beams']} · log-prob {beam['log_prob']:.3f} (words "
                 f"{sum(beam['word_log_probs']):.3f}, end {beam['end_log_prob']:.3f}) · decode "
-                f"{beam['decode_ms']:.1f} ms",
+                f"{beam['timings_ms']['decoder_ms_per_image']:.1f} ms",
                 f"encoder {result['encoder_ms']:.1f} ms{shared} · provider **{result['provider']}** · "
                 f"variant **{result['variant']}** · decoder **{result['decoder_variant']}**",
             )
 
-        # named parameters: API callers may pass settings by these names; those left out take the page's values
-        def api(image, num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant) -> dict:
-            return caption_or_explain(pool, image, num_beams, max_length, length_penalty, num_return_sequences,
-                                      variant, decoder_variant)
+        # named parameters: API callers may pass settings by these names (GenerationConfig's); those left out
+        # take the page's values
+        def api(image, num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant,
+                no_repeat_ngram_size) -> dict:
+            return caption_or_explain(pool, image, locals(), variant, decoder_variant)
 
-        # the decoder variant last: API calls written before it existed still work (gradio_client fills it in
-        # with the radio's value: fp32, or the one decoder a Space ships)
-        inputs = [image, num_beams, max_length, length_penalty, num_return, variant, decoder_variant]
+        # parameters added later go last: API calls written before them still work (gradio_client fills them in
+        # with the controls' values: fp32, or the one decoder a Space ships; no n-gram ban)
+        inputs = [image, num_beams, max_length, length_penalty, num_return, variant, decoder_variant, no_repeat]
         # batching: as many requests in flight as a pass takes (one limit for both events); else the queue's
         # default (demo.web.serve.CONCURRENCY)
         limit = max_batch_size if max_batch_size > 1 else "default"

@@ -5,50 +5,16 @@ import contextlib
 import ctypes
 import io
 import logging
-import os
-from dataclasses import dataclass
-from pathlib import Path
 
-from demo.encoder_batching import DEFAULT_MAX_BATCH_SIZE
-from demo.errors import BadInput
+from demo.serve_config import ServeConfig
 from demo.web.page import build_app
 from demo.web.upload import MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
 M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc's mallopt parameters (malloc.h)
 MALLOC_ARENAS, MMAP_THRESHOLD = 2, 4 << 20  # the server's: 2 heaps; blocks of 4 MiB and more mapped, given back
+__all__ = ["ServeConfig", "launch"]
 CONCURRENCY = 2  # unbatched (--max-batch-size 1): two requests at once on a 2-core machine; the rest wait
-
-
-@dataclass
-class ServeConfig:
-    model: Path = Path("models/default/onnx")
-    host: str = "127.0.0.1"
-    port: int = 7860
-    share: bool = False
-    provider: str = "auto"
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # 1: each request encodes alone, CONCURRENCY at once
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise BadInput(f"max batch size must be at least 1, not {self.max_batch_size}")
-
-    @classmethod
-    def from_env(cls) -> "ServeConfig":
-        """The same settings from environment variables (Spaces and containers have no command line)."""
-        default = cls()
-        port = os.environ.get("CAPTIONER_PORT", os.environ.get("PORT", str(default.port)))
-        if not port.isdigit():
-            raise BadInput(f"CAPTIONER_PORT (or PORT) must be a port number, not {port!r}")
-        batch = os.environ.get("CAPTIONER_MAX_BATCH_SIZE", str(default.max_batch_size))
-        if not batch.isdigit():
-            raise BadInput(f"CAPTIONER_MAX_BATCH_SIZE must be a whole number (1: no batching), not {batch!r}")
-        return cls(model=Path(os.environ.get("CAPTIONER_MODEL", default.model)),
-                   host=os.environ.get("CAPTIONER_HOST", "0.0.0.0"),
-                   port=int(port),
-                   share=os.environ.get("CAPTIONER_SHARE", "").lower() in ("1", "true", "yes"),
-                   provider=os.environ.get("CAPTIONER_PROVIDER", default.provider),
-                   max_batch_size=int(batch))
 
 
 def tune_malloc() -> bool:

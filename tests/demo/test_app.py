@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.generation import GenerationConfig
 from tests.helpers import (
     REPO,
     Drained,
+    api_settings,
     ask_caption,
     assert_same_answer,
     auto_provider,
@@ -42,12 +44,30 @@ def test_api_endpoint_returns_the_runtime_captions(served_app, captioner):
     json.dumps(result)  # JSON-able as promised
 
 
+def test_api_takes_generation_options_by_their_generation_config_names(served_app, captioner):
+    """A call that names its parameters (Hugging Face's names, as `GenerationConfig` has them) gets the runtime's
+    answer for those options, the others at the page's defaults; with no word pair allowed twice, none repeats."""
+    from gradio_client import Client, handle_file
+
+    image = example_image()
+    result = Client(served_app, verbose=False).predict(image=handle_file(str(image)), num_beams=4,
+                                                       no_repeat_ngram_size=2, api_name="/caption")
+    expected = captioner.compare(image, num_beams=4, no_repeat_ngram_size=2)
+    assert_same_answer(result, expected)
+    assert result["beam"]["num_beams"] == 4 and result["beam"]["caption"] == expected.beam.caption
+    for search in ("greedy", "beam"):
+        words = result[search]["caption"].split()
+        pairs = list(zip(words, words[1:]))
+        assert len(pairs) == len(set(pairs)), result[search]["caption"]
+
+
 def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_decoder_run):
     """On a bundle with both decoder steps: the six-argument call of callers written before the decoder variant
     existed gets fp32, the seventh argument picks int8, and the answer says which one ran."""
     from demo.captioner import Captioner
 
-    image, settings = example_image(), (3, 20, 0.5, 3)  # num_beams, max_length, length_penalty, num_return_sequences
+    image, config = example_image(), GenerationConfig(num_beams=3, max_length=20, num_return_sequences=3)
+    settings = api_settings(config)
     process, url = start_server(int8_decoder_run / "onnx", "--provider", "cpu")
     server = Drained(process)
     try:
@@ -57,7 +77,7 @@ def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_deco
         server.stop()
     assert (older["variant"], older["decoder_variant"]) == ("fp32", "fp32")
     assert (int8["variant"], int8["decoder_variant"]) == ("fp32", "int8")
-    want = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").compare(image, *settings)
+    want = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").compare(image, config)
     assert_same_answer(int8, want)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from demo.generation import GenerationConfig
 from tests.helpers import (
     assert_same_answer,
     bundle_copy,
@@ -190,7 +191,7 @@ def test_damaged_bundles_are_refused_naming_the_file(exported_run, tmp_path, dam
 
 # ---- the app's other variants, loaded on their first request ---------------------------------------------
 
-SETTINGS = (3, 20, 0.5, 3)  # num_beams, max_length, length_penalty, num_return_sequences
+SETTINGS = GenerationConfig(num_beams=3, max_length=20, num_return_sequences=3)
 
 
 def test_pool_loads_the_second_variant_on_first_request_and_answers_as_the_int8_captioner(exported_run):
@@ -200,10 +201,10 @@ def test_pool_loads_the_second_variant_on_first_request_and_answers_as_the_int8_
     image = split_images(exported_run)[0]
     pool = CaptionerPool(exported_run / "onnx", provider="cpu")
     assert pool.error is None and pool.variants == ["fp32", "int8"]
-    fp32 = run_caption(pool, str(image), *SETTINGS, "fp32")
-    int8 = run_caption(pool, str(image), *SETTINGS, "int8")
+    fp32 = run_caption(pool, str(image), SETTINGS, "fp32")
+    int8 = run_caption(pool, str(image), SETTINGS, "int8")
     assert fp32["variant"] == "fp32" and int8["variant"] == "int8"
-    alone = Captioner(exported_run / "onnx", provider="cpu", variant="int8").compare(image, *SETTINGS)
+    alone = Captioner(exported_run / "onnx", provider="cpu", variant="int8").compare(image, SETTINGS)
     assert_same_answer(int8, alone)
     # the answer really comes from the other encoder: int8 features change the scores (measured, not assumed)
     assert abs(int8["greedy"]["log_prob"] - fp32["greedy"]["log_prob"]) > 1e-4, (int8["greedy"], fp32["greedy"])
@@ -219,7 +220,7 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
     bundle = bundle_copy(exported_run / "onnx", tmp_path / "onnx", copied=("encoder.int8.onnx",))
     image = str(split_images(exported_run)[0])
     pool = CaptionerPool(bundle, provider="cpu")
-    assert run_caption(pool, image, *SETTINGS, "fp32")["variant"] == "fp32"
+    assert run_caption(pool, image, SETTINGS, "fp32")["variant"] == "fp32"
     encoder = bundle / "encoder.int8.onnx"
     data = bytearray(encoder.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one weight byte: the graph still loads and runs, with other weights
@@ -228,9 +229,9 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
     with pytest.raises(BundleError, match=re.escape(wanted)):
         pool.get("int8")
     with pytest.raises(gr.Error, match=re.escape(wanted)):  # what the page and the API show
-        caption_or_explain(pool, image, *SETTINGS, "int8")
+        caption_or_explain(pool, image, SETTINGS.to_dict(), "int8", "fp32")
     assert ("int8", "fp32") not in pool._loaded
-    assert caption_or_explain(pool, image, *SETTINGS, "fp32")["variant"] == "fp32", "fp32 still served"
+    assert caption_or_explain(pool, image, SETTINGS.to_dict(), "fp32", "fp32")["variant"] == "fp32", "fp32 still served"
 
 
 def test_pool_serves_the_int8_decoder_as_its_captioner_does(int8_decoder_run, exported_run):
@@ -240,11 +241,11 @@ def test_pool_serves_the_int8_decoder_as_its_captioner_does(int8_decoder_run, ex
     image = str(split_images(exported_run)[0])
     pool = CaptionerPool(int8_decoder_run / "onnx", provider="cpu")
     assert pool.error is None and pool.decoder_variants == ["fp32", "int8"] and pool.default_pair() == ("fp32", "fp32")
-    fp32 = run_caption(pool, image, *SETTINGS, "fp32")  # the decoder variant left out, as older callers do
-    int8 = run_caption(pool, image, *SETTINGS, "fp32", "int8")
+    fp32 = run_caption(pool, image, SETTINGS, "fp32")  # the decoder variant left out, as older callers do
+    int8 = run_caption(pool, image, SETTINGS, "fp32", "int8")
     assert (fp32["variant"], fp32["decoder_variant"]) == ("fp32", "fp32")
     assert (int8["variant"], int8["decoder_variant"]) == ("fp32", "int8")
-    alone = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").compare(image, *SETTINGS)
+    alone = Captioner(int8_decoder_run / "onnx", provider="cpu", decoder_variant="int8").compare(image, SETTINGS)
     assert_same_answer(int8, alone)
     # the int8 step really ran: its matrices change the scores (measured, not assumed)
     assert int8["greedy"]["log_prob"] != fp32["greedy"]["log_prob"], (int8["greedy"], fp32["greedy"])
@@ -267,7 +268,7 @@ def test_decoder_variant_replaced_after_start_is_refused_and_other_pairs_still_l
     with pytest.raises(BundleError, match=re.escape(f"{step} does not match its sha256 in the manifest")):
         pool.get("fp32", "int8")
     assert ("fp32", "int8") not in pool._loaded
-    answer = run_caption(pool, image, *SETTINGS, "int8", "fp32")
+    answer = run_caption(pool, image, SETTINGS, "int8", "fp32")
     assert (answer["variant"], answer["decoder_variant"]) == ("int8", "fp32")
 
 

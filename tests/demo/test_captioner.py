@@ -92,7 +92,7 @@ def test_int8_captioner_runs_the_int8_encoder(exported_run):
     print(f"cosine mean {cosine.mean():.5f} min {cosine.min():.5f}; the export's gate {gate}")
     assert cosine.mean() >= gate["cosine_mean_at_least"], cosine
     got = [r.caption for r in int8.caption(images, num_beams=3)]
-    want = [r.caption for r in fp32.caption_features(int8_features, fp32.options(3), {})]
+    want = [r.caption for r in fp32.caption_features(int8_features, fp32.options(num_beams=3), {})]
     assert got == want or not caption_differences(int8, images, want, got, 3), (got, want)
 
 

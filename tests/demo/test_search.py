@@ -215,3 +215,143 @@ def test_each_word_carries_its_own_log_prob_and_they_add_up_to_the_caption(num_b
             np.testing.assert_allclose([*hypothesis.word_log_probs, hypothesis.end_log_prob], expected, atol=1e-9)
             checked += 1
     assert checked >= len(image_features) * num_beams // 2
+
+
+# no_repeat_ngram_size: Hugging Face's meaning, checked against captions enumerated and filtered by brute force
+
+
+def repeats_an_ngram(words, n: int) -> bool:
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+def brute_force_best_without_repeats(model, feature, options):
+    """`brute_force_best` over the captions in which no n-gram of `no_repeat_ngram_size` words appears twice."""
+    words_ids = [w for w in range(model.vocab_size) if w not in BANNED and w != END]
+    best = None
+    for length in range(options.max_length + 1):
+        for words in itertools.product(words_ids, repeat=length):
+            if repeats_an_ngram(words, options.no_repeat_ngram_size):
+                continue
+            log_prob = sequence_log_prob(model, feature, words)
+            score = normalized(log_prob, length, options.length_penalty)
+            if best is None or score > best[0] + 1e-12:
+                best = (score, words, log_prob)
+    return best
+
+
+class EchoRNN(TinyRNN):
+    """`TinyRNN` that likes to say its last word again: captions that repeat n-grams, for the ban to forbid."""
+
+    def __init__(self, *args, echo: float = 2.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.echo = echo
+
+    def step(self, tokens, state):
+        log_probs, state = super().step(tokens, state)
+        log_probs[np.arange(len(tokens)), tokens] += self.echo
+        return log_probs - np.log(np.exp(log_probs).sum(axis=1, keepdims=True)), state
+
+
+# (vocabulary, max_length, a width that keeps every prefix, n); <end> made unlikely so that long captions win
+@pytest.mark.parametrize("vocab_size, max_length, num_beams, n", [(6, 3, 27, 1), (6, 3, 27, 2), (5, 4, 16, 2),
+                                                                   (5, 4, 16, 3)])
+def test_exhaustive_beam_with_no_repeat_ngram_finds_the_best_caption_that_repeats_none(vocab_size, max_length,
+                                                                                        num_beams, n):
+    options = SearchOptions(max_length=max_length, num_beams=num_beams, length_penalty=0.7, banned_ids=BANNED,
+                            no_repeat_ngram_size=n)
+    plain_repeats = 0
+    for seed in range(6):
+        model = EchoRNN(vocab_size=vocab_size, seed=seed, end_bias=-20.0)
+        image_features = features(3, seed)
+        for feature, (best,) in zip(image_features, beam_search(top_k(model), image_features, START, END, options)):
+            score, words, log_prob = brute_force_best_without_repeats(model, feature, options)
+            assert best.tokens == words and not repeats_an_ngram(best.tokens, n)
+            assert best.score == pytest.approx(score) and best.log_prob == pytest.approx(log_prob)
+            plain_repeats += repeats_an_ngram(brute_force_best(model, feature, options)[1], n)
+    assert plain_repeats, "no best caption without the ban repeats an n-gram: this test would not see it missing"
+
+
+def greedy_without_repeats(model, feature, options) -> tuple[int, ...]:
+    """Greedy by hand: each step the model's most likely word among those that complete no repeated n-gram."""
+    words: list[int] = []
+    for _ in range(options.max_length):
+        state, previous = model.initial_state(feature[None]), START
+        for token in words + [None]:
+            log_probs, state = model.step(np.array([previous]), state)
+            previous = token
+        log_probs = log_probs[0].copy()
+        log_probs[list(BANNED)] = -np.inf
+        for word in range(model.vocab_size):
+            if word != END and repeats_an_ngram(words + [word], options.no_repeat_ngram_size):
+                log_probs[word] = -np.inf
+        chosen = int(np.argmax(log_probs))
+        if chosen == END:
+            break
+        words.append(chosen)
+    return tuple(words)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_greedy_with_no_repeat_ngram_takes_the_best_word_that_repeats_nothing(n):
+    options = SearchOptions(max_length=8, banned_ids=BANNED, no_repeat_ngram_size=n)
+    plain = SearchOptions(max_length=8, banned_ids=BANNED)
+    repeated = 0
+    for seed in range(4):
+        model = TinyRNN(vocab_size=7, seed=seed, end_bias=-3.0)
+        image_features = features(5, seed)
+        found = greedy_search(top_k(model), image_features, START, END, options)
+        for feature, hypothesis in zip(image_features, found):
+            assert hypothesis.tokens == greedy_without_repeats(model, feature, options)
+        repeated += sum(repeats_an_ngram(h.tokens, n)
+                        for h in greedy_search(top_k(model), image_features, START, END, plain))
+    assert repeated, "no plain greedy caption repeated an n-gram: this test would not see a missing ban"
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_a_partial_top_k_searches_under_the_ban_as_the_whole_vocabulary_does(num_beams):
+    """The rows' top-K less the banned words still holds every word the search can pick: a K that leaves 2k words
+    after the most a row can lose (one per earlier word) finds what the whole vocabulary finds."""
+    model = TinyRNN(vocab_size=12, seed=11, end_bias=-3.0)
+    options = SearchOptions(max_length=6, num_beams=num_beams, num_return_sequences=num_beams, banned_ids=BANNED,
+                            no_repeat_ngram_size=1)
+    partial = TopKStep(model, END, top_k=2 * num_beams + options.max_length)
+    assert partial.top_k < model.vocab_size
+    search = greedy_search if num_beams == 1 else beam_search
+    got, want = (search(step, features(6, 2), START, END, options) for step in (partial, top_k(model)))
+    assert repr(got) == repr(want)
+
+
+class Parrot:
+    """A step model that always likes word 3 best, then 4, 5, ...: with no word allowed twice, its top-1 is banned."""
+
+    vocab_size = 8
+
+    def initial_state(self, features):
+        return {"rows": np.zeros(len(features))}
+
+    def step(self, tokens, state):
+        logits = -np.arange(self.vocab_size, dtype=np.float64)[None].repeat(len(tokens), axis=0)
+        logits[:, 3:] += 10.0
+        return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)), {"rows": state["rows"][:len(tokens)]}
+
+
+def test_a_ban_that_takes_a_rows_whole_top_k_is_refused_with_the_fix():
+    from demo.errors import BadInput
+
+    options = SearchOptions(max_length=4, banned_ids=BANNED, no_repeat_ngram_size=1)
+    with pytest.raises(BadInput, match=r"no_repeat_ngram_size 1 took 1 of a row's 1 best words.*--top-k 2"):
+        greedy_search(TopKStep(Parrot(), END, top_k=1), features(1), START, END, options)
+    (found,) = greedy_search(TopKStep(Parrot(), END, top_k=8), features(1), START, END, options)
+    assert found.tokens == (3, 4, 5, 6)
+
+
+def test_generation_config_refuses_what_the_search_cannot_do_naming_the_option():
+    from demo.errors import BadInput
+    from demo.generation import GenerationConfig
+
+    with pytest.raises(BadInput, match=r"^no_repeat_ngram_size must be >= 0"):
+        GenerationConfig(no_repeat_ngram_size=-1)
+    with pytest.raises(BadInput, match=r"unknown generation option num_beam \(options: num_beams, max_length"):
+        GenerationConfig().replace(num_beam=3)
+    assert GenerationConfig.from_dict(GenerationConfig(num_beams=4).to_dict()) == GenerationConfig(num_beams=4)

@@ -9,7 +9,7 @@ the exported decoder.
 import numpy as np
 import pytest
 
-from demo.generation import DEFAULTS
+from demo.generation import DEFAULTS, GenerationConfig
 from demo.search import generate
 from demo.search.step import SearchOptions, TopKStep
 from tests.demo.full_vocabulary_search import full_beam_search, full_greedy_search
@@ -95,7 +95,7 @@ def assert_bundle_searches_like_the_oracle(bundle, features, vocab) -> int:
     assert topk.top_k == DEFAULTS.top_k < len(vocab)  # a real truncation: the step returns 20 of V words
     ended = 0
     for width in WIDTHS:
-        options = options_for(vocab, width, num_return_sequences=min(width, 3))
+        options = options_for(vocab, GenerationConfig(num_beams=width, num_return_sequences=min(width, 3)))
         found = generate(topk, features, vocab.start_id, vocab.end_id, options)
         for got, want in zip(found, oracle(whole, features, options)):
             assert [h.tokens for h in got] == [h.tokens for h in want], width

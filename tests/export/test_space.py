@@ -7,7 +7,17 @@ import sys
 
 import pytest
 
-from tests.helpers import REPO, Drained, ask_caption, auto_provider, free_port, run_module, wait_for_server
+from demo.generation import GenerationConfig
+from tests.helpers import (
+    REPO,
+    Drained,
+    api_settings,
+    ask_caption,
+    auto_provider,
+    free_port,
+    run_module,
+    wait_for_server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -75,11 +85,11 @@ def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_
     from demo.captioner import Captioner
 
     example = sorted((space / "demo" / "examples").glob("*.png"))[0]
-    settings = (3, 20, 0.5, 2)
+    config = GenerationConfig(num_beams=3, max_length=20, length_penalty=0.5, num_return_sequences=2)
     decoder = shipped_decoder(space)
     here = Captioner(space / "onnx", variant="int8", decoder_variant=decoder, provider="cpu").compare(example,
-                                                                                                    *settings)
-    fp32 = Captioner(exported_run / "onnx", variant="fp32", provider="cpu").compare(example, *settings)
+                                                                                                    config)
+    fp32 = Captioner(exported_run / "onnx", variant="fp32", provider="cpu").compare(example, config)
     assert abs(here.greedy.log_prob - fp32.greedy.log_prob) > 1e-4, "premise: the two encoders score differently"
     port = free_port()
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "CAPTIONER_PORT": str(port),
@@ -87,7 +97,8 @@ def test_space_app_serves_captions_from_its_own_folder(space, exported_run, tmp_
     process, url = wait_for_server([sys.executable, "app.py"], f"http://127.0.0.1:{port}/", cwd=space, env=env)
     server = Drained(process)
     try:
-        result = ask_caption(url, example, *settings, variant="int8")  # the README's call, less its decoder variant
+        # the README's call, less its decoder variant
+        result = ask_caption(url, example, *api_settings(config), variant="int8")
     finally:
         server.stop()
     assert result["variant"] == "int8" and result["provider"] == auto_provider()

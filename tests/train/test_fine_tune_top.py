@@ -135,11 +135,12 @@ def assert_page_captions_with_it(run: Path) -> None:
     """The app serves the fine-tuned bundle as any other: the page's request handler loads it and answers the
     runtime's captions (the page itself, in a browser, is tests/demo/test_app.py's)."""
     from demo.captioner import Captioner
-    from demo.web.page import CaptionerPool, example_images, run_caption, to_json
+    from demo.generation import GenerationConfig
+    from demo.web.page import CaptionerPool, example_images, run_caption
 
-    image, settings = Path(example_images()[0]), (3, 20, 0.5, 3)  # num_beams, max_length, alpha, n-best
-    alone = to_json(Captioner(run / "onnx", provider="cpu").compare(image, *settings))
-    answer = run_caption(CaptionerPool(run / "onnx", provider="cpu"), image, *settings, "fp32")
+    image, config = Path(example_images()[0]), GenerationConfig(num_beams=3, max_length=20, num_return_sequences=3)
+    alone = Captioner(run / "onnx", provider="cpu").compare(image, config).to_dict()
+    answer = run_caption(CaptionerPool(run / "onnx", provider="cpu"), image, config, "fp32")
     for search in ("greedy", "beam"):
         assert answer[search]["caption"] == alone[search]["caption"], (answer, alone)
 
