@@ -42,9 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--decoder-variant", choices=tuple(DECODER_TOPK_FILES), default="fp32",
                          help="decoder step variant (int8: where the export shipped one; default: fp32)")
     caption.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
-                         help="images loaded and captioned together (default: %(default)s; with the int8 "
-                              "encoder on a 2-core CPU, batches of 4 to 32 measured alike and batch 1 10-25%% "
-                              "slower; a kill loses at most one batch)")
+                         help="images loaded and captioned together (default: %(default)s; a kill loses at most "
+                              "one batch; `python -m bench --only folder` compares batch sizes on this machine)")
     written = caption.add_mutually_exclusive_group()
     written.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")
     written.add_argument("--out", type=_results_path, metavar="FILE",
