@@ -28,8 +28,7 @@ def best(model: StepModel, features: np.ndarray, start_id: int, end_id: int,
 
 
 def options_for(vocab, config: GenerationConfig = GENERATION) -> SearchOptions:
-    """Search options for a vocabulary: never generate <pad>, <start> or <unk>; default length its maximum."""
-    return SearchOptions(max_length=config.max_length or vocab.max_length, num_beams=config.num_beams,
-                         length_penalty=config.length_penalty, num_return_sequences=config.num_return_sequences,
-                         banned_ids=(vocab.pad_id, vocab.start_id, vocab.unk_id),
-                         no_repeat_ngram_size=config.no_repeat_ngram_size)
+    """Search options for a vocabulary: `config`'s, field by field, with the length defaulting to the vocabulary's
+    maximum, and <pad>, <start> and <unk> never generated."""
+    return SearchOptions(**config.to_dict() | {"max_length": config.max_length or vocab.max_length,
+                                               "banned_ids": (vocab.pad_id, vocab.start_id, vocab.unk_id)})
