@@ -148,8 +148,9 @@ def page_config(values: dict) -> GenerationConfig:
     given; "beams to list" at most the beam width, as the slider cannot know the other slider's value."""
     given = {name: values[name] for name in field_names() if values.get(name) is not None}
     numbers = {name: (float(value) if name == "length_penalty" else int(value)) for name, value in given.items()}
-    config = COMPARED.replace(**numbers)
-    return config.replace(num_return_sequences=min(config.num_return_sequences, config.num_beams))
+    beams = numbers.get("num_beams", COMPARED.num_beams)
+    listed = min(numbers.get("num_return_sequences", COMPARED.num_return_sequences), max(beams, 1))
+    return COMPARED.replace(**numbers | {"num_return_sequences": listed})
 
 
 def run_caption(pool: CaptionerPool, image: ImageSource | None, config: GenerationConfig, variant: str,

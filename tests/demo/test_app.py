@@ -59,6 +59,10 @@ def test_api_takes_generation_options_by_their_generation_config_names(served_ap
         words = result[search]["caption"].split()
         pairs = list(zip(words, words[1:]))
         assert len(pairs) == len(set(pairs)), result[search]["caption"]
+    # fewer beams than the page lists by default (3): it lists them all, as the slider cannot know the other's value
+    narrow = Client(served_app, verbose=False).predict(image=handle_file(str(image)), num_beams=2,
+                                                       api_name="/caption")
+    assert_same_answer(narrow, captioner.compare(image, num_beams=2, num_return_sequences=2))
 
 
 def test_api_takes_the_decoder_variant_last_and_older_calls_still_work(int8_decoder_run):
