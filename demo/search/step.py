@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from demo.errors import BadInput
-from demo.generation import DEFAULTS, GENERATION
+from demo.generation import DEFAULTS, GENERATION, GenerationConfig, field_names
 
 State = dict[str, Any]
 
@@ -121,16 +121,7 @@ class SearchOptions:
     no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many words appears twice in a caption (`repeats`)
 
     def __post_init__(self) -> None:
-        if self.max_length < 1:
-            raise BadInput("max_length must be at least 1")
-        if self.num_beams < 1:
-            raise BadInput("num_beams must be at least 1")
-        if self.length_penalty < 0:
-            raise BadInput("length_penalty must be >= 0")
-        if self.no_repeat_ngram_size < 0:
-            raise BadInput("no_repeat_ngram_size must be >= 0 (0: off)")
-        if not 1 <= self.num_return_sequences <= self.num_beams:
-            raise BadInput("num_return_sequences must be between 1 and num_beams")
+        GenerationConfig(**{name: getattr(self, name) for name in field_names()})  # its checks, its messages
 
 
 @dataclass(order=True)
