@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -29,7 +30,9 @@ pytestmark = pytest.mark.slow
 RNG_SEED = 7
 MAX_RSS_BYTES = int(2.5 * 2**30)
 SEARCH = {"max_length": 20, "length_penalty": 0.5}  # the same search settings on every surface
-API_ARGS = (3, SEARCH["max_length"], SEARCH["length_penalty"], 3, "fp32")  # beams, max_length, alpha, n-best, variant
+# every parameter after the image, as a raw HTTP call must send them: beams, max_length, alpha, n-best, encoder and
+# decoder variants, no_repeat_ngram_size
+API_ARGS = (3, SEARCH["max_length"], SEARCH["length_penalty"], 3, "fp32", "fp32", 0)
 
 
 # ---- the inputs: each valid case with the plain RGB image it must caption like ---------------------------
@@ -280,6 +283,7 @@ def test_server_answers_every_case_survives_the_bad_ones_and_stays_bounded(serve
     from gradio_client.exceptions import AppError
 
     good = inputs.files["rgba_opaque.png"]
+    first_line = len(server.lines)  # the module's server: other tests' requests may have logged before this one
     assert_server_result(ask_caption(server.url, good, **SEARCH), expected["rgba_opaque.png"], "warm-up")
     before = server.memory()
     for name in interleave(BAD, VALID):
@@ -300,7 +304,7 @@ def test_server_answers_every_case_survives_the_bad_ones_and_stays_bounded(serve
           f"{after['VmHWM'] / 2**20:.0f} MiB")
     assert after["VmHWM"] < MAX_RSS_BYTES, after
     assert after["VmHWM"] - before["VmHWM"] < 2**30, (before, after)  # 30000x30000 RGB would be 2.5 GiB
-    log = "".join(server.lines)
+    log = "".join(server.lines[first_line:])
     assert "Traceback" not in log, log[-3000:]  # refusals are one line each, not a page
     assert all(f"caption refused: {name}" in log for name in BAD), log[-3000:]
 
@@ -318,7 +322,9 @@ def test_server_refuses_an_upload_over_its_limit_and_keeps_serving(server, input
 
 
 def test_server_refuses_a_path_it_did_not_receive(server, inputs):
-    """The API hands the app the uploaded file's path: a path the client never uploaded must not be read."""
+    """The API hands the app the uploaded file's path: a path the client never uploaded must not be read (Gradio
+    refuses it, and says why in the server's log)."""
+    first_line = len(server.lines)
     body = json.dumps({"data": [{"path": str(inputs.files["cmyk.jpg"]), "meta": {"_type": "gradio.FileData"}},
                                 *API_ARGS]}).encode()
     request = urllib.request.Request(server.url + "gradio_api/call/caption", body,
@@ -327,6 +333,10 @@ def test_server_refuses_a_path_it_did_not_receive(server, inputs):
     stream = urllib.request.urlopen(f"{server.url}gradio_api/call/caption/{event_id}", timeout=60).read().decode()
     assert "event: error" in stream and '"greedy"' not in stream, stream
     assert server.process.poll() is None
+    deadline = time.monotonic() + 10
+    while "was not uploaded by a user" not in "".join(server.lines[first_line:]):
+        assert time.monotonic() < deadline, "".join(server.lines[first_line:])[-3000:]
+        time.sleep(0.05)
 
 
 def upload(url: str, path: Path) -> tuple[int, str]:
