@@ -30,13 +30,13 @@ from demo.search.step import Hypothesis, SearchOptions
 from demo.sessions import MemoryOptions, create_session
 from demo.vocab import Vocabulary
 
-# The encoders' session memory (peak RSS of a serving process: `python -m bench --only serving`). No arena: a
-# batched pass's activations (~25 MB an image in fp32 at conv1) go back to the system after the pass instead of
-# staying reserved. fp32 without prepacking: ONNX Runtime would otherwise keep a second, repacked copy of the
-# 480 MB of fc weights beside the mapped file (936 -> ~620 MiB for the session; ~7% slower at batch 1). Its fc
-# layers always see two rows or more (`export.graph_edit._pad_rows`), so features stay the same in any batch.
-# int8 keeps prepacking: its integer kernels run ~1.5x slower without it, and its weights are a quarter the size.
-# A bundle exported before the padding keeps prepacking for both (its features would otherwise depend on the batch).
+# The encoders' session memory (peak RSS of a serving process, measured by `python -m bench --only serving`). No
+# arena: a batched pass's activations go back to the system after the pass instead of staying reserved. fp32
+# without prepacking: ONNX Runtime would otherwise keep a second, repacked copy of the fc weights beside the mapped
+# file, for a small cost at batch 1. Its fc layers always see two rows or more (`export.graph_edit._pad_rows`), so
+# features stay the same in any batch. int8 keeps prepacking: its integer kernels are much slower without it, and
+# its weights are a quarter the size. A bundle exported before the padding keeps prepacking for both (its
+# features would otherwise depend on the batch).
 ENCODER_MEMORY = {"fp32": MemoryOptions(arena=False, prepack=False), "int8": MemoryOptions(arena=False)}
 
 

@@ -21,10 +21,10 @@ def tune_malloc() -> bool:
     """Make freed memory go back to the system (glibc): what a server's peak RSS is made of.
 
     Two settings. At most MALLOC_ARENAS heaps: glibc gives threads that allocate at once their own (up to 8 per
-    core), and what a request frees stays in its thread's heap; with the queue's worker threads, the batcher
-    and ONNX Runtime's pool that measured ~70 MiB of the int8 server's peak (501 -> 431 MiB). And a fixed
-    mmap threshold: glibc raises it each time a large block is freed, after which VGG16's 13-25 MB activations
-    come from the heap and stay there (an fp32 session's peak 889 -> 767 MiB over passes of mixed sizes).
+    core), and what a request frees stays in its thread's heap, which the queue's worker threads, the batcher and
+    ONNX Runtime's pool multiply. And a fixed mmap threshold: glibc raises it each time a large block is freed,
+    after which VGG16's activations come from the heap and stay there. `python -m bench --only serving` measures
+    the server's peak.
     Returns False where the C library is not glibc (nothing to do there).
     """
     try:
