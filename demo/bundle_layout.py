@@ -19,9 +19,8 @@ MODEL_CARD = "README.md"  # the model card (`export.model_card`, read by `demo.m
 ENCODER_FILES = {"fp32": "encoder.onnx", "int8": "encoder.int8.onnx"}  # variant -> file
 VARIANTS = tuple(ENCODER_FILES)
 # The encoders' weights sit beside their graphs as ONNX external data (`encoder.onnx.data`): ONNX Runtime maps
-# the file instead of parsing a 537 MB protobuf and copying every tensor out of it, which doubled a server's
-# memory while it loaded (1,049 -> 152 MiB peak for loading the fp32 encoder). Bundles exported before this
-# have self-contained encoders and no data files; both load.
+# the file instead of parsing one large protobuf and copying every tensor out of it, which doubled a server's
+# memory while it loaded. Bundles exported before this have self-contained encoders and no data files; both load.
 EXTERNAL_DATA_SUFFIX = ".data"
 # Manifest key: the encoders' fc layers always run on two rows or more (`export.graph_edit._pad_rows`), so the
 # fp32 encoder can run without prepacked weights and still give an image the same features in any batch.

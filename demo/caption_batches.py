@@ -25,13 +25,10 @@ from demo.search.step import SearchOptions
 if TYPE_CHECKING:  # lazy: importing the Captioner loads ONNX Runtime, which `python -m demo serve` need not
     from demo.captioner import Captioner
 
-# Measured in process (`load_batches` + `caption_pixels`, greedy) with the int8 encoder of models/default on 64
-# Flickr-sized JPEGs, on a 2-core AMD EPYC shared with other jobs, images/s in quiet / loaded rounds:
-# batch 1: 8.95 / 3.8, 4: 10.18 / 4.3, 8: 8.59-10.25 / 4.8, 16: 9.11-10.10 / 4.7, 32: 9.25-10.84 / 5.2.
-# Batch 1 is the slowest; 4 to 32 are alike within this machine's noise: the encoder's ~100 ms per image
-# dominates and batching saves it little on a CPU (the decoder's steps and, on a GPU, the encoder gain more).
-# 8 among those: a kill loses at most 8 images' work, the bar moves often, two batches stay small in memory.
-# JPEG decoding (~4 ms per image) is overlapped with the model (`load_batches`): under 4% here, more on a GPU.
+# On a CPU the encoder's time per image dominates and batching saves it little beyond a few images (the decoder's
+# steps and, on a GPU, the encoder gain more; `python -m bench --only folder` compares batch 8 with batch 1).
+# 8: a kill loses at most 8 images' work, the bar moves often, two batches stay small in memory. JPEG decoding
+# is overlapped with the model (`load_batches`).
 DEFAULT_BATCH_SIZE = 8
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ waits. One worker thread runs the encoder: when it is idle, the first request
 runs at once as a batch of one (a lone caller waits for nothing); while it is
 busy, requests queue, and the next pass takes all of them (up to
 `max_batch_size`). So batches form exactly when there is contention, without a
-fixed collection delay. (Two workers, two passes at once, measured no better
-on 2 cores and halved the mean batch: README Performance.)
+fixed collection delay. (Two workers, two passes at once, were no faster on
+2 cores and halved the mean batch.)
 
 Why not Gradio's `batch=True`: a failure in a Gradio batch function fails every
 request of the batch with one message, and a bad upload must fail only its own

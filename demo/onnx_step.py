@@ -29,11 +29,10 @@ LARGE_OUTPUT_LAYER = 1 << 20  # weights in the H x V output layer from which a s
 def step_threads(vocab_size: int, hidden_size: int) -> int:
     """Threads for the decoder step's session: one for a small vocabulary, every usable core for a large one.
 
-    A step's cost at Flickr scale is reading the H x V output layer (8.7 MB in fp32 for V = 8,493, H = 256),
-    which one core does at its memory bandwidth whatever the number of rows; split over 2 cores it measured
-    greedy 9.2 -> 5.8 ms and beam 5 19 -> 15 ms per caption. With a small vocabulary the matrices are too
-    small to split and idle pools spinning beside the other sessions cost more than they give (V = 59: beam 5
-    3.4 ms on one thread against 4.9-6.2 ms on two).
+    A step's cost at Flickr scale is reading the H x V output layer, which one core does at its memory bandwidth
+    whatever the number of rows, so splitting it over the cores pays. With a small vocabulary the matrices are
+    too small to split and idle pools spinning beside the other sessions cost more than they give. (The decoding
+    benchmark times the step with the count chosen here; a comparison of counts is not one of its rows yet.)
     """
     return usable_cores() if vocab_size * hidden_size >= LARGE_OUTPUT_LAYER else 1
 
