@@ -40,10 +40,13 @@ class GenerationConfig:
             raise BadInput("no_repeat_ngram_size must be >= 0 (0: off)")
 
     def replace(self, **changes) -> GenerationConfig:
-        """A copy with some fields changed; an unknown name is refused with the ones there are."""
+        """A copy with some fields changed; an unknown name is refused with the ones there are. Fewer beams than
+        this config lists, with no new count to list, list them all (`compare(image, num_beams=2)`)."""
         unknown = sorted(set(changes) - set(field_names()))
         if unknown:
             raise BadInput(f"unknown generation option {', '.join(unknown)} (options: {', '.join(field_names())})")
+        if "num_return_sequences" not in changes and "num_beams" in changes:
+            changes["num_return_sequences"] = max(1, min(self.num_return_sequences, changes["num_beams"]))
         return replace(self, **changes)
 
     def greedy(self) -> GenerationConfig:

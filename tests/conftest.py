@@ -183,7 +183,7 @@ def _file_rank(items: list) -> Callable[..., float]:
     venvs = files(lambda item: FRESH_VENVS.keys() & set(item.fixturenames))
     first_build = next((item.path for item in items if item.path in builds & slow), None)
 
-    def rank(item) -> int:
+    def rank(item) -> float:
         if item.path == first_build:
             return 0
         if item.path in venvs:

@@ -49,7 +49,9 @@ def ban_repeats(out: StepOutput, history: np.ndarray, n: int, needed: int, vocab
     top_k = ids.shape[1]
     if top_k < vocab_size:
         left = np.isfinite(log_probs).sum(axis=1)
-        short = (left < min(needed, top_k)) & (np.ones(len(left), bool) if live is None else live)
+        short = left < min(needed, top_k)
+        if live is not None:
+            short &= live
         if short.any():
             raise BadInput(f"no_repeat_ngram_size {n} took {top_k - int(left[short].min())} of a row's {top_k} best "
                            f"words, leaving fewer than the {needed} this search needs; use a smaller "

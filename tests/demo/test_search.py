@@ -355,3 +355,8 @@ def test_generation_config_refuses_what_the_search_cannot_do_naming_the_option()
     with pytest.raises(BadInput, match=r"unknown generation option num_beam \(options: num_beams, max_length"):
         GenerationConfig().replace(num_beam=3)
     assert GenerationConfig.from_dict(GenerationConfig(num_beams=4).to_dict()) == GenerationConfig(num_beams=4)
+    # fewer beams than a config lists, with no count given, lists them all; a count above the width is refused
+    listing = GenerationConfig(num_beams=3, num_return_sequences=3)
+    assert listing.replace(num_beams=2).num_return_sequences == 2
+    with pytest.raises(BadInput, match="num_return_sequences must be between 1 and num_beams"):
+        listing.replace(num_beams=2, num_return_sequences=3)
