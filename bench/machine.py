@@ -1,8 +1,11 @@
 """What the numbers were measured on: a ratio means little without the CPU and library versions."""
 from __future__ import annotations
 
+import datetime
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 from export.tool_versions import tool_versions
 
@@ -30,7 +33,22 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": versions,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "commit": source_commit(),
     }
+
+
+def source_commit() -> str:
+    """The checkout's commit, with '+changes' when its tracked files differ from it: which code the figures are
+    of ('unknown' outside a git checkout)."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=repo).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
 
 
 def peak_rss_mib(pid: int | str = "self") -> float:
