@@ -59,6 +59,7 @@ DATASETS = {
     "karpathy-flickr8k": _photos("Flickr8k", "Flickr8k"),
     "karpathy-flickr30k": _photos("Flickr30K", "Flickr30K"),
     "karpathy-coco": _photos("COCO", "COCO", "everyday scenes of people, animals and objects"),
+    "folder": Dataset("images with the trainer's own captions (`--dataset folder`)", "what those captions describe"),
 }
 
 

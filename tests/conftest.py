@@ -70,7 +70,7 @@ def demo_build(tmp_path_factory) -> DemoBuild:
             shutil.rmtree(root / "run", ignore_errors=True)
             port = free_port()
             env = offline_env(**DEMO_SETTINGS, RUN=str(root / "run"), PORT=str(port))
-            output, answer = serve_once(readme_block("Two commands")[0], env, port, within_s=BUILD_WITHIN_S)
+            output, answer = serve_once(readme_block("Quick start")[0], env, port, within_s=BUILD_WITHIN_S)
             record.write_text(json.dumps({"output": output, "answer": answer}))
     recorded = json.loads(record.read_text())
     return DemoBuild(root / "run", recorded["output"], recorded["answer"])

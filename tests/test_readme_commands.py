@@ -17,7 +17,7 @@ STAGES = ("prepare", "features", "fit", "evaluate", "export")
 
 
 def test_make_demo_from_the_readme_builds_and_serves_then_reuses_everything(demo_build):
-    commands = readme_block("Two commands")
+    commands = readme_block("Quick start")
     assert commands == ["make demo", "make test"]  # make test is what is running this test
     run, output, answer = demo_build.run, demo_build.output, demo_build.answer
     # two epochs on 600 scenes teach little: check the served answer's shape, not its wording

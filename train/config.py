@@ -13,7 +13,7 @@ from demo.config_flags import add_arguments, from_args, option, to_arguments, to
 from demo.generation import GENERATION, GenerationConfig, generation_option
 
 __all__ = ["add_arguments", "from_args", "to_arguments", "to_json"]  # the train commands' flags, from here as before
-DATASETS = ("synthetic", "flickr8k", "flickr30k", "karpathy")
+DATASETS = ("synthetic", "flickr8k", "flickr30k", "karpathy", "folder")
 
 
 @dataclass

@@ -23,12 +23,12 @@ from demo.text import tokenize
 from demo.vocab import build_vocabulary
 from train.captions_file import write_captions
 from train.config import PrepareConfig, to_json
-from train.datasets import flickr8k, flickr30k, karpathy, synthetic
+from train.datasets import flickr8k, flickr30k, folder, karpathy, synthetic
 from train.datasets.records import SPLITS, CaptionedImage, LoadedDataset, ParseIssues
 from train.run_files import RunFiles, update_run_config
 
 MAX_DEFAULT_HOLDOUT = 1000
-LOADERS = {"flickr8k": flickr8k.load, "flickr30k": flickr30k.load, "karpathy": karpathy.load}
+LOADERS = {"flickr8k": flickr8k.load, "flickr30k": flickr30k.load, "karpathy": karpathy.load, "folder": folder.load}
 log = logging.getLogger(__name__)
 
 
