@@ -21,6 +21,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,21 @@ from train.run_files import RunFiles
 from train.scene_scoring import load_scenes
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """What `--quantize NAME` builds from the fp32 graphs, each part writing its file into the work folder and
+    returning its figures for the manifest's `parity` (or leaving the file out when it misses its gate)."""
+
+    decoder: Callable[..., dict] | None  # (work, vocab, test features, references)
+    encoder: Callable[..., dict] | None  # (work, vocab, calibration images, evaluation images, references, scenes)
+
+
+QUANTIZERS = {"int8": Quantizer(decoder=build_int8_decoder, encoder=build_int8_encoder)}
+if set(QUANTIZERS) != set(layout.QUANTIZED):  # a variant in the table that nothing builds, or the reverse
+    raise ImportError(f"export.bundle.QUANTIZERS has {sorted(QUANTIZERS)}, demo.bundle_layout's quantized "
+                      f"variants are {sorted(layout.QUANTIZED)}")
 
 
 def run_export(cfg: ExportConfig) -> dict:
@@ -102,28 +119,28 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
     peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
                               files, work, cfg)
     _stage(f"splitting the decoder after the image projection, top-{cfg.top_k} step", split_decoder,
-           work / layout.DECODER_STEP, work / layout.IMAGE_PROJECTION, work / layout.decoder_file("fp32"),
+           work / layout.DECODER_STEP, work / layout.IMAGE_PROJECTION, work / layout.DEFAULT_DECODER,
            vocab.end_id, cfg.top_k)
-    decoder_files = [layout.DECODER_STEP, layout.IMAGE_PROJECTION, layout.decoder_file("fp32")]
+    decoder_files = [layout.DECODER_STEP, layout.IMAGE_PROJECTION, layout.DEFAULT_DECODER]
     _stage("running onnx.checker on the decoder", _check_models, work, decoder_files)
     test_features = np.load(work / REFERENCE_TEST_FEATURES, allow_pickle=False)  # fc2, or a fine-tuned top's
     parity["decoder"] = _stage("checking decoder parity", decoder_parity, work)
     parity["decoder_topk"] = _stage("checking the top-k decoder step", topk_parity, work, vocab.end_id)
     parity["captions"] = _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab)
-    if cfg.quantize == "int8":
-        evaluated = by_split["test"][: cfg.int8_eval_images]
-        parity["decoder_int8"] = _stage(
-            "quantizing the decoder step to int8 and comparing its captions", build_int8_decoder, work, vocab,
-            test_features[: cfg.int8_eval_images], _references(captions, evaluated))
+    quantizer = QUANTIZERS.get(cfg.quantize)  # None: --quantize none
+    evaluated = by_split["test"][: cfg.int8_eval_images]
+    if quantizer and quantizer.decoder:
+        parity[layout.get_variant(cfg.quantize).parity_key("decoder")] = _stage(
+            f"quantizing the decoder step to {cfg.quantize} and comparing its captions", quantizer.decoder, work,
+            vocab, test_features[: cfg.int8_eval_images], _references(captions, evaluated))
     if cfg.decoder_only:
         spec = None
     else:
         spec = _build_encoder(cfg, files, work, peaks, by_split)
         parity["encoder"] = _stage("checking encoder parity", encoder_parity, work)
-    if cfg.quantize == "int8" and not cfg.decoder_only:
-        evaluated = by_split["test"][: cfg.int8_eval_images]
-        parity["encoder_int8"] = _stage(
-            "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
+    if quantizer and quantizer.encoder and not cfg.decoder_only:
+        parity[layout.get_variant(cfg.quantize).parity_key("encoder")] = _stage(
+            f"quantizing the encoder to {cfg.quantize} and comparing it", quantizer.encoder, work, vocab,
             [captions.image_root / i for i in by_split["train"][: cfg.calibration_images]],
             [captions.image_root / i for i in evaluated], _references(captions, evaluated),
             load_scenes(captions, evaluated))
@@ -151,9 +168,9 @@ def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
     fine_tuned = (work / REFERENCE_TOP).is_file()
     weights = top_weight_stream(read_top(work / REFERENCE_TOP)) if fine_tuned else vgg16_weights(spec)
     _stage(f"appending {'the fine-tuned ' if fine_tuned else ''}fc1 and fc2 as Gemm nodes", append_dense_layers,
-           work / CONV_PART, weights, work / layout.encoder_file("fp32"))
+           work / CONV_PART, weights, work / layout.DEFAULT_ENCODER)
     (work / CONV_PART).unlink()
-    _stage("running onnx.checker on the encoder", _check_models, work, [layout.encoder_file("fp32")])
+    _stage("running onnx.checker on the encoder", _check_models, work, [layout.DEFAULT_ENCODER])
     peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
                                         work, cfg, "--parity-images", *parity_ids)
     return spec

@@ -384,13 +384,9 @@ def how_to_run(r: Records) -> list[str]:
              "Captioner`)."]
     if not encoders:
         return lines + ["", "This bundle has no encoder, so neither command can caption an image with it."]
-    call = api_call(_first(encoders), _first(decoders))
+    call = api_call(layout.preferred(encoders), layout.preferred(decoders))
     return lines + ["", f"The served page's API (`serve` prints the URL): `{call}`: the last two are the encoder and "
                     f"decoder variants; this bundle has the encoder{'s' if len(encoders) > 1 else ''} "
                     f"{', '.join(encoders)} and the decoder step{'s' if len(decoders) > 1 else ''} "
                     f"{', '.join(decoders) or 'none'}."]
 
-
-def _first(variants: list[str]) -> str:
-    """fp32 where the bundle has it, as the page starts with."""
-    return "fp32" if "fp32" in variants or not variants else variants[0]

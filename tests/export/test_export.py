@@ -35,7 +35,7 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
     assert {m["file"] for m in manifest["models"].values()} == set(manifest["files"]) - {
         "vocab.json", "README.md", "encoder.onnx.data", "encoder.int8.onnx.data"}
     # the encoders' weights sit in their data files (mapped by ONNX Runtime), and their fc layers run on a zero row
-    # too, so the fp32 encoder may run without prepacked weights (demo.captioner.ENCODER_MEMORY)
+    # too, so the fp32 encoder may run without prepacked weights (demo.bundle_layout.VARIANT_TABLE)
     assert manifest["files"]["encoder.onnx"]["bytes"] < 100_000 < manifest["files"]["encoder.onnx.data"]["bytes"]
     assert manifest["encoder_padded_rows"] is True
     for name, record in manifest["files"].items():
