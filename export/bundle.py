@@ -1,13 +1,9 @@
 """`python -m export`: build `RUN/onnx/` transactionally.
 
-Everything is written to `RUN/.onnx-tmp-PID/`, checked (onnx.checker, parity
-with Keras, the manifest's own hashes), and only then moved into place: the
-old bundle is renamed to `onnx.previous`, the new one to `onnx`, and the old
-one deleted. The model card (`README.md`, `export.model_card`) is written just
-before the manifest, from the same figures, and the manifest lists it. A failed
-or killed export leaves the previous good bundle where it was (after a kill
-between the two renames, the next export or loader finds `onnx.previous` and
-puts it back).
+Everything is written to a work folder, checked (onnx.checker, parity with
+Keras, the manifest's own hashes), and only then moved into place by
+`export.install`. The model card (`README.md`, `export.model_card`) is written just
+before the manifest, from the same figures, and the manifest lists it.
 
 The TensorFlow work runs in child processes (`export.tf_side`), one at a
 time; this process never imports TensorFlow, so memory peaks do not stack.
@@ -16,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +34,7 @@ from export.config import ExportConfig
 from export.decoder_int8 import build_int8_decoder
 from export.errors import ExportError
 from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
+from export.install import install, new_work_dir, remove_stale_work_dirs, restore_interrupted_install
 from export.int8 import build_int8_encoder
 from export.model_card import write_model_card
 from export.parity import (
@@ -55,7 +51,8 @@ from export.parity import (
 from export.tool_versions import tool_versions
 from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
-from train.features import cache_paths, run_encoder_spec, trained_layer
+from train.feature_cache import cache_paths
+from train.run_features import run_encoder_spec, trained_layer
 from train.run_files import RunFiles
 from train.scene_scoring import load_scenes
 
@@ -81,10 +78,9 @@ def run_export(cfg: ExportConfig) -> dict:
     files = RunFiles(Path(cfg.run))
     bundle = files.bundle
     restore_interrupted_install(bundle)  # first: an export that cannot run still repairs what a killed one left
-    _remove_stale_work_dirs(files.root)
+    remove_stale_work_dirs(files.root)
     _require(files)
-    work = files.root / f".onnx-tmp-{os.getpid()}"
-    work.mkdir(parents=True)
+    work = new_work_dir(files.root)
     started = time.perf_counter()
     try:
         manifest = _build(cfg, files, work)
@@ -242,27 +238,3 @@ def _with_file_records(manifest: dict, work: Path) -> dict:
     keys = list(manifest)
     at = keys.index("models") + 1
     return {k: manifest[k] for k in keys[:at]} | {"files": records} | {k: manifest[k] for k in keys[at:]}
-
-
-def install(work: Path, bundle: Path) -> None:
-    previous = bundle.with_name(bundle.name + ".previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if bundle.exists():
-        os.rename(bundle, previous)
-    os.rename(work, bundle)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def restore_interrupted_install(bundle: Path) -> None:
-    previous = bundle.with_name(bundle.name + ".previous")
-    if previous.is_dir() and not bundle.exists():
-        os.rename(previous, bundle)
-        log.info("export: restored %s from an interrupted install", bundle)
-
-
-def _remove_stale_work_dirs(root: Path) -> None:
-    """Work folders of exports that were killed (their process is gone)."""
-    for work in root.glob(".onnx-tmp-*"):
-        pid = work.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(work, ignore_errors=True)

@@ -26,7 +26,8 @@ from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfi
 from train.dataset_registry import NAMES as DATASET_NAMES
 from train.encoder import WeightsUnavailable
 from train.evaluate import run_evaluate
-from train.features import cache_paths, extract_features
+from train.feature_cache import cache_paths
+from train.features import extract_features
 from train.prepare import run_prepare
 from train.run_files import RunFiles
 

@@ -146,7 +146,7 @@ def test_bundle_captions_with_onnx_runtime_alone(exported_run):
 KILL_BETWEEN_THE_RENAMES = """
 import os, shutil, signal, sys
 from pathlib import Path
-from export import bundle
+from export import install
 run = Path(sys.argv[1])
 work = run / f".onnx-tmp-{os.getpid()}"  # what a real export would have built, checked and named so
 shutil.copytree(run / "onnx", work, copy_function=os.link)
@@ -156,7 +156,7 @@ def rename(source, target):
     if str(target).endswith(".previous"):
         os.kill(os.getpid(), signal.SIGKILL)  # the old bundle is aside, the new one not yet in place
 os.rename = rename
-bundle.install(work, run / "onnx")
+install.install(work, run / "onnx")
 """
 
 
