@@ -38,7 +38,7 @@ from demo.sessions import create_session
 from demo.vocab import Vocabulary
 from export.decoder_int8 import quantize_decoder, step_ms
 from train.captions_file import read_captions
-from train.features import load_cache
+from train.feature_cache import load_cache
 from train.keras_step import KerasStepModel
 from train.run_files import RunFiles
 from train.tf_import import import_keras

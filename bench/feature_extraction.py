@@ -18,7 +18,8 @@ from bench.timing import interleaved
 from demo.preprocess import load_image
 from train.config import FeaturesConfig, PrepareConfig
 from train.encoder import EncoderSpec, build_encoder
-from train.features import extract_features, run_image_list
+from train.feature_cache import run_image_list
+from train.features import extract_features
 from train.prepare import run_prepare
 from train.run_files import RunFiles
 

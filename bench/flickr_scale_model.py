@@ -12,7 +12,7 @@ There are no images: each image's "features" are a STAND-IN, a seeded random pro
 words of its own captions (tf-idf weighted, plus seeded noise, ReLU, float16, 4096 wide like fc2), so
 they carry what the captions say. The cache's `weights` identity says so
 (`stand-in: bag-of-words projection v1, seed 0`): `load_cache` trains and evaluates on it, and
-`train.features.run_encoder_spec` refuses it, so no VGG16 encoder is ever exported for it.
+`train.run_features.run_encoder_spec` refuses it, so no VGG16 encoder is ever exported for it.
 
 Each stage is skipped when its output exists (as in `python -m pipeline`), so a second call returns in
 seconds without importing TensorFlow; a call with other options than those the run was built with is
@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.stand_in_cache import write_complete_cache
 from demo.artifacts import atomic_write_json, read_json
 from demo.bundle_layout import MANIFEST
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, BadInput, CaptionerError, MissingFile, run_command
@@ -46,7 +47,7 @@ from train.config import EvaluateConfig, FitConfig, PrepareConfig, add_arguments
 from train.datasets import flickr8k, flickr30k
 from train.datasets.records import SPLITS, LoadedDataset
 from train.encoder import FEATURE_DIM
-from train.features import STAND_IN_PREFIX, cache_paths, write_complete_cache
+from train.feature_cache import STAND_IN_PREFIX, cache_paths
 from train.prepare import write_prepared
 from train.run_files import RunFiles, update_run_config
 

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from demo import config_flags, generation
-from demo.bundle_layout import DECODER_TOPK_FILES, DEFAULT_BUNDLE, VARIANTS
+from demo.bundle_layout import DECODER_VARIANTS, DEFAULT_BUNDLE, DEFAULT_VARIANT, QUANTIZED, VARIANTS
 from demo.caption_batches import DEFAULT_BATCH_SIZE, JsonOutput, TextOutput, caption_paths
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SOME_INPUTS_REFUSED, BadInput, run_command
 from demo.image_files import IMAGE_SUFFIXES, find_images
@@ -38,9 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     generation.add_arguments(caption)
     caption.add_argument("--provider", choices=PROVIDERS, default="auto",
                          help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
-    caption.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0], help="encoder variant")
-    caption.add_argument("--decoder-variant", choices=tuple(DECODER_TOPK_FILES), default="fp32",
-                         help="decoder step variant (int8: where the export shipped one; default: fp32)")
+    caption.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant")
+    caption.add_argument("--decoder-variant", choices=DECODER_VARIANTS, default=DEFAULT_VARIANT,
+                         help=f"decoder step variant ({', '.join(QUANTIZED)}: where the export shipped one; default: "
+                              "%(default)s)")
     caption.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                          help="images loaded and captioned together (default: %(default)s; a kill loses at most "
                               "one batch; `python -m bench --only folder` compares batch sizes on this machine)")

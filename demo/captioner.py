@@ -1,6 +1,6 @@
 """`Captioner`: an exported bundle on ONNX Runtime, no TensorFlow.
 
-    captioner = Captioner("models/default/onnx")          # provider="auto", variant="fp32"
+    captioner = Captioner("models/default/onnx")          # provider="auto", variant="fp32" (the table's first)
     result = captioner.caption(["photo.jpg"], GenerationConfig(num_beams=3))[0]  # or caption(paths, num_beams=3)
     print(result.caption, result.log_prob, result.timings)
 
@@ -27,17 +27,8 @@ from demo.onnx_step import OnnxStepModel, step_threads
 from demo.preprocess import ImageSource, load_image
 from demo.search import generate, options_for
 from demo.search.step import Hypothesis, SearchOptions
-from demo.sessions import MemoryOptions, create_session
+from demo.sessions import create_session
 from demo.vocab import Vocabulary
-
-# The encoders' session memory (peak RSS of a serving process, measured by `python -m bench --only serving`). No
-# arena: a batched pass's activations go back to the system after the pass instead of staying reserved. fp32
-# without prepacking: ONNX Runtime would otherwise keep a second, repacked copy of the fc weights beside the mapped
-# file, for a small cost at batch 1. Its fc layers always see two rows or more (`export.graph_edit._pad_rows`), so
-# features stay the same in any batch. int8 keeps prepacking: its integer kernels are much slower without it, and
-# its weights are a quarter the size. A bundle exported before the padding keeps prepacking for both (its
-# features would otherwise depend on the batch).
-ENCODER_MEMORY = {"fp32": MemoryOptions(arena=False, prepack=False), "int8": MemoryOptions(arena=False)}
 
 
 @dataclass
@@ -92,7 +83,7 @@ class Comparison:
     num_beams: int
     provider: str
     variant: str
-    decoder_variant: str = "fp32"
+    decoder_variant: str = layout.DEFAULT_VARIANT
 
     @property
     def encoder_ms(self) -> float:
@@ -107,8 +98,9 @@ class Comparison:
 
 
 class Captioner:
-    def __init__(self, bundle: str | os.PathLike, provider: str = "auto", variant: str = "fp32",
-                 threads: int | None = None, check_hashes: bool = True, decoder_variant: str = "fp32"):
+    def __init__(self, bundle: str | os.PathLike, provider: str = "auto", variant: str = layout.DEFAULT_VARIANT,
+                 threads: int | None = None, check_hashes: bool = True,
+                 decoder_variant: str = layout.DEFAULT_VARIANT):
         self.bundle = Path(bundle)
         self.manifest = verify_bundle(self.bundle, check_hashes=check_hashes)
         self.vocab = Vocabulary.load(self.bundle / layout.VOCAB)
@@ -122,15 +114,15 @@ class Captioner:
                               "features, not images (use demo.onnx_step.OnnxStepModel on it)")
         if variant not in self.variants:
             raise BundleError(f"{self.bundle} has no {variant} encoder (it has: {', '.join(self.variants)}); "
-                              + ("export with --quantize int8 for the int8 variant" if variant == "int8" else
-                                 "choose the one it has (a Space ships one)"))
+                              + _how_to_get(variant))
         self.decoder_variants = layout.decoder_variants_in(self.manifest["files"])
         if decoder_variant not in self.decoder_variants:
             raise BundleError(f"{self.bundle} has no {decoder_variant} decoder (it has: "
                               f"{', '.join(self.decoder_variants) or 'none'}); {self._why_no_decoder(decoder_variant)}")
         self.variant, self.decoder_variant = variant, decoder_variant
         encoder = layout.encoder_file(variant)
-        memory = ENCODER_MEMORY[variant] if self.manifest.get(layout.PADDED_ROWS) else MemoryOptions(arena=False)
+        memory = (layout.get_variant(variant).encoder_memory if self.manifest.get(layout.PADDED_ROWS)
+                  else layout.UNPADDED_ENCODER_MEMORY)
         self.encoder, self.provider = create_session(self.bundle / encoder, provider, threads, memory)
         self._check_io(encoder, self.encoder)
         self.decoder = self._decoder()
@@ -142,15 +134,18 @@ class Captioner:
 
     def _why_no_decoder(self, decoder_variant: str) -> str:
         """Why the export left a decoder variant out, as its manifest says; or how to get one."""
-        if decoder_variant != "int8":  # fp32 is always exported: a folder with one variant only (a Space), or damaged
+        row = layout.VARIANT_BY_NAME.get(decoder_variant)
+        if row is None or not row.quantized:  # always exported: a folder with one variant only (a Space), or damaged
             return "choose the one it has (a Space ships one)" if self.decoder_variants else REBUILD
-        gate = self.manifest.get("parity", {}).get("decoder_int8")
+        name, key, default = row.name, row.parity_key("decoder"), layout.DEFAULT_VARIANT
+        gate = self.manifest.get("parity", {}).get(key)
         if isinstance(gate, dict) and gate.get("why"):
-            return f"the export's int8 decoder failed its gate (manifest parity.decoder_int8: {gate['why']}); " \
-                   "use the fp32 decoder"
-        if isinstance(gate, dict) and gate.get("shipped"):  # a Space made with --decoder-variant fp32
-            return "its export made one, but this folder was built without it; use the fp32 decoder"
-        return f"the export ships an int8 decoder with --quantize int8 when its captions match fp32's; {REBUILD}"
+            return f"the export's {name} decoder failed its gate (manifest parity.{key}: {gate['why']}); " \
+                   f"use the {default} decoder"
+        if isinstance(gate, dict) and gate.get("shipped"):  # a Space made with --decoder-variant DEFAULT
+            return f"its export made one, but this folder was built without it; use the {default} decoder"
+        return f"the export ships an {name} decoder with --quantize {name} when its captions match {default}'s; " \
+               f"{REBUILD}"
 
     def _decoder(self) -> OnnxStepModel:
         """The image projection (once per image, one thread) and the top-k step (every step; one thread for a
@@ -236,6 +231,14 @@ class Captioner:
         best = candidates[0]
         return CaptionResult(best.caption, best.tokens, best.log_prob, best.score, candidates,
                              {f"{k}_ms_per_image": round(v, 3) for k, v in timings.items()})
+
+
+def _how_to_get(name: str) -> str:
+    """What to do about a variant the bundle lacks: the table's hint, or (a name it does not know) the one there."""
+    row = layout.VARIANT_BY_NAME.get(name)
+    if row is None or not row.quantized:
+        return "choose the one it has (a Space ships one)"
+    return f"{row.hint()} for the {name} variant"
 
 
 def _with(config: GenerationConfig, changes: dict) -> GenerationConfig:

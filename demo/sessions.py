@@ -19,13 +19,13 @@ import io
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnxruntime as ort
 from onnxruntime.capi import build_and_package_info as build
 
 from demo.errors import BadInput, CaptionerError
+from demo.session_memory import MemoryOptions
 
 PROVIDERS = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
@@ -113,16 +113,6 @@ def _cuda_session(path: Path, options):
         raise ProviderError("ONNX Runtime fell back to the CPU: the CUDA libraries it needs (CUDA, cuDNN) are "
                             f"missing or do not match; see {GPU_REQUIREMENTS}")
     return session, "cuda"
-
-
-@dataclass(frozen=True)
-class MemoryOptions:
-    """How a session holds memory (CPU). The defaults are ONNX Runtime's; the encoders change both (see
-    `Captioner`): `arena` keeps freed activations for reuse (a batch-8 pass of VGG16 leaves ~200 MB held for
-    good), `prepack` repacks constant weights into kernel layouts at load (a second copy of them)."""
-
-    arena: bool = True
-    prepack: bool = True
 
 
 def create_session(path: Path, provider: str = "auto", threads: int | None = None,

@@ -1,13 +1,9 @@
 """`python -m export`: build `RUN/onnx/` transactionally.
 
-Everything is written to `RUN/.onnx-tmp-PID/`, checked (onnx.checker, parity
-with Keras, the manifest's own hashes), and only then moved into place: the
-old bundle is renamed to `onnx.previous`, the new one to `onnx`, and the old
-one deleted. The model card (`README.md`, `export.model_card`) is written just
-before the manifest, from the same figures, and the manifest lists it. A failed
-or killed export leaves the previous good bundle where it was (after a kill
-between the two renames, the next export or loader finds `onnx.previous` and
-puts it back).
+Everything is written to a work folder, checked (onnx.checker, parity with
+Keras, the manifest's own hashes), and only then moved into place by
+`export.install`. The model card (`README.md`, `export.model_card`) is written just
+before the manifest, from the same figures, and the manifest lists it.
 
 The TensorFlow work runs in child processes (`export.tf_side`), one at a
 time; this process never imports TensorFlow, so memory peaks do not stack.
@@ -16,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +34,7 @@ from export.config import ExportConfig
 from export.decoder_int8 import build_int8_decoder
 from export.errors import ExportError
 from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
+from export.install import install, new_work_dir, remove_stale_work_dirs, restore_interrupted_install
 from export.int8 import build_int8_encoder
 from export.model_card import write_model_card
 from export.parity import (
@@ -53,21 +51,36 @@ from export.parity import (
 from export.tool_versions import tool_versions
 from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
-from train.features import cache_paths, run_encoder_spec, trained_layer
+from train.feature_cache import cache_paths
+from train.run_features import run_encoder_spec, trained_layer
 from train.run_files import RunFiles
 from train.scene_scoring import load_scenes
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Quantizer:
+    """What `--quantize NAME` builds from the fp32 graphs, each part writing its file into the work folder and
+    returning its figures for the manifest's `parity` (or leaving the file out when it misses its gate)."""
+
+    decoder: Callable[..., dict] | None  # (work, vocab, test features, references)
+    encoder: Callable[..., dict] | None  # (work, vocab, calibration images, evaluation images, references, scenes)
+
+
+QUANTIZERS = {"int8": Quantizer(decoder=build_int8_decoder, encoder=build_int8_encoder)}
+if set(QUANTIZERS) != set(layout.QUANTIZED):  # a variant in the table that nothing builds, or the reverse
+    raise ImportError(f"export.bundle.QUANTIZERS has {sorted(QUANTIZERS)}, demo.bundle_layout's quantized "
+                      f"variants are {sorted(layout.QUANTIZED)}")
+
+
 def run_export(cfg: ExportConfig) -> dict:
     files = RunFiles(Path(cfg.run))
     bundle = files.bundle
     restore_interrupted_install(bundle)  # first: an export that cannot run still repairs what a killed one left
-    _remove_stale_work_dirs(files.root)
+    remove_stale_work_dirs(files.root)
     _require(files)
-    work = files.root / f".onnx-tmp-{os.getpid()}"
-    work.mkdir(parents=True)
+    work = new_work_dir(files.root)
     started = time.perf_counter()
     try:
         manifest = _build(cfg, files, work)
@@ -102,28 +115,28 @@ def _build(cfg: ExportConfig, files: RunFiles, work: Path) -> dict:
     peaks["decoder"] = _stage("converting the decoder step and decoding the test split in Keras", _child, "decoder",
                               files, work, cfg)
     _stage(f"splitting the decoder after the image projection, top-{cfg.top_k} step", split_decoder,
-           work / layout.DECODER_STEP, work / layout.IMAGE_PROJECTION, work / layout.decoder_file("fp32"),
+           work / layout.DECODER_STEP, work / layout.IMAGE_PROJECTION, work / layout.DEFAULT_DECODER,
            vocab.end_id, cfg.top_k)
-    decoder_files = [layout.DECODER_STEP, layout.IMAGE_PROJECTION, layout.decoder_file("fp32")]
+    decoder_files = [layout.DECODER_STEP, layout.IMAGE_PROJECTION, layout.DEFAULT_DECODER]
     _stage("running onnx.checker on the decoder", _check_models, work, decoder_files)
     test_features = np.load(work / REFERENCE_TEST_FEATURES, allow_pickle=False)  # fc2, or a fine-tuned top's
     parity["decoder"] = _stage("checking decoder parity", decoder_parity, work)
     parity["decoder_topk"] = _stage("checking the top-k decoder step", topk_parity, work, vocab.end_id)
     parity["captions"] = _stage("checking greedy and beam-3 captions", caption_parity, work, test_features, vocab)
-    if cfg.quantize == "int8":
-        evaluated = by_split["test"][: cfg.int8_eval_images]
-        parity["decoder_int8"] = _stage(
-            "quantizing the decoder step to int8 and comparing its captions", build_int8_decoder, work, vocab,
-            test_features[: cfg.int8_eval_images], _references(captions, evaluated))
+    quantizer = QUANTIZERS.get(cfg.quantize)  # None: --quantize none
+    evaluated = by_split["test"][: cfg.int8_eval_images]
+    if quantizer and quantizer.decoder:
+        parity[layout.get_variant(cfg.quantize).parity_key("decoder")] = _stage(
+            f"quantizing the decoder step to {cfg.quantize} and comparing its captions", quantizer.decoder, work,
+            vocab, test_features[: cfg.int8_eval_images], _references(captions, evaluated))
     if cfg.decoder_only:
         spec = None
     else:
         spec = _build_encoder(cfg, files, work, peaks, by_split)
         parity["encoder"] = _stage("checking encoder parity", encoder_parity, work)
-    if cfg.quantize == "int8" and not cfg.decoder_only:
-        evaluated = by_split["test"][: cfg.int8_eval_images]
-        parity["encoder_int8"] = _stage(
-            "quantizing the encoder to int8 and comparing it", build_int8_encoder, work, vocab,
+    if quantizer and quantizer.encoder and not cfg.decoder_only:
+        parity[layout.get_variant(cfg.quantize).parity_key("encoder")] = _stage(
+            f"quantizing the encoder to {cfg.quantize} and comparing it", quantizer.encoder, work, vocab,
             [captions.image_root / i for i in by_split["train"][: cfg.calibration_images]],
             [captions.image_root / i for i in evaluated], _references(captions, evaluated),
             load_scenes(captions, evaluated))
@@ -151,9 +164,9 @@ def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
     fine_tuned = (work / REFERENCE_TOP).is_file()
     weights = top_weight_stream(read_top(work / REFERENCE_TOP)) if fine_tuned else vgg16_weights(spec)
     _stage(f"appending {'the fine-tuned ' if fine_tuned else ''}fc1 and fc2 as Gemm nodes", append_dense_layers,
-           work / CONV_PART, weights, work / layout.encoder_file("fp32"))
+           work / CONV_PART, weights, work / layout.DEFAULT_ENCODER)
     (work / CONV_PART).unlink()
-    _stage("running onnx.checker on the encoder", _check_models, work, [layout.encoder_file("fp32")])
+    _stage("running onnx.checker on the encoder", _check_models, work, [layout.DEFAULT_ENCODER])
     peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
                                         work, cfg, "--parity-images", *parity_ids)
     return spec
@@ -225,27 +238,3 @@ def _with_file_records(manifest: dict, work: Path) -> dict:
     keys = list(manifest)
     at = keys.index("models") + 1
     return {k: manifest[k] for k in keys[:at]} | {"files": records} | {k: manifest[k] for k in keys[at:]}
-
-
-def install(work: Path, bundle: Path) -> None:
-    previous = bundle.with_name(bundle.name + ".previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if bundle.exists():
-        os.rename(bundle, previous)
-    os.rename(work, bundle)
-    shutil.rmtree(previous, ignore_errors=True)
-
-
-def restore_interrupted_install(bundle: Path) -> None:
-    previous = bundle.with_name(bundle.name + ".previous")
-    if previous.is_dir() and not bundle.exists():
-        os.rename(previous, bundle)
-        log.info("export: restored %s from an interrupted install", bundle)
-
-
-def _remove_stale_work_dirs(root: Path) -> None:
-    """Work folders of exports that were killed (their process is gone)."""
-    for work in root.glob(".onnx-tmp-*"):
-        pid = work.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(work, ignore_errors=True)

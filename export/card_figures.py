@@ -142,7 +142,7 @@ def export_section(manifest: dict, decoder_only: bool) -> list[str]:
     lines += _encoder_parity(parity.get("encoder"), decoder_only)
     lines += _decoder_parity(parity.get("decoder"), parity.get("decoder_topk"))
     lines += _caption_parity(parity.get("captions"))
-    lines += [""] + _int8_section(parity, decoder_only)
+    lines += [""] + _quantized_section(parity, decoder_only)
     return lines
 
 
@@ -151,7 +151,7 @@ def _encoder_parity(block: dict | None, decoder_only: bool) -> list[str]:
         return ["- Encoder: none in this bundle (exported with `--decoder-only`)."]
     if not isinstance(block, dict):
         return ["- Encoder: no parity figures recorded."]
-    return [f"- `{layout.encoder_file('fp32')}` against Keras' VGG16 on {block.get('images', '?')} images: largest "
+    return [f"- `{layout.DEFAULT_ENCODER}` against Keras' VGG16 on {block.get('images', '?')} images: largest "
             f"difference {tiny(block.get('max_abs_diff_relative_to_feature_scale'))} of the feature scale "
             f"(bound {tiny(block.get('tolerance'))})."]
 
@@ -166,7 +166,7 @@ def _decoder_parity(whole: dict | None, topk: dict | None) -> list[str]:
                      f"{tiny(max([diffs.get(layout.H_OUT, 0), diffs.get(layout.C_OUT, 0)]))}.")
     if isinstance(topk, dict):
         diffs = [v for v in (topk.get("max_abs_diff") or {}).values() if isinstance(v, (int, float))]
-        lines.append(f"- `{layout.decoder_file('fp32')}` (the step the runtime runs, top-{topk.get('top_k', '?')}) "
+        lines.append(f"- `{layout.DEFAULT_DECODER}` (the step the runtime runs, top-{topk.get('top_k', '?')}) "
                      f"against the whole step: largest difference {tiny(max(diffs) if diffs else None)}.")
     return lines or ["- Decoder: no parity figures recorded."]
 
@@ -176,7 +176,7 @@ def _caption_parity(block: dict | None) -> list[str]:
         return ["- Captions: no comparison with Keras recorded."]
     images = block.get("images", "?")
     parts = []
-    for prefix, graph in (("", layout.DECODER_STEP), ("topk_", layout.decoder_file("fp32"))):
+    for prefix, graph in (("", layout.DECODER_STEP), ("topk_", layout.DEFAULT_DECODER)):
         found = [f"{label} {block[f'{prefix}{key}_identical']}/{images}"
                  + _near_ties(block.get(f"{prefix}{key}_near_ties"))
                  for key, label in (("greedy", "greedy"), ("beam_3", "beam-3"))
@@ -190,59 +190,71 @@ def _near_ties(count) -> str:
     return f" (+{count} near-ties)" if isinstance(count, int) and count else ""
 
 
-def _int8_section(parity: dict, decoder_only: bool) -> list[str]:
-    encoder, decoder = parity.get("encoder_int8"), parity.get("decoder_int8")
+def _quantized_section(parity: dict, decoder_only: bool) -> list[str]:
+    """One block per quantized variant the export built (`demo.bundle_layout.QUANTIZED`), against the default."""
+    lines = []
+    for name in layout.QUANTIZED:
+        lines += _variant_section(layout.get_variant(name), parity, decoder_only)
+    if not lines:
+        names = "/".join(layout.QUANTIZED)
+        return [f"No {names} variants: exported without `--quantize {'|'.join(layout.QUANTIZED)}`.", ""]
+    return lines
+
+
+def _variant_section(row: layout.Variant, parity: dict, decoder_only: bool) -> list[str]:
+    encoder, decoder = parity.get(row.parity_key("encoder")), parity.get(row.parity_key("decoder"))
     if not isinstance(encoder, dict) and not isinstance(decoder, dict):
-        return ["No int8 variants: exported without `--quantize int8`.", ""]
-    lines = ["int8 variants, compared with fp32 on the test split:", ""]
+        return []
+    lines = [f"{row.name} variants ({row.summary}), compared with {layout.DEFAULT_VARIANT} on the test split:", ""]
     if isinstance(encoder, dict):
-        lines += _encoder_int8(encoder)
-    elif not decoder_only:
-        lines.append("- int8 encoder: not built.")
+        lines += _encoder_variant(row, encoder)
+    elif not decoder_only and row.encoder:
+        lines.append(f"- {row.name} encoder: not built.")
     if isinstance(decoder, dict):
-        lines += _decoder_int8(decoder)
+        lines += _decoder_variant(row, decoder)
     return lines + [""]
 
 
-def _encoder_int8(block: dict) -> list[str]:
+def _encoder_variant(row: layout.Variant, block: dict) -> list[str]:
     sizes, bleu = block.get("bytes") or {}, block.get("bleu_4") or {}
-    line = (f"- `{layout.encoder_file('int8')}` ({megabytes(sizes.get('int8'))} instead of "
-            f"{megabytes(sizes.get('fp32'))}): feature cosine {_fixed(block.get('cosine_mean'), 4)} on average "
+    new, old = row.name, layout.DEFAULT_VARIANT
+    line = (f"- `{row.encoder}` ({megabytes(sizes.get(new))} instead of "
+            f"{megabytes(sizes.get(old))}): feature cosine {_fixed(block.get('cosine_mean'), 4)} on average "
             f"(min {_fixed(block.get('cosine_min'), 4)}; the export requires ≥ "
-            f"{(block.get('bounds') or {}).get('cosine_mean_at_least', DASH)}), greedy captions identical to fp32's "
+            f"{(block.get('bounds') or {}).get('cosine_mean_at_least', DASH)}), greedy captions identical to {old}'s "
             f"on {share(block.get('greedy_identical_fraction'))} of {block.get('evaluation_images', '?')} images, "
-            f"BLEU-4 {score(bleu.get('fp32'))} → {score(bleu.get('int8'))} ({_signed(block.get('bleu_4_change'))})")
+            f"BLEU-4 {score(bleu.get(old))} → {score(bleu.get(new))} ({_signed(block.get('bleu_4_change'))})")
     ratio = block.get("latency_ratio_batch_1")
-    line += f", {ratio:.2f}× fp32's latency at batch 1." if isinstance(ratio, (int, float)) else "."
-    return [line + _scene_change(block.get("scene"))]
+    line += f", {ratio:.2f}× {old}'s latency at batch 1." if isinstance(ratio, (int, float)) else "."
+    return [line + _scene_change(block.get("scene"), old, new)]
 
 
-def _scene_change(scene) -> str:
-    """The int8 encoder's effect on what the greedy captions get right (synthetic runs), or nothing."""
-    sides = [scene.get(side) if isinstance(scene, dict) else None for side in ("fp32", "int8")]
+def _scene_change(scene, old: str, new: str) -> str:
+    """A quantized encoder's effect on what the greedy captions get right (synthetic runs), or nothing."""
+    sides = [scene.get(side) if isinstance(scene, dict) else None for side in (old, new)]
     if not all(isinstance(side, dict) and "shape" in side for side in sides):
         return ""
     before, after = sides
-    return " Scene scores fp32 → int8: " + ", ".join(
+    return f" Scene scores {old} → {new}: " + ", ".join(
         f"{name} {share(before.get(key))} → {share(after.get(key))}" for key, name in SCENE_COLUMNS[:5]) + "."
 
 
-def _decoder_int8(block: dict) -> list[str]:
+def _decoder_variant(row: layout.Variant, block: dict) -> list[str]:
     sizes, bleu = block.get("bytes") or {}, block.get("bleu_4") or {}
-    figures = (f"greedy captions identical to fp32's on {share(block.get('greedy_identical_fraction'))} of "
-               f"{block.get('evaluation_images', '?')} images, BLEU-4 {score(bleu.get('fp32'))} → "
-               f"{score(bleu.get('int8'))} ({_signed(block.get('bleu_4_change'))}), "
-               f"{megabytes(sizes.get('int8'))} instead of {megabytes(sizes.get('fp32'))}")
+    new, old = row.name, layout.DEFAULT_VARIANT
+    figures = (f"greedy captions identical to {old}'s on {share(block.get('greedy_identical_fraction'))} of "
+               f"{block.get('evaluation_images', '?')} images, BLEU-4 {score(bleu.get(old))} → "
+               f"{score(bleu.get(new))} ({_signed(block.get('bleu_4_change'))}), "
+               f"{megabytes(sizes.get(new))} instead of {megabytes(sizes.get(old))}")
     ratio = block.get("step_time_ratio")
     if isinstance(ratio, (int, float)):
-        figures += f", {ratio:.2f}× fp32's time per step"
+        figures += f", {ratio:.2f}× {old}'s time per step"
     gate = block.get("gate") or {}
     rule = (f"greedy captions identical on ≥ {share(gate.get('greedy_identical_at_least'))} of images and BLEU-4 "
             f"moving by ≤ {gate.get('bleu_4_change_at_most', DASH)}") if gate else str(block.get("why") or DASH)
-    name = layout.decoder_file("int8")
     if block.get("shipped"):
-        return [f"- `{name}`: in this bundle, having passed the export's gate ({rule}): {figures}."]
-    return [f"- `{name}`: left out of this bundle, having missed the export's gate ({rule}): {figures}."]
+        return [f"- `{row.decoder}`: in this bundle, having passed the export's gate ({rule}): {figures}."]
+    return [f"- `{row.decoder}`: left out of this bundle, having missed the export's gate ({rule}): {figures}."]
 
 
 def _fixed(value, places: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from demo.bundle_layout import DEFAULT_RUN
+from demo.bundle_layout import DECODER_TOPK_FILES, DEFAULT_RUN, ENCODER_FILES, QUANTIZED
 from demo.generation import DEFAULTS
 from train.config import option
 
@@ -12,9 +12,10 @@ from train.config import option
 @dataclass
 class ExportConfig:
     run: Path = option(DEFAULT_RUN, "run folder with model.keras and its feature cache")
-    quantize: str = option("none", "also write the int8 variants: encoder.int8.onnx (static QDQ, calibrated on "
-                           "training images) and decoder_step_topk.int8.onnx (dynamic), each shipped only if it "
-                           "passes its check", choices=("none", "int8"))
+    quantize: str = option("none", "also write a quantized variant's graphs (int8: "
+                           f"{ENCODER_FILES['int8']}, static QDQ calibrated on training images, and "
+                           f"{DECODER_TOPK_FILES['int8']}, dynamic), each shipped only if it passes its check",
+                           choices=("none", *QUANTIZED))
     top_k: int = option(DEFAULTS.top_k, "words per row the decoder step returns; beam search of width k needs "
                         "2k, so the default covers the app's widest beam")
     decoder_only: bool = option(False, "export the decoder only (no VGG16 encoder): for runs whose features "

@@ -24,6 +24,7 @@ from export.quantize import without_preprocessing_advice
 from train.evaluate import bleu_scores
 
 log = logging.getLogger(__name__)
+INT8 = layout.get_variant("int8").name  # the table's row whose graph this module makes (its figures keep the names)
 
 MIN_IDENTICAL_GREEDY = 0.95
 MAX_BLEU_4_CHANGE = 0.005
@@ -43,9 +44,9 @@ def quantize_decoder(fp32_path: Path, int8_path: Path) -> None:
 def build_int8_decoder(work: Path, vocab: Vocabulary, features: np.ndarray,
                        references: list[list[list[str]]]) -> dict:
     """Write decoder_step_topk.int8.onnx, measure it against fp32, and delete it again if it fails its gate."""
-    fp32_path, int8_path = work / layout.decoder_file("fp32"), work / layout.decoder_file("int8")
+    fp32_path, int8_path = work / layout.DEFAULT_DECODER, work / layout.decoder_file(INT8)
     quantize_decoder(fp32_path, int8_path)
-    steps = {"fp32": topk_step_model(work, "fp32"), "int8": topk_step_model(work, "int8")}
+    steps = {"fp32": topk_step_model(work, layout.DEFAULT_VARIANT), "int8": topk_step_model(work, INT8)}
     captions = {name: decode_all(step, features, vocab, 1) for name, step in steps.items()}
     identical = float(np.mean([a == b for a, b in zip(captions["fp32"], captions["int8"])]))
     bleu = {k: bleu_scores(references, [vocab.decode(c) for c in caps])["bleu_4"] for k, caps in captions.items()}

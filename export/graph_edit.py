@@ -68,8 +68,8 @@ def _pad_rows(graph, rows: str) -> str:
     several, and an image's features would differ in their last bits between a batch of 1 and a batch of 8.
     With at least two rows always, they are the same in any batch, which a batching server needs to answer
     exactly what a lone request gets, and the fp32 encoder can run without prepacking, which would keep a
-    second, repacked copy of these 480 MB of weights (`demo.captioner.ENCODER_MEMORY`). Cost: one row of the
-    Gemms (~7% of an fp32 batch-1 pass on 2 cores, measured).
+    second, repacked copy of these 480 MB of weights (each variant's `encoder_memory`, `demo.bundle_layout`).
+    Cost: one row of the Gemms (~7% of an fp32 batch-1 pass on 2 cores, measured).
     """
     graph.initializer.append(numpy_helper.from_array(np.zeros((1, POOL_DIM), np.float32), "pad_row"))
     graph.node.append(helper.make_node("Concat", [rows, "pad_row"], [f"{rows}_padded"], axis=0, name="pad_rows"))
@@ -114,7 +114,7 @@ def split_decoder(decoder_path: Path, projection_path: Path, topk_path: Path, en
     step = onnx.load_model(topk_path)
     rename_value(step, image, layout.IMAGE)
     add_search_ends(step, end_id, top_k)
-    step.graph.name = layout.decoder_file("fp32").removesuffix(".onnx")
+    step.graph.name = layout.DEFAULT_DECODER.removesuffix(".onnx")
     onnx.save_model(step, topk_path)
 
 

@@ -31,6 +31,7 @@ from train.evaluate import bleu_scores
 from train.scene_scoring import Scenes, comparison
 
 log = logging.getLogger(__name__)
+INT8 = layout.get_variant("int8").name  # the table's row whose graph this module makes (its figures keep the names)
 
 MIN_MEAN_COSINE = 0.99
 MIN_IDENTICAL_GREEDY = 0.90
@@ -39,7 +40,7 @@ MIN_IDENTICAL_GREEDY = 0.90
 def build_int8_encoder(work: Path, vocab: Vocabulary, calibration: list[Path], evaluation: list[Path],
                        references: list[list[list[str]]], scenes: Scenes | None = None) -> dict:
     """`scenes`: the evaluation images' scenes on a synthetic run (None for other datasets)."""
-    fp32_path, int8_path = work / layout.encoder_file("fp32"), work / layout.encoder_file("int8")
+    fp32_path, int8_path = work / layout.DEFAULT_ENCODER, work / layout.encoder_file(INT8)
     quantize_encoder(fp32_path, int8_path, calibration)
     pixels = np.stack([load_image(p) for p in evaluation])
     fp32, int8 = cpu_session(fp32_path), cpu_session(int8_path)

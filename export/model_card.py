@@ -29,6 +29,7 @@ from demo.model_card import DESCRIBES_MARK, SUMMARY_MARK
 from demo.vocab import SPECIAL_TOKENS
 from export.card_figures import export_section, results_section, searches, share
 from train.calibrated_vgg16 import WEIGHTS_FILE as CALIBRATED_FILE
+from train.dataset_registry import CARD_WORDS, CardWords
 from train.datasets.synthetic import BACKGROUNDS, CAPTIONS_PER_IMAGE, COLOURS, SHAPES
 from train.encoder import FEATURE_DIM
 from train.run_files import RunFiles
@@ -36,31 +37,6 @@ from train.run_files import RunFiles
 TITLE = "# VGG16 + LSTM image captioner: model card"
 HOW_TO_RUN = "## How to run it"  # the section a Space replaces with its own (`export.space`)
 EXAMPLE_MAX_LENGTH = 20  # the API examples' max_length; any value from the page's slider range works
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """How the card names a dataset: `noun` follows an image count, `describes` ends the summary."""
-    noun: str
-    describes: str
-    photos: bool = True
-
-
-def _photos(name: str, style: str, subjects: str = "everyday scenes with people and animals") -> Dataset:
-    return Dataset(f"{name} photos", f"{subjects}, in the style of {style}'s captions")
-
-
-SYNTHETIC = Dataset("synthetic scenes (coloured shapes on plain backgrounds)",
-                    "shapes, their colours, sizes and positions — not photos", photos=False)
-DATASETS = {
-    "synthetic": SYNTHETIC,
-    "flickr8k": _photos("Flickr8k", "Flickr8k"),
-    "flickr30k": _photos("Flickr30K", "Flickr30K"),
-    "karpathy-flickr8k": _photos("Flickr8k", "Flickr8k"),
-    "karpathy-flickr30k": _photos("Flickr30K", "Flickr30K"),
-    "karpathy-coco": _photos("COCO", "COCO", "everyday scenes of people, animals and objects"),
-    "folder": Dataset("images with the trainer's own captions (`--dataset folder`)", "what those captions describe"),
-}
 
 
 @dataclass(frozen=True)
@@ -78,10 +54,11 @@ class Records:
         return (self.report or {}).get("dataset") or self.config.get("prepare", {}).get("dataset")
 
     @property
-    def dataset(self) -> Dataset:
+    def dataset(self) -> CardWords:
+        """The registry's words for the recorded dataset; a run made before it or by hand gets plain words."""
         name = self.dataset_name
-        return DATASETS.get(name or "", Dataset(f"images of the `{name}` dataset" if name else
-                                                "images of an unrecorded dataset", "what its captions describe"))
+        return CARD_WORDS.get(name or "", CardWords(f"images of the `{name}` dataset" if name else
+                                                    "images of an unrecorded dataset", "what its captions describe"))
 
     @property
     def weights(self) -> str | None:
@@ -385,13 +362,9 @@ def how_to_run(r: Records) -> list[str]:
              "Captioner`)."]
     if not encoders:
         return lines + ["", "This bundle has no encoder, so neither command can caption an image with it."]
-    call = api_call(_first(encoders), _first(decoders))
+    call = api_call(layout.preferred(encoders), layout.preferred(decoders))
     return lines + ["", f"The served page's API (`serve` prints the URL): `{call}`: the last two are the encoder and "
                     f"decoder variants; this bundle has the encoder{'s' if len(encoders) > 1 else ''} "
                     f"{', '.join(encoders)} and the decoder step{'s' if len(decoders) > 1 else ''} "
                     f"{', '.join(decoders) or 'none'}."]
 
-
-def _first(variants: list[str]) -> str:
-    """fp32 where the bundle has it, as the page starts with."""
-    return "fp32" if "fp32" in variants or not variants else variants[0]

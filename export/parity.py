@@ -53,7 +53,7 @@ def encode(session, pixels: np.ndarray, batch_size: int = 8) -> np.ndarray:
 def encoder_parity(work: Path) -> dict:
     pixels = np.load(work / REFERENCE_PIXELS, allow_pickle=False)
     reference = np.load(work / REFERENCE_FEATURES, allow_pickle=False)
-    features = encode(cpu_session(work / layout.encoder_file("fp32")), pixels)
+    features = encode(cpu_session(work / layout.DEFAULT_ENCODER), pixels)
     scale = float(np.abs(reference).max())
     relative = float(np.abs(features - reference).max()) / max(scale, 1e-12)
     result = {"images": len(pixels), "max_abs_diff_relative_to_feature_scale": relative, "feature_scale": scale,
@@ -117,7 +117,7 @@ def compare_captions(step, features: np.ndarray, vocab: Vocabulary, num_beams: i
             "different": sorted(set(differing) - set(ties))}
 
 
-def topk_step_model(work: Path, variant: str = "fp32") -> OnnxStepModel:
+def topk_step_model(work: Path, variant: str = layout.DEFAULT_VARIANT) -> OnnxStepModel:
     return OnnxStepModel(cpu_session(work / layout.decoder_file(variant)), cpu_session(work / layout.IMAGE_PROJECTION))
 
 

@@ -6,8 +6,8 @@ with the Space front matter, `.gitattributes` sending the ONNX files to Git
 LFS, the runtime package `demo/` with its examples, and `onnx/`: what the
 runtime opens for one encoder variant and one decoder variant (the image
 projection, the top-k decoder step and the vocabulary; not `decoder_step.onnx`,
-the export's reference), by default the int8 encoder (a quarter the size) and
-the int8 decoder where the bundle ships them, plus the model card
+the export's reference), by default the smallest encoder and decoder the
+bundle ships (`demo.bundle_layout.smallest`: int8 where it has them), plus the model card
 (`onnx/README.md`, so the page can show it). The bundle's manifest is rewritten
 to list exactly the files shipped.
 
@@ -52,7 +52,8 @@ pinned: false{hardware}
 """
 SPACE_SECTION = """## This Space
 
-Greedy and beam search side by side on ONNX Runtime ({variant} encoder, {decoder_variant} decoder, {device}). \
+Greedy and beam search side by side on ONNX Runtime ({variant} encoder, {decoder_variant} decoder, {device}; \
+{summaries}). \
 The model came from the run
 `{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export{card}.
 
@@ -70,18 +71,20 @@ def build_space(run: Path, out: Path, variant: str = "auto", gpu: bool = False,
                 decoder_variant: str = "auto") -> Path:
     bundle = RunFiles(run).bundle
     manifest = verify_bundle(bundle)
-    if variant == "auto":
-        variant = "int8" if "int8" in layout.variants_in(manifest["files"]) else "fp32"
+    variant = layout.smallest(layout.variants_in(manifest["files"])) if variant == "auto" else variant
     if decoder_variant == "auto":
-        decoder_variant = "int8" if "int8" in layout.decoder_variants_in(manifest["files"]) else "fp32"
+        decoder_variant = layout.smallest(layout.decoder_variants_in(manifest["files"]))
     encoder, decoder = layout.encoder_file(variant), layout.decoder_file(decoder_variant)
+    default = layout.DEFAULT_VARIANT
     if encoder not in manifest["files"]:
-        raise BundleError(f"{bundle} has no {encoder}: export with --quantize int8, or use --variant fp32")
-    if decoder_variant == "int8" and decoder not in manifest["files"]:
-        why = manifest.get("parity", {}).get("decoder_int8", {}).get("why")
+        raise BundleError(f"{bundle} has no {encoder}: {layout.get_variant(variant).hint()}, or use --variant "
+                          f"{default}")
+    row = layout.get_variant(decoder_variant)
+    if row.quantized and decoder not in manifest["files"]:
+        why = manifest.get("parity", {}).get(row.parity_key("decoder"), {}).get("why")
         raise BundleError(f"{bundle} has no {decoder}: "
-                          + (f"the export left it out ({why})" if why else "export with --quantize int8")
-                          + ", or use --decoder-variant fp32")
+                          + (f"the export left it out ({why})" if why else row.hint())
+                          + f", or use --decoder-variant {default}")
     shipped = [n for n in layout.runtime_files(variant, decoder_variant)
                if n in manifest["files"] or not layout.optional_file(n)]  # older encoders have no data file
     shipped += [layout.MODEL_CARD] if layout.MODEL_CARD in manifest["files"] else []  # older bundles have none
@@ -114,6 +117,8 @@ def space_readme(bundle: Path, run: Path, variant: str, decoder_variant: str, gp
                                 hardware="\nsuggested_hardware: t4-small" if gpu else "")
     card = read_model_card(bundle)
     section = SPACE_SECTION.format(variant=variant, decoder_variant=decoder_variant, run=run.resolve().name,
+                                   summaries="; ".join(f"{name}: {layout.get_variant(name).summary}"
+                                                       for name in dict.fromkeys((variant, decoder_variant))),
                                    device="CUDA when the Space has a GPU, else the CPU" if gpu else "CPU",
                                    card=", and `onnx/README.md` is this card" if card else "",
                                    api=api_call(variant, decoder_variant))
@@ -139,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN, help="run folder with an onnx/ bundle")
     parser.add_argument("--out", type=Path, required=True, help="new, empty folder for the Space")
     parser.add_argument("--variant", choices=("auto", *layout.VARIANTS), default="auto",
-                        help="encoder to ship (auto: int8 when the bundle has it)")
-    parser.add_argument("--decoder-variant", choices=("auto", *layout.DECODER_TOPK_FILES), default="auto",
-                        help="decoder step to ship (auto: int8 when the bundle has it, i.e. when it passed the "
-                             "export's gate)")
+                        help="encoder to ship (auto: the smallest the bundle has)")
+    parser.add_argument("--decoder-variant", choices=("auto", *layout.DECODER_VARIANTS), default="auto",
+                        help="decoder step to ship (auto: the smallest the bundle has; a quantized one is there "
+                             "only when it passed the export's gate)")
     parser.add_argument("--gpu", action="store_true", help="for GPU hardware: onnxruntime-gpu with its CUDA and "
                         "cuDNN packages (demo/requirements-gpu.txt); without a GPU it still captions, on the CPU")
     args = parser.parse_args(argv)

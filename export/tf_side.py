@@ -45,9 +45,9 @@ from export.parity import (
 from train.captions_file import read_captions
 from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, load_conv_part
 from train.evaluate import search_key
-from train.features import run_encoder_spec, trained_features
 from train.keras_step import KerasStepModel
 from train.model import build_step_model, fine_tuned_top, load_trained
+from train.run_features import run_encoder_spec, trained_features
 from train.run_files import RunFiles
 from train.tf_import import import_keras
 

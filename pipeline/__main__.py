@@ -22,10 +22,12 @@ from demo.logs import configure_cli_logging
 from export.bundle import run_export
 from export.config import ExportConfig
 from train.calibrated_vgg16 import CALIBRATED
-from train.config import DATASETS, EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
+from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
+from train.dataset_registry import NAMES as DATASET_NAMES
 from train.encoder import WeightsUnavailable
 from train.evaluate import run_evaluate
-from train.features import cache_paths, extract_features
+from train.feature_cache import cache_paths
+from train.features import extract_features
 from train.prepare import run_prepare
 from train.run_files import RunFiles
 
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0],
                                      epilog=EXIT_CODES_HELP)
     defaults = PrepareConfig()
-    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASETS,
+    parser.add_argument("--dataset", default=defaults.dataset, choices=DATASET_NAMES,
                         help="dataset layout to read (default: %(default)s, generated offline)")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not for synthetic)")
     parser.add_argument("--run", type=Path, default=defaults.run, help="run folder to build (default: %(default)s)")

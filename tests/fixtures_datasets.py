@@ -101,6 +101,31 @@ def make_karpathy(root: Path, dataset: str, entries: list, image_dir: str | None
     return path
 
 
+def make_folder(root: Path, captions: dict[str, list[str]]) -> Path:
+    """`--dataset folder`: the images and a captions.csv beside them."""
+    for name in captions:
+        write_jpeg(root / name)
+    write_lines(root / "captions.csv", ["image,caption"] + [f"{name},{c}" for name, caps in captions.items()
+                                                            for c in caps])
+    return root
+
+
+def smallest_layouts(root: Path) -> dict[str, list[Path]]:
+    """For every `--dataset` the registry knows (`train.dataset_registry.NAMES`), the data folders of its smallest
+    layouts here (one per source its loader records under its own name): a registry row without one fails
+    `test_every_registered_dataset_loads_and_the_card_has_words_for_it`."""
+    coco = [karpathy_entry("COCO_val2014_000000391895.jpg", "test", ["A man rides a bike ."], filepath="val2014")]
+    flickr = [karpathy_entry(name, "train", caps) for name, caps in F8K_IMAGES.items()]
+    layouts = {"synthetic": [root / "synthetic"],
+               "flickr8k": [make_flickr8k_original(root / "flickr8k")],
+               "flickr30k": [make_flickr30k(root / "flickr30k", flickr30k_rows("1.jpg", ["A dog runs ."]))],
+               "karpathy": [], "folder": [make_folder(root / "folder", {"a.jpg": ["A cat sits ."]})]}
+    for dataset, entries, image_dir in (("flickr8k", flickr, "Flicker8k_Dataset"),
+                                        ("flickr30k", flickr, "flickr30k_images"), ("coco", coco, None)):
+        layouts["karpathy"].append(make_karpathy(root / f"karpathy-{dataset}", dataset, entries, image_dir).parent)
+    return layouts
+
+
 def prepared_flickr30k_run(root: Path, name: str, num_images: int = 10) -> Path:
     """A flickr30k-layout fixture of distinct images (seeded noise) under root/data, prepared into run root/name.
 

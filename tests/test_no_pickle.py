@@ -81,7 +81,7 @@ def cached_run(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("target", ["fc2.npy", "done.npy"])
 def test_a_feature_cache_carrying_a_pickle_is_refused_and_never_run(cached_run, tmp_path, target):
-    from train.features import CacheMismatch, load_cache
+    from train.feature_cache import CacheMismatch, load_cache
     from train.run_files import RunFiles
 
     run = tmp_path / "run"

@@ -11,15 +11,15 @@ from pathlib import Path
 from demo.bundle_layout import DEFAULT_RUN
 from demo.config_flags import add_arguments, from_args, option, to_arguments, to_json
 from demo.generation import GENERATION, GenerationConfig, generation_option
+from train.dataset_registry import NAMES as DATASET_NAMES
 
 __all__ = ["add_arguments", "from_args", "to_arguments", "to_json"]  # the train commands' flags, from here as before
-DATASETS = ("synthetic", "flickr8k", "flickr30k", "karpathy", "folder")
 
 
 @dataclass
 class PrepareConfig:
     run: Path = option(DEFAULT_RUN, "run folder to create or update")
-    dataset: str = option("synthetic", "which dataset layout to read", choices=DATASETS)
+    dataset: str = option("synthetic", "which dataset layout to read", choices=DATASET_NAMES)
     data_dir: Path | None = option(
         None, "dataset folder (synthetic: where scenes are generated; default RUN/synthetic)"
     )

@@ -32,8 +32,8 @@ from demo.vocab import Vocabulary
 from train.captions_file import read_captions
 from train.coco_metrics import coco_scores
 from train.config import EvaluateConfig, to_json
-from train.features import trained_features
 from train.keras_step import KerasStepModel
+from train.run_features import trained_features
 from train.run_files import RunFiles, update_run_config
 from train.scene_scoring import load_scenes, summary
 

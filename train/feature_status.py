@@ -10,8 +10,8 @@ from pathlib import Path
 from demo.artifacts import read_json
 from demo.errors import BadInput, MissingFile
 from train.config import FeaturesConfig
+from train.feature_cache import cache_paths, load_array
 from train.feature_shards import extracting_now, parse_shard, per_shard, recorded_shards, shards_record_path
-from train.features import cache_paths, load_array
 from train.run_files import RunFiles
 
 

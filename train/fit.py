@@ -28,9 +28,10 @@ from demo.vocab import Vocabulary
 from train.cluster import Cluster, resolve_cluster
 from train.config import FitConfig, to_json
 from train.encoder import apply_top, dense_top_weights
-from train.features import encoder_spec_of, load_cache
+from train.feature_cache import load_cache
 from train.model import ModelSpec, build_fine_tune_model, build_training_model, fine_tuned_top, load_trained
 from train.multiworker import join_cluster, leave_together, output_root, peer_failure
+from train.run_features import encoder_spec_of
 from train.run_files import RunFiles, update_run_config
 from train.sequences import (
     ImageCaptions,

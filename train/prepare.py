@@ -23,25 +23,22 @@ from demo.text import tokenize
 from demo.vocab import build_vocabulary
 from train.captions_file import write_captions
 from train.config import PrepareConfig, to_json
-from train.datasets import flickr8k, flickr30k, folder, karpathy, synthetic
+from train.dataset_registry import DatasetSource, dataset_entry
 from train.datasets.records import SPLITS, CaptionedImage, LoadedDataset, ParseIssues
 from train.run_files import RunFiles, update_run_config
 
 MAX_DEFAULT_HOLDOUT = 1000
-LOADERS = {"flickr8k": flickr8k.load, "flickr30k": flickr30k.load, "karpathy": karpathy.load, "folder": folder.load}
 log = logging.getLogger(__name__)
 
 
 def load_dataset(cfg: PrepareConfig) -> LoadedDataset:
-    """Dispatch to the loader of `cfg.dataset` (the synthetic set is generated first if needed)."""
-    if cfg.dataset == "synthetic":
-        data_dir = cfg.data_dir or RunFiles(cfg.run).synthetic_dir
-        return synthetic.generate(Path(data_dir), num_images=cfg.num_images, seed=cfg.seed)
-    if cfg.data_dir is None:
+    """The loader of `cfg.dataset` (`train.dataset_registry`) on `--data-dir`, or on its default folder where the
+    dataset has one (synthetic: RUN/synthetic, generated there first if needed)."""
+    entry = dataset_entry(cfg.dataset)
+    data_dir = cfg.data_dir or (entry.default_data_dir(Path(cfg.run)) if entry.default_data_dir else None)
+    if data_dir is None:
         raise BadInput(f"--data-dir is required for --dataset {cfg.dataset}")
-    if cfg.dataset not in LOADERS:
-        raise BadInput(f"unknown dataset {cfg.dataset!r} (known: synthetic, {', '.join(LOADERS)})")
-    return LOADERS[cfg.dataset](Path(cfg.data_dir), cfg.images_dir)
+    return entry.load(DatasetSource(Path(data_dir), cfg.images_dir, cfg.num_images, cfg.seed))
 
 
 def check_images(
@@ -126,7 +123,7 @@ def write_prepared(cfg: PrepareConfig, dataset: LoadedDataset, images: list[Capt
     files = RunFiles(Path(cfg.run))
     assigned = assign_splits(images, cfg.val_size, cfg.test_size, cfg.seed)
     splits = {s: [im.image_id for im in images if im.split == s] for s in SPLITS}
-    min_count = cfg.min_count if cfg.min_count is not None else (1 if cfg.dataset == "synthetic" else 5)
+    min_count = cfg.min_count if cfg.min_count is not None else dataset_entry(cfg.dataset).min_count
     counted = [tokenize(c) for im in images if im.split in vocabulary_splits for c in im.captions]
     vocab, stats = build_vocabulary(counted, min_count=min_count, max_length=cfg.max_length,
                                     max_size=cfg.max_vocab)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from demo.bundle_layout import decoder_variants_in, runtime_files, variants_in
+from demo.bundle_layout import DEFAULT_VARIANT, decoder_variants_in, preferred, runtime_files, variants_in
 from demo.captioner import Captioner
 from demo.encoder_batching import EncoderBatcher
 from demo.errors import CaptionerError
@@ -56,8 +56,8 @@ class CaptionerPool:
             self.variants, self.decoder_variants, self.error = [], [], str(exc)
 
     def default_pair(self) -> tuple[str, str]:
-        """The (encoder, decoder) variants the page starts with: fp32 where the bundle has it."""
-        return (self.variants or ["fp32"])[0], (self.decoder_variants or ["fp32"])[0]
+        """The (encoder, decoder) variants the page starts with: the table's default where the bundle has it."""
+        return preferred(self.variants), preferred(self.decoder_variants)
 
     def max_length(self) -> int:
         """The slider's first value: what `max_length=None` means for this bundle (its vocabulary's)."""
@@ -66,7 +66,7 @@ class CaptionerPool:
                                          self.get(*self.default_pair()).vocab.max_length)
         return min(high, max(low, wanted))
 
-    def get(self, variant: str, decoder_variant: str = "fp32") -> Captioner:
+    def get(self, variant: str, decoder_variant: str = DEFAULT_VARIANT) -> Captioner:
         key = (variant, decoder_variant)
         with self._lock:
             if key not in self._loaded:  # every file's sha256 was checked once, at start; sizes again here
@@ -79,7 +79,7 @@ class CaptionerPool:
                     self._batchers[key] = EncoderBatcher(lambda pixels: encode(pixels)[0], self.max_batch_size)
             return self._loaded[key]
 
-    def batcher(self, variant: str, decoder_variant: str = "fp32") -> EncoderBatcher | None:
+    def batcher(self, variant: str, decoder_variant: str = DEFAULT_VARIANT) -> EncoderBatcher | None:
         """The pair's encoder batcher (None when batching is off); `get` first, which loads the pair."""
         return self._batchers.get((variant, decoder_variant))
 
@@ -154,7 +154,7 @@ def page_config(values: dict) -> GenerationConfig:
 
 
 def run_caption(pool: CaptionerPool, image: ImageSource | None, config: GenerationConfig, variant: str,
-                decoder_variant: str = "fp32") -> dict:
+                decoder_variant: str = DEFAULT_VARIANT) -> dict:
     """Greedy and beam results for one image, as `Comparison.to_dict` (what the API returns).
 
     `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
@@ -202,8 +202,8 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
     """The page and its `caption` endpoint. With `max_batch_size` > 1, up to that many requests run at once
     (both events share one concurrency limit) and share encoder passes (`demo.encoder_batching`)."""
     pool = CaptionerPool(bundle, provider, max_batch_size)
-    variants = pool.variants or ["fp32"]
-    decoder_variants = pool.decoder_variants or ["fp32"]
+    variants = pool.variants or [DEFAULT_VARIANT]
+    decoder_variants = pool.decoder_variants or [DEFAULT_VARIANT]
     with gr.Blocks(title="VGG16 + LSTM captioner") as app:
         gr.Markdown("# VGG16 + LSTM image captioner\nGreedy and beam search side by side, on ONNX Runtime, "
                     "each word shaded by the model's confidence in it.")
@@ -230,9 +230,9 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                                        label="Beams to list")
                 no_repeat = gr.Slider(0, MAX_NO_REPEAT_NGRAM, value=COMPARED.no_repeat_ngram_size, step=1,
                                       label="No repeated n-gram of this many words (0: off)", elem_id="no-repeat")
-                variant = gr.Radio(variants, value=variants[0], label="Encoder variant",
+                variant = gr.Radio(variants, value=preferred(variants), label="Encoder variant",
                                    visible=len(variants) > 1)
-                decoder_variant = gr.Radio(decoder_variants, value=decoder_variants[0], label="Decoder variant",
+                decoder_variant = gr.Radio(decoder_variants, value=preferred(decoder_variants), label="Decoder variant",
                                            visible=len(decoder_variants) > 1, elem_id="decoder-variant")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
         with gr.Row():
@@ -282,7 +282,7 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
             return caption_or_explain(pool, image, locals(), variant, decoder_variant)
 
         # parameters added later go last: API calls written before them still work (gradio_client fills them in
-        # with the controls' values: fp32, or the one decoder a Space ships; no n-gram ban)
+        # with the controls' values: the default variant, or the one decoder a Space ships; no n-gram ban)
         inputs = [image, num_beams, max_length, length_penalty, num_return, variant, decoder_variant, no_repeat]
         # batching: as many requests in flight as a pass takes (one limit for both events); else the queue's
         # default (demo.web.serve.CONCURRENCY)

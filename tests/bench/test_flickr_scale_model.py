@@ -14,7 +14,8 @@ from demo.text import tokenize
 from demo.vocab import SPECIAL_TOKENS
 from tests.helpers import run_module
 from train.captions_file import read_captions
-from train.features import CacheMismatch, cache_paths, load_cache, run_encoder_spec
+from train.feature_cache import CacheMismatch, cache_paths, load_cache
+from train.run_features import run_encoder_spec
 from train.run_files import RunFiles
 
 COLORS = ("red", "blue", "green", "yellow", "black", "white")

@@ -121,7 +121,7 @@ def test_a_flickr_scale_bundle_searches_like_the_full_vocabulary_search(shared_f
     from demo.vocab import Vocabulary
     from tests.helpers import run_module
     from train.captions_file import read_captions
-    from train.features import load_cache
+    from train.feature_cache import load_cache
     from train.run_files import RunFiles
 
     built = run_module("bench.flickr_scale_model", "--captions", str(shared_flickr8k / "Flickr8k.token.txt"),

@@ -10,7 +10,7 @@ import pytest
 from demo import bundle_layout as layout
 from demo.vocab import Vocabulary
 from train.captions_file import read_captions
-from train.features import load_cache
+from train.feature_cache import load_cache
 from train.run_files import RunFiles
 
 pytestmark = pytest.mark.slow  # needs the exported session run

@@ -35,7 +35,7 @@ def test_bundle_has_every_file_with_matching_manifest(exported_run):
     assert {m["file"] for m in manifest["models"].values()} == set(manifest["files"]) - {
         "vocab.json", "README.md", "encoder.onnx.data", "encoder.int8.onnx.data"}
     # the encoders' weights sit in their data files (mapped by ONNX Runtime), and their fc layers run on a zero row
-    # too, so the fp32 encoder may run without prepacked weights (demo.captioner.ENCODER_MEMORY)
+    # too, so the fp32 encoder may run without prepacked weights (demo.bundle_layout.VARIANT_TABLE)
     assert manifest["files"]["encoder.onnx"]["bytes"] < 100_000 < manifest["files"]["encoder.onnx.data"]["bytes"]
     assert manifest["encoder_padded_rows"] is True
     for name, record in manifest["files"].items():
@@ -146,7 +146,7 @@ def test_bundle_captions_with_onnx_runtime_alone(exported_run):
 KILL_BETWEEN_THE_RENAMES = """
 import os, shutil, signal, sys
 from pathlib import Path
-from export import bundle
+from export import install
 run = Path(sys.argv[1])
 work = run / f".onnx-tmp-{os.getpid()}"  # what a real export would have built, checked and named so
 shutil.copytree(run / "onnx", work, copy_function=os.link)
@@ -156,7 +156,7 @@ def rename(source, target):
     if str(target).endswith(".previous"):
         os.kill(os.getpid(), signal.SIGKILL)  # the old bundle is aside, the new one not yet in place
 os.rename = rename
-bundle.install(work, run / "onnx")
+install.install(work, run / "onnx")
 """
 
 

@@ -14,6 +14,7 @@ from tests.fixtures_datasets import (
     make_flickr8k_original,
     make_flickr30k,
     make_karpathy,
+    smallest_layouts,
     write_lines,
 )
 from train.datasets import flickr8k, flickr30k, karpathy
@@ -290,3 +291,28 @@ def test_karpathy_errors_name_the_file(tmp_path: Path) -> None:
     write_lines(tmp_path / "dataset_flickr30k.json", ['{"images": []}'])
     with pytest.raises(ValueError, match="pass the path"):
         karpathy.load(tmp_path)
+
+
+# --- the registry ---------------------------------------------------------------
+
+
+def test_every_registered_dataset_loads_and_the_card_has_words_for_it(tmp_path: Path) -> None:
+    """A registry row that lacks its fixture, its loader or the card's words for what that loader records fails
+    here, not as a card that silently says "images of the NAME dataset"."""
+    from train.dataset_registry import CARD_WORDS, NAMES, DatasetSource, dataset_entry
+
+    layouts = smallest_layouts(tmp_path)
+    assert set(layouts) == set(NAMES), "tests/fixtures_datasets.smallest_layouts needs a layout per dataset"
+    for name in NAMES:
+        for data_dir in layouts[name]:
+            loaded = dataset_entry(name).load(DatasetSource(data_dir, num_images=2))
+            assert loaded.images, f"{name} from {data_dir}"
+            assert loaded.name in CARD_WORDS, f"the card has no words for {loaded.name} (DatasetEntry.card)"
+
+
+def test_an_unknown_dataset_names_the_known_ones() -> None:
+    from demo.errors import BadInput
+    from train.dataset_registry import dataset_entry
+
+    with pytest.raises(BadInput, match=r"unknown dataset 'coco' \(known: synthetic, flickr8k, flickr30k, karpathy, folder\)"):
+        dataset_entry("coco")

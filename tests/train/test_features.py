@@ -54,7 +54,7 @@ def stand_in_run(tmp_path_factory) -> Path:
 def test_cache_rows_are_the_encoder_features_of_each_image(complete_run):
     from demo.preprocess import load_image
     from train.encoder import EncoderSpec, build_encoder
-    from train.features import load_cache
+    from train.feature_cache import load_cache
     from train.run_files import RunFiles
 
     cache = load_cache(RunFiles(complete_run), EncoderSpec("none", 0))
@@ -139,7 +139,7 @@ def with_other_preprocessing(source: Path, run: Path) -> Path:
 def test_cache_of_another_preprocessing_version_is_refused(stand_in_run, tmp_path):
     """README: a cache built with other preprocessing is refused, naming both versions and `--overwrite`."""
     from train.encoder import EncoderSpec
-    from train.features import CacheMismatch, load_cache
+    from train.feature_cache import CacheMismatch, load_cache
     from train.run_files import RunFiles
 
     run = with_other_preprocessing(stand_in_run, tmp_path / "run")
@@ -176,7 +176,7 @@ def test_overwrite_rebuilds_a_cache_of_another_preprocessing_version(complete_ru
 
 def test_cache_of_a_re_prepared_run_is_refused(stand_in_run, tmp_path):
     from train.encoder import EncoderSpec
-    from train.features import CacheMismatch, load_cache
+    from train.feature_cache import CacheMismatch, load_cache
     from train.run_files import RunFiles
 
     run = tmp_path / "copy"

@@ -68,7 +68,7 @@ def val_losses(run: Path) -> list[float]:
 
 def test_the_block5_pool_cache_is_its_own_and_never_read_as_an_fc2_cache(pool_run, tmp_path):
     from demo.errors import MissingFile
-    from train.features import CacheMismatch, cache_paths, load_cache
+    from train.feature_cache import CacheMismatch, cache_paths, load_cache
     from train.run_files import RunFiles
 
     files = RunFiles(pool_run)
@@ -151,7 +151,7 @@ def assert_exported_encoder_applies(run: Path, tuned: dict, start: dict) -> None
     from demo.preprocess import load_image
     from train.captions_file import read_captions
     from train.encoder import apply_top
-    from train.features import load_cache
+    from train.feature_cache import load_cache
     from train.run_files import RunFiles
 
     captions = read_captions(run / "captions.json")
