@@ -17,7 +17,13 @@ def option(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
-def _base_type(tp: Any) -> Any:
+def nested(default: Any, skip: tuple[str, ...] = ()) -> Any:
+    """A field holding another config (frozen, as its default is shared): its fields become this command's flags,
+    all but `skip`, so an option added to it is an option of every command that nests it."""
+    return field(default=default, metadata={"nested": True, "skip": skip})
+
+
+def base_type(tp: Any) -> Any:
     """The concrete type behind `X | None`."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -31,8 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
+        if f.metadata.get("nested"):
+            add_arguments(parser, hints[f.name], skip=f.metadata["skip"])
+            continue
         flag = "--" + f.name.replace("_", "-")
-        tp = _base_type(hints[f.name])
+        tp = base_type(hints[f.name])
         help_text = f.metadata.get("help", "")
         if tp is bool:
             parser.add_argument(flag, action="store_true", default=f.default, help=help_text)
@@ -49,8 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, .
 
 
 def from_args(cls: type[T], args: argparse.Namespace) -> T:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    values = {f.name: _nested_from_args(f, args) if f.metadata.get("nested") else getattr(args, f.name)
+              for f in dataclasses.fields(cls) if f.metadata.get("nested") or hasattr(args, f.name)}
     return cls(**{k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()})
+
+
+def _nested_from_args(f: dataclasses.Field, args: argparse.Namespace) -> Any:
+    """The nested config's default with the flags it has here (`nested`'s `skip` keep the default's values)."""
+    given = {n.name: getattr(args, n.name) for n in dataclasses.fields(f.default) if hasattr(args, n.name)
+             and n.name not in f.metadata["skip"]}
+    return dataclasses.replace(f.default, **given)
 
 
 def to_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
@@ -58,6 +75,9 @@ def to_arguments(config: Any, skip: tuple[str, ...] = ()) -> list[str]:
     arguments: list[str] = []
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
+        if f.metadata.get("nested"):
+            arguments += to_arguments(value, skip=f.metadata["skip"])
+            continue
         if f.name in skip or value is None or value is False:
             continue
         flag = "--" + f.name.replace("_", "-")

@@ -8,57 +8,12 @@ a new field is a new option everywhere that lists options.
 from __future__ import annotations
 
 import argparse
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 
 from demo import config_flags
 from demo.config_flags import option
 from demo.errors import BadInput
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """How to search one image's captions; `Captioner.caption(images, config)` and the rest take it."""
-
-    num_beams: int = option(1, "1 is greedy search; more keeps that many beams")
-    max_length: int | None = option(None, "longest caption in words (default: the vocabulary's, the longest "
-                                          "training caption kept)")
-    length_penalty: float = option(0.5, "GNMT alpha for ranking finished captions: 0 ranks by log-probability, "
-                                        "larger favours longer captions")
-    num_return_sequences: int = option(1, "captions to list per image (at most num_beams)")
-    no_repeat_ngram_size: int = option(0, "no n-gram of this many words appears twice in a caption (0: off)")
-
-    def __post_init__(self) -> None:
-        if self.num_beams < 1:
-            raise BadInput("num_beams must be at least 1")
-        if self.max_length is not None and self.max_length < 1:
-            raise BadInput("max_length must be at least 1")
-        if self.length_penalty < 0:
-            raise BadInput("length_penalty must be >= 0")
-        if not 1 <= self.num_return_sequences <= self.num_beams:
-            raise BadInput("num_return_sequences must be between 1 and num_beams")
-        if self.no_repeat_ngram_size < 0:
-            raise BadInput("no_repeat_ngram_size must be >= 0 (0: off)")
-
-    def replace(self, **changes) -> GenerationConfig:
-        """A copy with some fields changed; an unknown name is refused with the ones there are. Fewer beams than
-        this config lists, with no new count to list, list them all (`compare(image, num_beams=2)`)."""
-        unknown = sorted(set(changes) - set(field_names()))
-        if unknown:
-            raise BadInput(f"unknown generation option {', '.join(unknown)} (options: {', '.join(field_names())})")
-        if "num_return_sequences" not in changes and "num_beams" in changes:
-            changes["num_return_sequences"] = max(1, min(self.num_return_sequences, changes["num_beams"]))
-        return replace(self, **changes)
-
-    def greedy(self) -> GenerationConfig:
-        """The same options for greedy search: the left side of the page's comparison."""
-        return replace(self, num_beams=1, num_return_sequences=1)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> GenerationConfig:
-        return cls().replace(**values)
 
 
 @dataclass(frozen=True)
@@ -75,6 +30,73 @@ class AppDefaults:
 
 
 DEFAULTS = AppDefaults()
+
+
+@dataclass(frozen=True)
+class Control:
+    """How the page shows an option: a slider's range, step and label (`demo.web.page` builds one per field)."""
+
+    minimum: float
+    maximum: float
+    step: float
+    label: str
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to search one image's captions; `Captioner.caption(images, config)` and the rest take it."""
+
+    # The order is the API's positional order (after the image; the variants come after the first four): a new
+    # option goes last, so calls written before it keep working.
+    num_beams: int = option(1, "1 is greedy search; more keeps that many beams",
+                            control=Control(1, DEFAULTS.max_num_beams, 1, "Beam width"))
+    max_length: int | None = option(None, "longest caption in words (default: the vocabulary's, the longest "
+                                          "training caption kept)",
+                                    control=Control(5, 40, 1, "Maximum length (words)"))
+    length_penalty: float = option(0.5, "GNMT alpha for ranking finished captions: 0 ranks by log-probability, "
+                                        "larger favours longer captions",
+                                   control=Control(0.0, 2.0, 0.1, "Length penalty (GNMT alpha)"))
+    num_return_sequences: int = option(1, "captions to list per image (at most num_beams)",
+                                       control=Control(1, DEFAULTS.max_num_beams, 1, "Beams to list"))
+    # the slider stops at 4: longer n-grams rarely repeat in a caption
+    no_repeat_ngram_size: int = option(0, "no n-gram of this many words appears twice in a caption (0: off)",
+                                       control=Control(0, 4, 1, "No repeated n-gram of this many words (0: off)"))
+
+    def __post_init__(self) -> None:
+        if self.num_beams < 1:
+            raise BadInput("num_beams must be at least 1")
+        if self.max_length is not None and self.max_length < 1:
+            raise BadInput("max_length must be at least 1")
+        if self.length_penalty < 0:
+            raise BadInput("length_penalty must be >= 0")
+        if not 1 <= self.num_return_sequences <= self.num_beams:
+            raise BadInput("num_return_sequences must be between 1 and num_beams")
+        if self.no_repeat_ngram_size < 0:
+            raise BadInput("no_repeat_ngram_size must be >= 0 (0: off)")
+
+    def replace(self, **changes) -> GenerationConfig:
+        """A copy with some fields changed; an unknown name is refused with the ones there are. Fewer beams than
+        this config lists, with no new count to list, list them all (`compare(image, num_beams=2)`)."""
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise BadInput(f"unknown generation option {', '.join(unknown)} (options: {', '.join(known)})")
+        if "num_return_sequences" not in changes and "num_beams" in changes:
+            changes["num_return_sequences"] = max(1, min(self.num_return_sequences, changes["num_beams"]))
+        return replace(self, **changes)
+
+    def greedy(self) -> GenerationConfig:
+        """The same options for greedy search: the left side of the page's comparison."""
+        return replace(self, num_beams=1, num_return_sequences=1)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> GenerationConfig:
+        return cls().replace(**values)
+
+
 GENERATION = GenerationConfig()  # what a caption asked for without options gets
 # the beam side of "greedy and beam side by side" (the page, the Space, the benchmarks), listing 3 of its beams
 COMPARED = GenerationConfig(num_beams=3, num_return_sequences=3)
@@ -84,10 +106,13 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in fields(GenerationConfig))
 
 
-def generation_option(name: str):
-    """A field of another command's config that is this option: the same default and help (`train evaluate`)."""
-    spec = next(f for f in fields(GenerationConfig) if f.name == name)
-    return option(spec.default, spec.metadata["help"])
+def control(name: str) -> Control:
+    return next(f for f in fields(GenerationConfig) if f.name == name).metadata["control"]
+
+
+def field_type(name: str) -> type:
+    """The option's value type (`int` for `int | None`): what a value from a form or a query is turned into."""
+    return config_flags.base_type(typing.get_type_hints(GenerationConfig)[name])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

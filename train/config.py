@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from demo.bundle_layout import DEFAULT_RUN
-from demo.config_flags import add_arguments, from_args, option, to_arguments, to_json
-from demo.generation import GENERATION, GenerationConfig, generation_option
+from demo.config_flags import add_arguments, from_args, nested, option, to_arguments, to_json
+from demo.generation import GENERATION, GenerationConfig
 from train.dataset_registry import NAMES as DATASET_NAMES
 
 __all__ = ["add_arguments", "from_args", "to_arguments", "to_json"]  # the train commands' flags, from here as before
@@ -116,14 +116,12 @@ class EvaluateConfig:
     run: Path = option(DEFAULT_RUN, "run folder with a trained model.keras")
     beam: list[int] = option((1, 3, 5), "beam widths to score; 1 is greedy", nargs="+")
     split: str = option("test", "which split to caption", choices=("test", "val", "train"))
-    max_length: int | None = generation_option("max_length")
-    length_penalty: float = generation_option("length_penalty")
-    no_repeat_ngram_size: int = generation_option("no_repeat_ngram_size")
+    # every generation option but the beam count (`--beam` lists the widths) and the captions listed (one scored)
+    search: GenerationConfig = nested(GENERATION, skip=("num_beams", "num_return_sequences"))
     batch_size: int = option(64, "images searched together")
     samples: int = option(8, "sample captions stored beside the scores")
     seed: int = option(0, "seed of the shuffled-reference baseline")
 
     def generation(self, num_beams: int) -> GenerationConfig:
         """The search options of one of the scored widths."""
-        return GENERATION.replace(num_beams=num_beams, max_length=self.max_length, length_penalty=self.length_penalty,
-                                  no_repeat_ngram_size=self.no_repeat_ngram_size)
+        return self.search.replace(num_beams=num_beams)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from demo.artifacts import atomic_write_json
 from demo.errors import BadInput, MissingFile
+from demo.generation import field_names
 from demo.search import best, options_for
 from demo.search.step import Hypothesis, SearchOptions, TopKStep
 from demo.vocab import Vocabulary
@@ -121,13 +122,13 @@ def run_evaluate(cfg: EvaluateConfig) -> dict:
         baseline = bleu_scores(shuffled, hypotheses)
         result = metrics[search_key(width)] = scores | coco_scores(references, hypotheses) | {
             "bleu_4_shuffled_references": baseline["bleu_4"],
-            "images": len(entries), "split": cfg.split, "length_penalty": cfg.length_penalty,
-            "no_repeat_ngram_size": cfg.no_repeat_ngram_size,
+            "images": len(entries), "split": cfg.split,
+            # the search's options, max_length as the number it was
+            **{name: value for name, value in options.to_dict().items() if name in field_names()},
             "seconds": round(elapsed, 2),
             # how long the captions are, and how many the model ended itself rather than being cut at max_length
             "mean_words": round(float(np.mean([len(h.tokens) for h in found])), 2),
             "ended_by_end_share": round(float(np.mean([h.finished for h in found])), 4),
-            "max_length": options.max_length,
             "diversity": caption_diversity(hypotheses),
             **({} if scenes is None else {"scene": scenes.score(hypotheses)}),  # synthetic scenes only
             "samples": [{"image": e.id, "caption": " ".join(h), "references": list(e.tokens)}

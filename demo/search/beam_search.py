@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.search.repeats import ban_repeats
 from demo.search.step import Hypothesis, SearchOptions, StepModel, length_penalty, normalized, require_top_k
+from demo.search.step_filters import active_filters, apply_filters
 
 DEAD = -np.inf
 
@@ -76,11 +76,12 @@ def beam_search(
     finished = _Finished(num_images, options)
     rows = np.repeat(images, width)
     tokens = np.full(num_images * width, start_id, dtype=np.int64)
+    filters = active_filters(options)
     for t in range(options.max_length + 1):
         out, state = model.step(tokens, rows, state)
-        if options.no_repeat_ngram_size:  # row r is slot r % width of image position r // width
-            out = ban_repeats(out, words[:, :, :t].reshape(len(images) * width, t), options.no_repeat_ngram_size,
-                              2 * k, model.vocab_size, live=np.isfinite(scores).ravel())
+        if filters:  # row r is slot r % width of image position r // width
+            out = apply_filters(filters, out, words[:, :, :t].reshape(len(images) * width, t), options, 2 * k,
+                                model.vocab_size, live=np.isfinite(scores).ravel())
         top_log_probs = out.top_log_probs.reshape(len(images), width, -1)
         top_ids = out.top_ids.reshape(len(images), width, -1)
         if t == options.max_length:

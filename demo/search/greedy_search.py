@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from demo.search.repeats import ban_repeats
 from demo.search.step import Hypothesis, SearchOptions, StepModel, normalized, require_top_k
+from demo.search.step_filters import active_filters, apply_filters
 
 
 def greedy_search(
@@ -23,10 +23,11 @@ def greedy_search(
     lengths = np.zeros(num_images, dtype=np.int64)
     log_prob = np.zeros(num_images, dtype=np.float64)
     ended = np.zeros(num_images, dtype=bool)
+    filters = active_filters(options)
     for t in range(options.max_length + 1):
         out, state = model.step(tokens, rows, state)
-        if options.no_repeat_ngram_size:
-            out = ban_repeats(out, words[live, :t], options.no_repeat_ngram_size, 1, model.vocab_size)
+        if filters:
+            out = apply_filters(filters, out, words[live, :t], options, 1, model.vocab_size)
         if t == options.max_length:  # full length: close with <end>, whatever the model prefers
             log_prob[live] += out.end_log_prob
             end_log_prob[live] = out.end_log_prob

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from demo.errors import BadInput
-from demo.generation import DEFAULTS, GENERATION, GenerationConfig, field_names
+from demo.generation import DEFAULTS, GenerationConfig
 
 State = dict[str, Any]
 
@@ -104,8 +104,10 @@ def require_top_k(model: StepModel, needed: int, num_beams: int) -> None:
 
 
 @dataclass(frozen=True)
-class SearchOptions:
-    """Generation options, named as in Hugging Face `generate` so users know them.
+class SearchOptions(GenerationConfig):
+    """A `GenerationConfig` made concrete for one vocabulary (`demo.search.options_for`): the length a number, the
+    tokens never generated listed. Every generation option is its field by inheritance, so a new option reaches
+    the searches without being copied here.
 
     `length_penalty` is GNMT's alpha: a finished caption is ranked by
     log_prob / ((5 + length) / 6) ** alpha, length counting words and the end
@@ -114,14 +116,7 @@ class SearchOptions:
     """
 
     max_length: int = DEFAULTS.max_length_without_vocabulary  # words, not counting <start>/<end>
-    num_beams: int = GENERATION.num_beams
-    length_penalty: float = GENERATION.length_penalty
-    num_return_sequences: int = GENERATION.num_return_sequences
     banned_ids: tuple[int, ...] = ()  # never generated (e.g. <pad>, <start>, <unk>)
-    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this many words appears twice in a caption (`repeats`)
-
-    def __post_init__(self) -> None:
-        GenerationConfig(**{name: getattr(self, name) for name in field_names()})  # its checks, its messages
 
 
 @dataclass(order=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import inspect
 import logging
 import math
 import os
@@ -19,7 +20,7 @@ from demo.bundle_layout import DEFAULT_VARIANT, decoder_variants_in, preferred, 
 from demo.captioner import Captioner
 from demo.encoder_batching import EncoderBatcher
 from demo.errors import CaptionerError
-from demo.generation import COMPARED, DEFAULTS, GENERATION, GenerationConfig, field_names
+from demo.generation import COMPARED, DEFAULTS, GENERATION, GenerationConfig, control, field_names, field_type
 from demo.manifest import BundleError, verify_bundle, verify_files
 from demo.model_card import ModelCard, read_model_card
 from demo.preprocess import ImageSource, load_image
@@ -30,8 +31,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # demo/examples
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
             "`python -m export --run RUN`), then start the app again. Details: {why}")
-MAX_NO_REPEAT_NGRAM = 4  # the slider's top: longer n-grams rarely repeat in a caption
-MAX_LENGTH_RANGE = (5, 40)  # the slider's; it starts at the bundle vocabulary's max_length (clamped)
+# The API's positional order, frozen: the image, the first four options, the variants, then the options added
+# since (gradio_client fills in parameters a call leaves out with the controls' values).
+FIRST_OPTIONS = 4
+PARAMETERS = ("image", *field_names()[:FIRST_OPTIONS], "variant", "decoder_variant", *field_names()[FIRST_OPTIONS:])
 log = logging.getLogger(__name__)
 
 
@@ -61,10 +64,10 @@ class CaptionerPool:
 
     def max_length(self) -> int:
         """The slider's first value: what `max_length=None` means for this bundle (its vocabulary's)."""
-        low, high = MAX_LENGTH_RANGE
+        low, high = control("max_length").minimum, control("max_length").maximum
         wanted = GENERATION.max_length or (DEFAULTS.max_length_without_vocabulary if self.error else
                                          self.get(*self.default_pair()).vocab.max_length)
-        return min(high, max(low, wanted))
+        return int(min(high, max(low, wanted)))
 
     def get(self, variant: str, decoder_variant: str = DEFAULT_VARIANT) -> Captioner:
         key = (variant, decoder_variant)
@@ -146,8 +149,7 @@ def confidence_html(words: list[str], word_log_probs: list[float], other: list[s
 def page_config(values: dict) -> GenerationConfig:
     """The search the page's (or the API's) settings ask for: `COMPARED`'s fields, each as given where it was
     given; "beams to list" at most the beam width, as the slider cannot know the other slider's value."""
-    given = {name: values[name] for name in field_names() if values.get(name) is not None}
-    numbers = {name: (float(value) if name == "length_penalty" else int(value)) for name, value in given.items()}
+    numbers = {name: field_type(name)(values[name]) for name in field_names() if values.get(name) is not None}
     beams = numbers.get("num_beams", COMPARED.num_beams)
     listed = min(numbers.get("num_return_sequences", COMPARED.num_return_sequences), max(beams, 1))
     return COMPARED.replace(**numbers | {"num_return_sequences": listed})
@@ -198,6 +200,15 @@ def _upload_name(image: ImageSource) -> str | None:
     return Path(image).name if isinstance(image, (str, os.PathLike)) else None
 
 
+def _slider(name: str, pool: CaptionerPool) -> gr.Slider:
+    """The page's control for one generation option, at the comparison's value (the bundle's length for
+    max_length)."""
+    shown = control(name)
+    value = pool.max_length() if name == "max_length" else getattr(COMPARED, name)
+    return gr.Slider(shown.minimum, shown.maximum, value=value, step=shown.step, label=shown.label,
+                     elem_id=name.replace("_", "-"))
+
+
 def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> gr.Blocks:
     """The page and its `caption` endpoint. With `max_batch_size` > 1, up to that many requests run at once
     (both events share one concurrency limit) and share encoder passes (`demo.encoder_batching`)."""
@@ -220,16 +231,7 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 if examples:
                     gr.Examples(examples=examples, inputs=image, label="Examples")
             with gr.Column(scale=1):
-                num_beams = gr.Slider(1, DEFAULTS.max_num_beams, value=COMPARED.num_beams, step=1,
-                                      label="Beam width")
-                max_length = gr.Slider(*MAX_LENGTH_RANGE, value=pool.max_length(), step=1,
-                                       label="Maximum length (words)")
-                length_penalty = gr.Slider(0.0, 2.0, value=COMPARED.length_penalty, step=0.1,
-                                           label="Length penalty (GNMT alpha)")
-                num_return = gr.Slider(1, DEFAULTS.max_num_beams, value=COMPARED.num_return_sequences, step=1,
-                                       label="Beams to list")
-                no_repeat = gr.Slider(0, MAX_NO_REPEAT_NGRAM, value=COMPARED.no_repeat_ngram_size, step=1,
-                                      label="No repeated n-gram of this many words (0: off)", elem_id="no-repeat")
+                options = {name: _slider(name, pool) for name in field_names()}
                 variant = gr.Radio(variants, value=preferred(variants), label="Encoder variant",
                                    visible=len(variants) > 1)
                 decoder_variant = gr.Radio(decoder_variants, value=preferred(decoder_variants), label="Decoder variant",
@@ -254,9 +256,10 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 gr.Markdown(card.text)
         api_result = gr.JSON(visible=False)
 
-        def on_click(image, num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant,
-                     no_repeat_ngram_size):
-            result = caption_or_explain(pool, image, locals(), variant, decoder_variant)  # named as the fields
+        def on_click(*values):
+            settings = dict(zip(PARAMETERS, values))
+            result = caption_or_explain(pool, settings["image"], settings, settings["variant"],
+                                        settings["decoder_variant"])
             greedy, beam = result["greedy"], result["beam"]
             greedy_words, beam_words = greedy["caption"].split(), beam["caption"].split()
             shared = f" (shared with {result['encoder_batch'] - 1} other requests)" if result["encoder_batch"] > 1 \
@@ -275,15 +278,17 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 f"variant **{result['variant']}** · decoder **{result['decoder_variant']}**",
             )
 
-        # named parameters: API callers may pass settings by these names (GenerationConfig's); those left out
-        # take the page's values
-        def api(image, num_beams, max_length, length_penalty, num_return_sequences, variant, decoder_variant,
-                no_repeat_ngram_size) -> dict:
-            return caption_or_explain(pool, image, locals(), variant, decoder_variant)
+        def api(*values) -> dict:
+            settings = dict(zip(PARAMETERS, values))
+            return caption_or_explain(pool, settings["image"], settings, settings["variant"],
+                                      settings["decoder_variant"])
 
-        # parameters added later go last: API calls written before them still work (gradio_client fills them in
-        # with the controls' values: the default variant, or the one decoder a Space ships; no n-gram ban)
-        inputs = [image, num_beams, max_length, length_penalty, num_return, variant, decoder_variant, no_repeat]
+        # named parameters: API callers may pass settings by these names (GenerationConfig's); Gradio reads them
+        # from the signature
+        api.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                               for name in PARAMETERS])
+        named = options | {"image": image, "variant": variant, "decoder_variant": decoder_variant}
+        inputs = [named[name] for name in PARAMETERS]
         # batching: as many requests in flight as a pass takes (one limit for both events); else the queue's
         # default (demo.web.serve.CONCURRENCY)
         limit = max_batch_size if max_batch_size > 1 else "default"
