@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy] [DATA_DIR=...] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
+# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
 DATASET ?= synthetic
 DATA_DIR ?=
 NUM_IMAGES ?= 3000
