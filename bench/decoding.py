@@ -159,8 +159,8 @@ def _measure_in(files: RunFiles, vocab: Vocabulary, features: np.ndarray, effort
         return run_batch
 
     repeats = pick(effort, 1, 2, 5)
-    # ONNX Runtime first, before TensorFlow has run anything: measured here, one Keras `predict` leaves
-    # ORT in the same process about 2.7x slower for good, and a deployment never has TensorFlow loaded.
+    # ONNX Runtime first, before TensorFlow has run anything: one Keras `predict` leaves ORT in the same process
+    # slower for good (TensorFlow's thread pools stay), and a deployment never has TensorFlow loaded.
     ort_sides = {"ort_greedy_whole_distribution_to_numpy": each_image(greedy_search, whole, greedy)}
     for variant, step in steps.items():
         suffix = "" if variant == "fp32" else "_int8"
