@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
+# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [VGG_WEIGHTS=imagenet|calibrated|none|PATH] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
 DATASET ?= synthetic
 DATA_DIR ?=
+# VGG_WEIGHTS empty: ImageNet's, and offline for the synthetic scenes, calibrated (python -m pipeline --help)
+VGG_WEIGHTS ?=
 NUM_IMAGES ?= 3000
 # EPOCHS empty: fit's own default (python -m train fit --help), the same for make demo and train fit
 EPOCHS ?=
@@ -59,5 +61,6 @@ clean-venv:
 
 demo: venv
 	$(PY) -m pipeline --dataset $(DATASET) --run $(RUN) --num-images $(NUM_IMAGES) \
-		$(if $(EPOCHS),--epochs $(EPOCHS),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+		$(if $(EPOCHS),--epochs $(EPOCHS),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) \
+		$(if $(VGG_WEIGHTS),--vgg-weights $(VGG_WEIGHTS),)
 	$(PY) -m demo serve --model $(RUN)/onnx --port $(PORT)

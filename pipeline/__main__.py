@@ -55,7 +55,9 @@ def _shape_word(search_metrics: dict) -> str:
     return "" if share is None else f", shape word {share:.0%}"
 
 
-def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epochs: int) -> Path:
+def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epochs: int,
+          vgg_weights: str | None = None) -> Path:
+    """`vgg_weights` None: ImageNet's, with the synthetic dataset's offline fallback; any other value as given."""
     files = RunFiles(run)
 
     def prepare() -> str:
@@ -65,10 +67,11 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
 
     def features() -> str:
         try:
-            cache = extract_features(FeaturesConfig(run=run, vgg_weights="imagenet"))
-        except WeightsUnavailable:
-            if dataset != "synthetic":
-                raise
+            cache = extract_features(FeaturesConfig(run=run, vgg_weights=vgg_weights or "imagenet"))
+        except WeightsUnavailable as exc:
+            if dataset != "synthetic" or vgg_weights is not None:
+                raise WeightsUnavailable(f"{exc} With make demo: VGG_WEIGHTS=PATH, VGG_WEIGHTS=calibrated or "
+                                         "VGG_WEIGHTS=none (python -m pipeline --vgg-weights).") from exc
             log.warning("[features] ImageNet weights cannot be downloaded: calibrating a VGG16 on the run's own "
                         "training images instead (no ImageNet; it suits the synthetic scenes)")
             cache = extract_features(FeaturesConfig(run=run, vgg_weights=CALIBRATED, overwrite=True))
@@ -109,11 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=defaults.num_images, help="synthetic only")
     parser.add_argument("--epochs", type=int, default=FitConfig().epochs,
                         help="most epochs to train (early stopping may stop sooner; default: %(default)s)")
+    parser.add_argument("--vgg-weights", default=None,
+                        help="VGG16's weights: imagenet, calibrated (computed from the run's training images), none "
+                             "(seeded random) or a .h5 path (default: imagenet, and offline for the synthetic "
+                             "dataset, calibrated)")
     args = parser.parse_args(argv)
     configure_cli_logging()
 
     def run() -> int:
-        build(args.run, args.dataset, args.data_dir, args.num_images, args.epochs)
+        build(args.run, args.dataset, args.data_dir, args.num_images, args.epochs, args.vgg_weights)
         return EXIT_OK
 
     return run_command(run)
