@@ -31,6 +31,7 @@ from demo.preprocess import load_image
 from train.captions_file import read_captions
 from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, EncoderSpec, vgg16_layers
 from train.run_files import RunFiles
+from train.tf_import import import_keras
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ def calibrated_weights(files: RunFiles, cfg: Calibration) -> Path:
     with _file_lock(files.root / f".{WEIGHTS_FILE}.lock"):
         if not path.is_file():
             started = time.perf_counter()
-            log.info(f"features: calibrating VGG16 on {cfg.images} training images (no ImageNet weights): {path}")
             pixels = calibration_images(files, cfg)
+            log.info(f"features: calibrating VGG16 on {len(pixels)} training images (no ImageNet weights): {path}")
             write_weights(path, calibrate(pixels, cfg), settings=asdict(cfg))
             log.info(f"features: calibrated VGG16 from {len(pixels)} training images in "
                      f"{time.perf_counter() - started:.0f} s")
@@ -120,6 +121,7 @@ def calibration_images(files: RunFiles, cfg: Calibration) -> np.ndarray:
 def calibrate(pixels: np.ndarray, cfg: Calibration) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(layer, kernel, bias) for every VGG16 layer in model order: conv layers fitted to `pixels` (N, 224, 224,
     3 RGB), then the fixed dense layers."""
+    import_keras()  # TensorFlow's start-up notices kept out of the user's output
     import tensorflow as tf  # lazy: only the propagation needs it
 
     rng = np.random.default_rng(cfg.seed)
