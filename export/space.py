@@ -37,7 +37,7 @@ from export.model_card import HOW_TO_RUN, api_call
 from train.run_files import RunFiles
 
 REPO = Path(__file__).resolve().parents[1]
-log = logging.getLogger(__name__)
+log = logging.getLogger("export.space")  # not __name__: run as `python -m export.space` it is "__main__"
 FRONT_MATTER = """---
 title: VGG16 LSTM Captioner
 emoji: 🖼️

@@ -27,6 +27,8 @@ def space(exported_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("space") / "space"
     result = run_module("export.space", "--run", str(exported_run), "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert f"space: {out} (" in result.stderr and "push it to a Hugging Face Space" in result.stderr, \
+        "the command says where the Space is and what to do next"
     return out
 
 
