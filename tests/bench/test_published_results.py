@@ -3,8 +3,6 @@ cannot be typed by hand or left behind when a results file changes."""
 import json
 from pathlib import Path
 
-import pytest
-
 from bench.report import BEGIN, END, PUBLISHED, main, published, with_tables
 from tests.helpers import REPO
 
@@ -35,6 +33,9 @@ def test_a_changed_figure_is_caught_and_the_report_command_writes_it_back(tmp_pa
     assert f"{results['seconds']:.0f} s" in text and text.count(BEGIN) == 1 and text.count(END) == 1
 
 
-def test_a_readme_without_the_markers_is_refused():
-    with pytest.raises(SystemExit, match="no .* section"):
-        with_tables("# a README without markers\n", "| table |")
+def test_a_readme_without_the_markers_is_refused_and_left_as_it_was(tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# a README without markers\n")
+    assert main(["--readme", str(readme)]) == 2
+    assert "error: the README has no" in capsys.readouterr().err
+    assert readme.read_text() == "# a README without markers\n"
