@@ -10,11 +10,12 @@ was. Turning any of those raises into a warning makes its test fail.
 
 Slow: each export runs at least the decoder child (~15 s); the encoder and
 int8 cases reuse the shared build's VGG16 conversion (`export.conv_cache`) and
-run the Keras reference child.
+run the Keras reference child; the int8 case plants the build's int8 encoder instead of quantizing again.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +129,17 @@ def test_an_encoder_that_differs_from_keras_is_refused(exported_run, tmp_path, c
 
 
 def test_an_int8_encoder_below_the_cosine_bound_is_refused(exported_run, tmp_path, capsys, monkeypatch):
-    """No int8 encoder reaches a mean cosine above 1: the gate must refuse whatever the quantizer made."""
+    """No int8 encoder reaches a mean cosine above 1: the gate must refuse whatever the quantizer made. The
+    quantizer's output is planted: the build's own int8 encoder of these same weights, so the gate measures a
+    real int8 graph without quantizing VGG16 again."""
     run = linked_copy(exported_run, tmp_path)
+    built = exported_run / layout.BUNDLE_DIR / layout.encoder_file("int8")
+
+    def planted(fp32_path: Path, int8_path: Path, calibration: list[Path]) -> None:
+        for suffix in ("", ".data"):
+            shutil.copyfile(f"{built}{suffix}", f"{int8_path}{suffix}")
+
+    monkeypatch.setattr(export.int8, "quantize_encoder", planted)
     monkeypatch.setattr(export.int8, "MIN_MEAN_COSINE", 1.01)
     stderr = export_refused(run, capsys, "--quantize", "int8")
     assert "error: the int8 encoder is too far from fp32 (mean feature cosine" in stderr
