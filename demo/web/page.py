@@ -256,10 +256,14 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                 gr.Markdown(card.text)
         api_result = gr.JSON(visible=False)
 
-        def on_click(*values):
+        def answer(values: tuple) -> dict:
+            """The page's inputs, in `PARAMETERS` order, answered (or refused with a message)."""
             settings = dict(zip(PARAMETERS, values))
-            result = caption_or_explain(pool, settings["image"], settings, settings["variant"],
-                                        settings["decoder_variant"])
+            return caption_or_explain(pool, settings["image"], settings, settings["variant"],
+                                      settings["decoder_variant"])
+
+        def on_click(*values):
+            result = answer(values)
             greedy, beam = result["greedy"], result["beam"]
             greedy_words, beam_words = greedy["caption"].split(), beam["caption"].split()
             shared = f" (shared with {result['encoder_batch'] - 1} other requests)" if result["encoder_batch"] > 1 \
@@ -279,9 +283,7 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
             )
 
         def api(*values) -> dict:
-            settings = dict(zip(PARAMETERS, values))
-            return caption_or_explain(pool, settings["image"], settings, settings["variant"],
-                                      settings["decoder_variant"])
+            return answer(values)
 
         # named parameters: API callers may pass settings by these names (GenerationConfig's); Gradio reads them
         # from the signature
