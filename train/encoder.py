@@ -198,9 +198,10 @@ def _h5_name_list(group, attribute: str) -> list[str]:
 
 
 def load_vgg16(spec: EncoderSpec):
-    """VGG16 with the weights `spec` names; never a silent substitute."""
-    vgg = vgg16_architecture()
+    """VGG16 with the weights `spec` names; never a silent substitute. The weights are found first, so a failed
+    download or a missing file stops before the model is built."""
     if spec.weights == "none":
+        vgg = vgg16_architecture()
         _he_normal_init(vgg, spec.seed)
         return vgg
     if spec.weights == "imagenet":
@@ -208,6 +209,7 @@ def load_vgg16(spec: EncoderSpec):
     else:
         spec.describe()  # raises a clear error for a missing file
         path = os.fspath(spec.weights)
+    vgg = vgg16_architecture()
     try:
         vgg.load_weights(path)
     except (OSError, ValueError, KeyError) as exc:

@@ -70,3 +70,23 @@ def test_a_folder_without_usable_captions_names_what_to_write(tmp_path: Path, la
     with pytest.raises(CaptionerError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
                        .replace("]", r"\]")):
         prepared(data, tmp_path / "run")
+
+
+def test_make_demo_on_a_folder_offline_stops_at_features_naming_vgg_weights(tmp_path: Path) -> None:
+    """`make demo DATASET=folder` without a network: no silent fallback for real images; the stop names the
+    make variable that chooses the weights, and the variable reaches the features stage (a missing file is
+    refused as `--vgg-weights PATH` refuses it). Not marked slow on purpose: the fast suite's guard fails any
+    test that builds VGG16, so this also proves both stops come before the model is built."""
+    from tests.fixtures_datasets import make_folder
+    from tests.helpers import offline_env, run_module
+
+    data = make_folder(tmp_path / "photos", {f"{i}.jpg": [f"a photo number {i}"] for i in range(6)})
+    env = offline_env(KERAS_HOME=str(tmp_path / "keras"))
+    stopped = run_module("pipeline", "--dataset", "folder", "--data-dir", str(data), "--run", str(tmp_path / "run"),
+                         env=env)
+    assert stopped.returncode == 2 and "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
+    assert "With make demo: VGG_WEIGHTS=PATH, VGG_WEIGHTS=calibrated or VGG_WEIGHTS=none" in stopped.stderr
+    assert (tmp_path / "run" / "prepare_report.json").is_file(), "prepare's work is kept for the rerun"
+    missing = run_module("pipeline", "--dataset", "folder", "--data-dir", str(data), "--run", str(tmp_path / "run"),
+                         "--vgg-weights", str(tmp_path / "missing.h5"), env=env)
+    assert missing.returncode == 2 and "missing.h5" in missing.stderr, missing.stderr[-2000:]
