@@ -32,9 +32,11 @@ def _calibration(args: argparse.Namespace) -> list[dict]:
 
 
 def _training(args: argparse.Namespace) -> list[dict]:
-    from bench.training_speed import measure  # lazy: a child imports only the benchmark it runs
+    from bench.training_speed import measure, measure_flickr_scale  # lazy: a child imports only its benchmark
 
-    return [measure(effort=args.effort)]
+    if args.flickr_captions is None or args.effort == "smoke":
+        return [measure(effort=args.effort)]
+    return [measure(effort=args.effort), measure_flickr_scale(args.flickr_captions, effort=args.effort)]
 
 
 def _encoder(args: argparse.Namespace) -> list[dict]:

@@ -51,14 +51,35 @@ def _training_rows(entry: dict) -> list[str]:
     samples = entry["samples_per_epoch"]
     lines = [f"| training (batch {entry['batch_size']}, E={model['embed_dim']} H={model['hidden_dim']} "
              f"V={model['vocab_size']}, {entry['captions']} captions) | | | | |"]
-    for side, label, unit in (("ours", "ours (whole sequence)", "captions"),
-                              ("seed", "seed (one sample per prefix)", "prefixes")):
+    cut = "full_width" in samples  # results files from before the cut have no full-width side
+    sides = (("ours", "ours (whole sequence, padding cut)" if cut else "ours (whole sequence)", "captions"),
+             ("full_width", "ours at full width (shuffled batches, padding computed)", "captions"),
+             ("seed", "seed (one sample per prefix)", "prefixes"))
+    for side, label, unit in sides:
+        if side not in samples:
+            continue
         lines.append(f"| | {label}: {unit} per epoch | {samples[side]} | | |")
         lines.append(f"| | {label}: samples/s | {rates[side]['median_per_s']:.1f} | | |")
         lines.append(f"| | {label}: s per epoch | {epoch[side]:.2f} | | |")
+    if "ratio_full_width_to_ours" in entry:
+        lines.append(f"| | ratio full width / ours s per epoch | {entry['ratio_full_width_to_ours']:.2f} | | |")
     lines.append(f"| | ratio seed / ours s per epoch | {entry['ratio_seed_to_ours']:.2f} "
                  f"| >= {entry['target']['ratio_at_least']:g} | {_met(entry['target']['met'])} |")
     return lines
+
+
+def _training_flickr_rows(entry: dict) -> list[str]:
+    epoch, target = entry["seconds_per_epoch"], entry["target"]
+    return [f"| training, Flickr-scale decoder ({entry['captions_file']}: V={entry['vocab_size']}, {entry['captions']} "
+            f"captions, {entry['mean_positions']:.1f} positions on average of {entry['full_width']}, batch "
+            f"{entry['batch_size']}) | | | | |",
+            f"| | shuffled batches, padding cut (fit's default): s per epoch | {epoch['cut']:.1f} | | |",
+            f"| | batches sorted by length (`--bucket-window {entry['by_length_window']}`), padding cut: s per "
+            f"epoch | {epoch['by_length']:.1f} | | |",
+            f"| | shuffled batches at full width: s per epoch | {epoch['full_width']:.1f} | | |",
+            f"| | ratio by length / full width | {entry['ratio_by_length_to_full_width']:.2f} | | |",
+            f"| | ratio cut / full width | {entry['ratio_cut_to_full_width']:.2f} | <= {target['ratio_at_most']:g} "
+            f"| {_met(target['met'])} |"]
 
 
 def _encoder_rows(entry: dict) -> list[str]:
@@ -208,6 +229,7 @@ def _calibration_rows(entry: dict) -> list[str]:
 
 
 ROWS = {"feature_extraction": _features_rows, "calibration": _calibration_rows, "training_speed": _training_rows,
+        "training_flickr_scale": _training_flickr_rows,
         "encoder_latency": _encoder_rows,
         "export": _export_rows, "decoding": _decoding_rows, "decoding_flickr_scale": _decoding_rows,
         "end_to_end": _end_to_end_rows, "serving_load": _serving_rows, "folder_captioning": _folder_rows,

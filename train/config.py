@@ -73,6 +73,11 @@ class FitConfig:
     epochs: int = option(15, "maximum number of epochs (early stopping usually ends sooner; `make demo` uses "
                            "this default too)")
     batch_size: int = option(64, "captions per step (global batch across replicas)")
+    bucket_window: int = option(1, "sort each epoch's shuffled captions by length within runs of N batches, so a "
+                                   "batch holds captions of about one length and less padding (every batch is cut "
+                                   "to its longest caption either way); 1: plain shuffled batches. Where a "
+                                   "caption's length follows its wording, as in the synthetic scenes' templates, "
+                                   "batches of one length train worse")
     learning_rate: float = option(1e-3, "Adam's initial learning rate")
     embed_dim: int = option(256, "word embedding size E")
     hidden_dim: int = option(256, "LSTM size H (the image projection has the same size)")

@@ -200,7 +200,7 @@ def run_fit(cfg: FitConfig):
     with writes as root, failures, contextlib.redirect_stdout(sys.stderr):  # stdout is for what users parse
         model.fit(
             make_dataset(cache.features, train_data, batch_size, range(initial_epoch, cfg.epochs), cfg.seed,
-                         feature_input, replicas),
+                         feature_input, replicas, cfg.bucket_window),
             steps_per_epoch=steps_per_epoch(train_data, batch_size),
             validation_data=make_dataset(cache.features, val_data, batch_size, feature_input=feature_input,
                                          replicas=replicas),

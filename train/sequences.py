@@ -15,6 +15,8 @@ from demo.vocab import Vocabulary
 from train.captions_file import read_captions
 from train.run_files import RunFiles
 
+PAD_ID = Vocabulary.pad_id
+
 
 @dataclass
 class CaptionSequences:
@@ -41,14 +43,35 @@ def caption_sequences(files: RunFiles, vocab: Vocabulary, split: str, rows_of: d
     return CaptionSequences(np.asarray(rows, dtype=np.int64), array[:, :-1], array[:, 1:].copy())
 
 
-def epoch_order(seed: int, epoch: int, size: int) -> np.ndarray:
-    """The order of the captions in one training epoch, a function of (seed, epoch) alone.
+def sample_lengths(data: CaptionSequences | ImageCaptions) -> np.ndarray:
+    """Each sample's real positions (its caption's words and `<end>`; an image's longest caption)."""
+    counts = (data.targets != PAD_ID).sum(axis=-1)
+    return counts if counts.ndim == 1 else counts.max(axis=-1)
+
+
+def epoch_order(seed: int, epoch: int, lengths: np.ndarray, batch_size: int, window: int = 1) -> np.ndarray:
+    """The order of the samples in one training epoch, a function of (seed, epoch) alone; each `batch_size`
+    run of it is one batch.
 
     tf.data's own reshuffling follows its iterator, which a resumed run creates afresh: its epoch k+1
     would see the order an uninterrupted run saw in epoch 1. Seeding by epoch makes a run resumed after
     epoch k train on exactly the batches an uninterrupted one does.
+
+    With `window` > 1 the shuffled samples are sorted by length within each `window` batches' worth, and the
+    batches shuffled again (the last, short one stays last), so a batch holds captions of nearly one length and
+    `make_dataset` cuts away its padding; window 1 is plain shuffled batches.
     """
-    return np.random.default_rng([seed, epoch]).permutation(size)
+    order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+    if window <= 1:
+        return order
+    span = batch_size * window
+    for start in range(0, len(order), span):
+        chunk = order[start:start + span]
+        order[start:start + span] = chunk[np.argsort(lengths[chunk], kind="stable")]
+    full = len(order) // batch_size * batch_size
+    batches = order[:full].reshape(-1, batch_size)
+    shuffled = batches[np.random.default_rng([seed, epoch, 1]).permutation(len(batches))]
+    return np.concatenate([shuffled.ravel(), order[full:]])
 
 
 def steps_per_epoch(data: CaptionSequences | ImageCaptions, batch_size: int) -> int:
@@ -56,12 +79,19 @@ def steps_per_epoch(data: CaptionSequences | ImageCaptions, batch_size: int) -> 
 
 
 def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, batch_size: int,
-                 epochs: range | None = None, seed: int = 0, feature_input: str = "features", replicas: int = 1):
+                 epochs: range | None = None, seed: int = 0, feature_input: str = "features", replicas: int = 1,
+                 bucket_window: int = 1, trim: bool = True):
     """Batches of ({feature_input, words}, targets); features are gathered from the memory-mapped cache per batch.
 
     With `epochs`, the batches of those epochs one after another, each epoch in its `epoch_order` (fit with
-    `steps_per_epoch`); without, the samples once in their own order (validation). A sample is a caption
-    (`CaptionSequences`) or an image with all its captions (`ImageCaptions`).
+    `steps_per_epoch`), batched by length within `bucket_window` batches; without, the samples once in their own
+    order (validation). A sample is a caption (`CaptionSequences`) or an image with all its captions
+    (`ImageCaptions`).
+
+    With `trim`, each batch is cut to its longest caption: the positions after it are padding in every row,
+    which the masked LSTM and the loss skip anyway (the loss divides by the real positions), so the loss and
+    gradients are those of the full width, without the LSTM and output layers running over the padding (with
+    dropout on, its masks are drawn for the shorter tensor: other draws from the same distribution).
 
     With `replicas` > 1 each batch is cut to a multiple of it: MirroredStrategy splits a batch of 49 into 25 and
     24 and then fails adding the two (TensorFlow 2.21, AddN of unequal shapes). An epoch's last batch loses at
@@ -77,6 +107,10 @@ def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, b
         batch_features.set_shape((None, features.shape[1]))
         return {feature_input: batch_features, "words": words}, targets
 
+    def cut_padding(rows, words, targets):
+        width = tf.reduce_max(tf.reduce_sum(tf.cast(targets != PAD_ID, tf.int32), axis=-1))
+        return rows, words[..., :width], targets[..., :width]
+
     def even(*columns):
         kept = tf.shape(columns[0])[0] // replicas * replicas
         return tuple(column[:kept] for column in columns)
@@ -85,11 +119,14 @@ def make_dataset(features: np.ndarray, data: CaptionSequences | ImageCaptions, b
     if epochs is None:
         batches = tf.data.Dataset.from_tensor_slices(columns).batch(batch_size)
     else:
-        orders = np.stack([epoch_order(seed, epoch, len(data)) for epoch in epochs])
+        lengths = sample_lengths(data)
+        orders = np.stack([epoch_order(seed, epoch, lengths, batch_size, bucket_window) for epoch in epochs])
         tensors = tuple(tf.constant(column) for column in columns)
         batches = (tf.data.Dataset.from_tensor_slices(orders)
                    .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
                    .map(lambda index: tuple(tf.gather(t, index) for t in tensors)))
+    if trim:
+        batches = batches.map(cut_padding)
     if replicas > 1:
         batches = batches.map(even)
     return batches.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
