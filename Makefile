@@ -6,11 +6,13 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [VGG_WEIGHTS=imagenet|calibrated|none|PATH] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
+# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [VGG_WEIGHTS=imagenet|calibrated|none|PATH] [ENGINE=onnx|keras] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
 DATASET ?= synthetic
 DATA_DIR ?=
 # VGG_WEIGHTS empty: ImageNet's, and offline for the synthetic scenes, calibrated (python -m pipeline --help)
 VGG_WEIGHTS ?=
+# ENGINE: what computes the feature cache, onnx (the encoder graph the bundle serves) or keras
+ENGINE ?= onnx
 NUM_IMAGES ?= 3000
 # EPOCHS empty: fit's own default (python -m train fit --help), the same for make demo and train fit
 EPOCHS ?=
@@ -62,5 +64,5 @@ clean-venv:
 demo: venv
 	$(PY) -m pipeline --dataset $(DATASET) --run $(RUN) --num-images $(NUM_IMAGES) \
 		$(if $(EPOCHS),--epochs $(EPOCHS),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) \
-		$(if $(VGG_WEIGHTS),--vgg-weights $(VGG_WEIGHTS),)
+		$(if $(VGG_WEIGHTS),--vgg-weights $(VGG_WEIGHTS),) --engine $(ENGINE)
 	$(PY) -m demo serve --model $(RUN)/onnx --port $(PORT)

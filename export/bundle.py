@@ -10,11 +10,8 @@ time; this process never imports TensorFlow, so memory peaks do not stack.
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ from demo.vocab import Vocabulary
 from export import conv_cache
 from export.config import ExportConfig
 from export.decoder_int8 import build_int8_decoder
-from export.errors import ExportError
+from export.feature_encoder import cached_encoder
 from export.graph_edit import CONV_PART, append_dense_layers, split_decoder
 from export.install import install, new_work_dir, remove_stale_work_dirs, restore_interrupted_install
 from export.int8 import build_int8_encoder
@@ -48,6 +45,7 @@ from export.parity import (
     top_weight_stream,
     topk_parity,
 )
+from export.tf_child import run_tf_child
 from export.tool_versions import tool_versions
 from train.captions_file import RunCaptions, read_captions
 from train.encoder import EncoderSpec, vgg16_weights
@@ -154,18 +152,24 @@ def _build_encoder(cfg: ExportConfig, files: RunFiles, work: Path, peaks: dict,
     parity_ids = (by_split["train"] + by_split["val"] + by_split["test"])[: cfg.parity_images]
     spec = run_encoder_spec(files)
     key = conv_cache.cache_key(spec, cfg.opset)
-    if conv_cache.reuse(files.root, key, work / CONV_PART):
+    fine_tuned = (work / REFERENCE_TOP).is_file()
+    built = None if fine_tuned else cached_encoder(files.root, key)
+    if built is not None:  # the graph `--engine onnx` computed the features with: checked below like a new one
+        log.info("export: reusing the encoder the feature cache was computed with (%s)", built.parent)
+        for name in (layout.DEFAULT_ENCODER, layout.external_data(layout.DEFAULT_ENCODER)):
+            shutil.copyfile(built.parent / name, work / name)
+    elif conv_cache.reuse(files.root, key, work / CONV_PART):
         log.info("export: reusing VGG16's convolutional part converted for these weights (%s)",
                  files.root / conv_cache.CACHE_DIR)
     else:
         peaks["encoder_conv"] = _stage("converting VGG16's convolutional part with tf2onnx", _child,
                                        "encoder-conv", files, work, cfg)
         conv_cache.store(files.root, key, work / CONV_PART)
-    fine_tuned = (work / REFERENCE_TOP).is_file()
-    weights = top_weight_stream(read_top(work / REFERENCE_TOP)) if fine_tuned else vgg16_weights(spec)
-    _stage(f"appending {'the fine-tuned ' if fine_tuned else ''}fc1 and fc2 as Gemm nodes", append_dense_layers,
-           work / CONV_PART, weights, work / layout.DEFAULT_ENCODER)
-    (work / CONV_PART).unlink()
+    if built is None:
+        weights = top_weight_stream(read_top(work / REFERENCE_TOP)) if fine_tuned else vgg16_weights(spec)
+        _stage(f"appending {'the fine-tuned ' if fine_tuned else ''}fc1 and fc2 as Gemm nodes", append_dense_layers,
+               work / CONV_PART, weights, work / layout.DEFAULT_ENCODER)
+        (work / CONV_PART).unlink()
     _stage("running onnx.checker on the encoder", _check_models, work, [layout.DEFAULT_ENCODER])
     peaks["encoder_reference"] = _stage("computing Keras reference features", _child, "encoder-reference", files,
                                         work, cfg, "--parity-images", *parity_ids)
@@ -186,14 +190,7 @@ def _stage(title: str, function, *args):
 
 
 def _child(part: str, files: RunFiles, work: Path, cfg: ExportConfig, *extra: str) -> float:
-    """Run one TensorFlow step in its own process; return its peak RSS in GiB."""
-    command = [sys.executable, "-m", "export.tf_side", part, "--run", str(files.root), "--out", str(work),
-               "--opset", str(cfg.opset), *extra]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise ExportError(f"`{' '.join(command[1:4])}` failed (exit {result.returncode}): "
-                          + "\n".join(result.stderr.strip().splitlines()[-5:]))
-    return float(json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_gib"])
+    return run_tf_child(part, files.root, work, cfg.opset, *extra)
 
 
 def _check_models(work: Path, names: list[str]) -> None:

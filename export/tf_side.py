@@ -43,7 +43,7 @@ from export.parity import (
     read_top,
 )
 from train.captions_file import read_captions
-from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, build_encoder, load_conv_part
+from train.encoder import FEATURE_DIM, IMAGENET_BGR_MEAN, EncoderSpec, build_encoder, load_conv_part
 from train.evaluate import search_key
 from train.keras_step import KerasStepModel
 from train.model import build_step_model, fine_tuned_top, load_trained
@@ -56,9 +56,10 @@ import tensorflow as tf  # noqa: E402  (after the quiet import)
 import tf2onnx  # noqa: E402
 
 
-def convert_conv_part(files: RunFiles, out: Path, opset: int) -> None:
-    """conv.onnx: uint8 pixels -> the flattened block5_pool activations (25088), preprocessing inside."""
-    conv = load_conv_part(run_encoder_spec(files))  # the dense layers are appended by the parent
+def convert_conv_part(files: RunFiles, out: Path, opset: int, spec: EncoderSpec | None = None) -> None:
+    """conv.onnx: uint8 pixels -> the flattened block5_pool activations (25088), preprocessing inside; the
+    weights the run's cache was built with, or `spec` (a cache not built yet: `export.feature_encoder`)."""
+    conv = load_conv_part(spec or run_encoder_spec(files))  # the dense layers are appended by the parent
 
     @tf.function(input_signature=[tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.uint8, name=layout.PIXELS)])
     def conv_part(pixels):
@@ -71,12 +72,13 @@ def convert_conv_part(files: RunFiles, out: Path, opset: int) -> None:
     onnx.save_model(proto, out / CONV_PART)
 
 
-def encoder_reference(files: RunFiles, out: Path, parity_images: list[str]) -> None:
-    """Keras' own features (the model that built the cache) for the parity images, in its own process."""
+def encoder_reference(files: RunFiles, out: Path, parity_images: list[str], spec: EncoderSpec | None = None) -> None:
+    """Keras' own features (the model that built the cache, or `spec`'s) for the parity images, in its own
+    process."""
     root = read_captions(files.captions).image_root
     pixels = np.stack([load_image(root / image_id) for image_id in parity_images])
     top = read_top(out / REFERENCE_TOP) if (out / REFERENCE_TOP).is_file() else None  # a fine-tuned fc1/fc2
-    reference = build_encoder(run_encoder_spec(files), top=top).predict_on_batch(pixels.astype(np.float32))
+    reference = build_encoder(spec or run_encoder_spec(files), top=top).predict_on_batch(pixels.astype(np.float32))
     np.save(out / REFERENCE_PIXELS, pixels)
     np.save(out / REFERENCE_FEATURES, np.asarray(reference, dtype=np.float32))
 
@@ -143,13 +145,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--parity-images", nargs="*", default=[])
+    parser.add_argument("--vgg-weights", default=None, help="the encoder's weights (default: the run cache's)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     files = RunFiles(args.run)
+    spec = EncoderSpec(args.vgg_weights, args.seed) if args.vgg_weights else None
     try:
         if args.part == "encoder-conv":
-            convert_conv_part(files, args.out, args.opset)
+            convert_conv_part(files, args.out, args.opset, spec)
         elif args.part == "encoder-reference":
-            encoder_reference(files, args.out, args.parity_images)
+            encoder_reference(files, args.out, args.parity_images, spec)
         else:
             convert_decoder(files, args.out, args.opset)
     except Exception as exc:  # the parent reports it; a one-line cause reads better than a TF traceback

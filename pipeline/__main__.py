@@ -21,7 +21,8 @@ from demo.generation import COMPARED, GENERATION
 from demo.logs import configure_cli_logging
 from export.bundle import run_export
 from export.config import ExportConfig
-from train.calibrated_vgg16 import CALIBRATED
+from export.feature_encoder import feature_encoder
+from train.calibrated_vgg16 import CALIBRATED, encoder_spec
 from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
 from train.dataset_registry import NAMES as DATASET_NAMES
 from train.encoder import WeightsUnavailable
@@ -32,6 +33,7 @@ from train.prepare import run_prepare
 from train.run_files import RunFiles
 
 log = logging.getLogger("pipeline")  # not __name__: run as __main__
+ENGINES = ("onnx", "keras")  # the first is the default
 
 
 def _done(path: Path, key: str | None = None) -> bool:
@@ -55,8 +57,17 @@ def _shape_word(search_metrics: dict) -> str:
     return "" if share is None else f", shape word {share:.0%}"
 
 
+def _extract(cfg: FeaturesConfig, engine: str):
+    """The feature cache computed by `engine`: Keras' VGG16, or (onnx) the fp32 encoder graph the bundle will
+    serve, built first and checked against Keras (`export.feature_encoder`)."""
+    if engine == "keras":
+        return extract_features(cfg)
+    spec = encoder_spec(RunFiles(cfg.run), cfg.vgg_weights, cfg.seed, calibrate=True)
+    return extract_features(cfg, encoder=feature_encoder(RunFiles(cfg.run), spec))
+
+
 def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epochs: int,
-          vgg_weights: str | None = None) -> Path:
+          vgg_weights: str | None = None, engine: str = ENGINES[0]) -> Path:
     """`vgg_weights` None: ImageNet's, with the synthetic dataset's offline fallback; any other value as given."""
     files = RunFiles(run)
 
@@ -67,16 +78,17 @@ def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epoch
 
     def features() -> str:
         try:
-            cache = extract_features(FeaturesConfig(run=run, vgg_weights=vgg_weights or "imagenet"))
+            cache = _extract(FeaturesConfig(run=run, vgg_weights=vgg_weights or "imagenet"), engine)
         except WeightsUnavailable as exc:
             if dataset != "synthetic" or vgg_weights is not None:
                 raise WeightsUnavailable(f"{exc} With make demo: VGG_WEIGHTS=PATH, VGG_WEIGHTS=calibrated or "
                                          "VGG_WEIGHTS=none (python -m pipeline --vgg-weights).") from exc
             log.warning("[features] ImageNet weights cannot be downloaded: calibrating a VGG16 on the run's own "
                         "training images instead (no ImageNet; it suits the synthetic scenes)")
-            cache = extract_features(FeaturesConfig(run=run, vgg_weights=CALIBRATED, overwrite=True))
+            cache = _extract(FeaturesConfig(run=run, vgg_weights=CALIBRATED, overwrite=True), engine)
         assert cache is not None, "without --shard, extract_features completes the cache"
-        return f"{len(cache.rows)} images, weights {cache.meta['weights']}"
+        engines = ", ".join(cache.meta.get("engines", ["keras"]))  # a cache from before engines were recorded
+        return f"{len(cache.rows)} images, weights {cache.meta['weights']}, by {engines}"
 
     def fit() -> str:
         from train.fit import run_fit  # lazy: imports TensorFlow, which a second, all-reused run never needs
@@ -116,11 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="VGG16's weights: imagenet, calibrated (computed from the run's training images), none "
                              "(seeded random) or a .h5 path (default: imagenet, and offline for the synthetic "
                              "dataset, calibrated)")
+    parser.add_argument("--engine", default=ENGINES[0], choices=ENGINES,
+                        help="what computes the feature cache: onnx, the fp32 encoder graph the bundle serves (ONNX "
+                             "Runtime, CUDA when it can), checked against Keras on a few images first; keras, "
+                             "TensorFlow's VGG16 (default: %(default)s; `python -m bench --only encoder` times both "
+                             "on this machine)")
     args = parser.parse_args(argv)
     configure_cli_logging()
 
     def run() -> int:
-        build(args.run, args.dataset, args.data_dir, args.num_images, args.epochs, args.vgg_weights)
+        build(args.run, args.dataset, args.data_dir, args.num_images, args.epochs, args.vgg_weights, args.engine)
         return EXIT_OK
 
     return run_command(run)

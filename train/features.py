@@ -81,13 +81,25 @@ def extract_features(cfg: FeaturesConfig, encoder=None) -> FeatureCache | None:
         if todo:
             started = time.perf_counter()
             encoder = build_encoder(spec, cfg.layer) if encoder is None else encoder
+            engine = getattr(encoder, "engine", "keras")
             log.info(f"features: {_share_text(shard, todo, len(done))} of {meta['batch_size']} to compute "
-                     f"({meta['weights']}), cache {paths['array']}")
+                     f"({meta['weights']}, {engine}), cache {paths['array']}")
+            _record_engine(paths["meta"], engine, lock)
             num_todo = _compute(encoder, todo, meta, paths, image_root, image_ids, cfg.workers, lock,
                                 f"{cfg.layer} features" + ("" if shard == WHOLE else f" shard {shard.label}"))
             elapsed = time.perf_counter() - started
             log.info(f"features: {num_todo} images in {elapsed:.1f} s ({num_todo / elapsed:.1f} images/s)")
         return _finish(files, paths, spec, cfg.layer, shard, lock)
+
+
+def _record_engine(meta_path: Path, engine: str, lock: CacheLock) -> None:
+    """The meta lists every engine that computed rows of the cache (Keras, ONNX Runtime and its provider): they
+    agree within the export's parity bound, so a cache may mix them, and says so."""
+    with lock.exclusive():
+        meta = read_json(meta_path, "feature cache meta")
+        engines = sorted(set(meta.get("engines", [])) | {engine})
+        if engines != meta.get("engines"):
+            atomic_write_json(meta_path, meta | {"engines": engines})
 
 
 # Options that say which part of the cache a process computes, or what to show: not settings of the cache, so
