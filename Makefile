@@ -6,13 +6,13 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONPATH := $(CURDIR)
 
-# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [VGG_WEIGHTS=imagenet|calibrated|none|PATH] [ENGINE=onnx|keras] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
+# make demo [DATASET=synthetic|flickr8k|flickr30k|karpathy|folder] [DATA_DIR=...] [VGG_WEIGHTS=imagenet|calibrated|none|PATH] [ENGINE=auto|onnx|keras] [NUM_IMAGES=3000] [EPOCHS=N] [PORT=7860]
 DATASET ?= synthetic
 DATA_DIR ?=
 # VGG_WEIGHTS empty: ImageNet's, and offline for the synthetic scenes, calibrated (python -m pipeline --help)
 VGG_WEIGHTS ?=
-# ENGINE: what computes the feature cache, onnx (the encoder graph the bundle serves) or keras
-ENGINE ?= onnx
+# ENGINE: what computes the feature cache: onnx (the encoder graph the bundle serves), keras, or auto (the faster here)
+ENGINE ?= auto
 NUM_IMAGES ?= 3000
 # EPOCHS empty: fit's own default (python -m train fit --help), the same for make demo and train fit
 EPOCHS ?=

@@ -22,7 +22,7 @@ from train.run_files import RunFiles
 def _features(args: argparse.Namespace) -> list[dict]:
     from bench.feature_extraction import measure  # lazy: a child imports only the benchmark it runs
 
-    return [measure(effort=args.effort)]
+    return [measure(effort=args.effort, bundle=RunFiles(args.run).bundle)]
 
 
 def _calibration(args: argparse.Namespace) -> list[dict]:

@@ -39,11 +39,20 @@ def markdown(results: dict, level: int = 1) -> str:
 
 def _features_rows(entry: dict) -> list[str]:
     rates = entry["images_per_s"]
-    return [f"| feature extraction (batch {entry['batch_size']}) | extract_features images/s "
+    lines = [f"| feature extraction (batch {entry['batch_size']}) | extract_features images/s "
             f"| {rates['extract_features']['median_per_s']:.2f} | | |",
             f"| | bare VGG16 forward images/s | {rates['bare_forward']['median_per_s']:.2f} | | |",
             f"| | ratio pipeline / bare | {entry['ratio_pipeline_to_bare']:.3f} | >= 0.85 "
             f"| {_met(entry['target']['met'])} |"]
+    if "extract_features_onnx" in rates:
+        lines.append(f"| | extract_features on ONNX Runtime (the bundle's encoder graph) images/s "
+                     f"| {rates['extract_features_onnx']['median_per_s']:.2f} | | |")
+    target = entry.get("peak_target")
+    for side, share in entry.get("share_of_fp32_peak", {}).items():
+        engine = "ONNX Runtime" if side.endswith("onnx") else "Keras"
+        lines.append(f"| | {engine}: share of the fp32 GEMM peak ({entry['gemm_peak']['peak_gflops']:.0f} GFLOP/s) "
+                     f"| {share:.2f} | >= {target['share_at_least']:g} | {_met(target['met'][side])} |")
+    return lines
 
 
 def _training_rows(entry: dict) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from export import conv_cache
 from export.config import ExportConfig
 from export.errors import ParityError
 from export.graph_edit import CONV_PART, append_dense_layers
-from export.parity import ENCODER_RELATIVE_TOLERANCE, REFERENCE_FEATURES, REFERENCE_PIXELS
+from export.parity import ENCODER_RELATIVE_TOLERANCE, REFERENCE_FEATURES, REFERENCE_PIXELS, REFERENCE_TIMING
 from export.tf_child import run_tf_child
 from train.captions_file import read_captions
 from train.encoder import EncoderSpec, vgg16_weights
@@ -38,14 +39,33 @@ PARITY_IMAGES = 4  # the run's first images, checked against Keras before the gr
 class OnnxFeatureEncoder:
     """`predict_on_batch` over an ONNX Runtime session: what `train.features.extract_features` calls."""
 
-    def __init__(self, path: Path, provider: str = "auto"):
+    def __init__(self, path: Path, provider: str = "auto", keras_seconds_per_image: float | None = None):
         self.session, self.provider = create_session(path, provider)
         self.engine = f"onnxruntime ({self.provider})"
+        self.keras_seconds_per_image = keras_seconds_per_image  # Keras on the same images, from the parity check
 
     def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
         # load_image's pixels are whole numbers in [0, 255]: uint8 holds them exactly
         batch = np.asarray(pixels).astype(np.uint8)
         return self.session.run([layout.FEATURES], {layout.PIXELS: batch})[0]
+
+    def seconds_per_image(self, pixels: np.ndarray) -> float:
+        """A second pass over `pixels` (the first one prepacks weights and warms the arena), timed."""
+        self.predict_on_batch(pixels)
+        started = time.perf_counter()
+        self.predict_on_batch(pixels)
+        return (time.perf_counter() - started) / len(pixels)
+
+
+def faster_engine(files: RunFiles, encoder: OnnxFeatureEncoder) -> tuple[str, dict]:
+    """'onnx' or 'keras', whichever computed the parity images faster on this machine, and both timings: which
+    is faster depends on the CPU (its vector units, the libraries' kernels for them) and on a GPU."""
+    captions = read_captions(files.captions)
+    pixels = np.stack([load_image(captions.image_root / i) for i in captions.ids()[:PARITY_IMAGES]])
+    timings = {"onnx": encoder.seconds_per_image(pixels), "keras": encoder.keras_seconds_per_image}
+    if timings["keras"] is None or timings["onnx"] <= timings["keras"]:
+        return "onnx", timings
+    return "keras", timings
 
 
 def feature_encoder(files: RunFiles, spec: EncoderSpec, provider: str = "auto",
@@ -57,7 +77,8 @@ def feature_encoder(files: RunFiles, spec: EncoderSpec, provider: str = "auto",
     path = cached_encoder(files.root, key)
     if path is None:
         path = _build(files, spec, key, opset)
-    return OnnxFeatureEncoder(path, provider)
+    record = read_json(path.with_name(RECORD), "feature encoder record")
+    return OnnxFeatureEncoder(path, provider, record.get("keras_seconds_per_image"))
 
 
 def cached_encoder(run: Path, key: dict) -> Path | None:
@@ -90,17 +111,19 @@ def _build(files: RunFiles, spec: EncoderSpec, key: dict, opset: int) -> Path:
             run_tf_child("encoder-conv", files.root, work, opset, *spec_args)
             conv_cache.store(files.root, key, work / CONV_PART)
         append_dense_layers(work / CONV_PART, vgg16_weights(spec), work / layout.DEFAULT_ENCODER)
-        _check_against_keras(files, work, spec_args, opset)
+        keras_seconds = _check_against_keras(files, work, spec_args, opset)
         (work / RECORD).unlink(missing_ok=True)
         (folder / RECORD).unlink(missing_ok=True)  # the record goes last: files without it are never trusted
         for name in (layout.DEFAULT_ENCODER, layout.external_data(layout.DEFAULT_ENCODER)):
             shutil.move(work / name, folder / name)
-    atomic_write_json(folder / RECORD, {"key": key, "sha256": _digests(folder)})
+    record = {"key": key, "sha256": _digests(folder), "keras_seconds_per_image": keras_seconds}
+    atomic_write_json(folder / RECORD, record)
     return folder / layout.DEFAULT_ENCODER
 
 
-def _check_against_keras(files: RunFiles, work: Path, spec_args: tuple[str, ...], opset: int) -> None:
-    """Keras' features of the run's first images (a child process) against the graph's, as the export checks."""
+def _check_against_keras(files: RunFiles, work: Path, spec_args: tuple[str, ...], opset: int) -> float:
+    """Keras' features of the run's first images (a child process) against the graph's, as the export checks;
+    returns Keras' seconds per image on them."""
     captions = read_captions(files.captions)
     ids = captions.ids()[:PARITY_IMAGES]
     run_tf_child("encoder-reference", files.root, work, opset, *spec_args, "--parity-images", *ids)
@@ -114,5 +137,7 @@ def _check_against_keras(files: RunFiles, work: Path, spec_args: tuple[str, ...]
                           "with --engine keras")
     log.info("features: the ONNX encoder matches Keras on %d images (max difference %.1e of the feature scale)",
              len(ids), relative)
-    for name in (REFERENCE_FEATURES, REFERENCE_PIXELS, CONV_PART):
+    keras_seconds = float(read_json(work / REFERENCE_TIMING, "Keras timing")["keras_seconds_per_image"])
+    for name in (REFERENCE_FEATURES, REFERENCE_PIXELS, REFERENCE_TIMING, CONV_PART):
         (work / name).unlink(missing_ok=True)
+    return keras_seconds

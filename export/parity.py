@@ -35,6 +35,7 @@ CHECKED_WIDTHS = (GENERATION.num_beams, COMPARED.num_beams)  # greedy and the ap
 # Keras' reference outputs, written by export.tf_side into the work folder, read here, never shipped
 REFERENCE_CAPTIONS = "reference_captions.json"
 REFERENCE_PIXELS, REFERENCE_FEATURES = "reference_encoder_pixels.npy", "reference_encoder_features.npy"
+REFERENCE_TIMING = "reference_encoder_timing.json"  # Keras' seconds per image on the parity images
 REFERENCE_DECODER = "reference_decoder.npz"  # probe inputs (graph input names) and outputs (graph output names)
 REFERENCE_TEST_FEATURES = "reference_test_features.npy"  # what the trained decoder sees for the test split
 REFERENCE_TOP = "reference_top.npz"  # a fine-tuned run's fc1/fc2 (`fc1_kernel`, ...): the Gemm weights

@@ -21,7 +21,7 @@ from demo.generation import COMPARED, GENERATION
 from demo.logs import configure_cli_logging
 from export.bundle import run_export
 from export.config import ExportConfig
-from export.feature_encoder import feature_encoder
+from export.feature_encoder import faster_engine, feature_encoder
 from train.calibrated_vgg16 import CALIBRATED, encoder_spec
 from train.config import EvaluateConfig, FeaturesConfig, FitConfig, PrepareConfig
 from train.dataset_registry import NAMES as DATASET_NAMES
@@ -33,7 +33,7 @@ from train.prepare import run_prepare
 from train.run_files import RunFiles
 
 log = logging.getLogger("pipeline")  # not __name__: run as __main__
-ENGINES = ("onnx", "keras")  # the first is the default
+ENGINES = ("auto", "onnx", "keras")  # the first is the default
 
 
 def _done(path: Path, key: str | None = None) -> bool:
@@ -62,8 +62,14 @@ def _extract(cfg: FeaturesConfig, engine: str):
     serve, built first and checked against Keras (`export.feature_encoder`)."""
     if engine == "keras":
         return extract_features(cfg)
-    spec = encoder_spec(RunFiles(cfg.run), cfg.vgg_weights, cfg.seed, calibrate=True)
-    return extract_features(cfg, encoder=feature_encoder(RunFiles(cfg.run), spec))
+    files = RunFiles(cfg.run)
+    encoder = feature_encoder(files, encoder_spec(files, cfg.vgg_weights, cfg.seed, calibrate=True))
+    if engine == "auto":
+        engine, timings = faster_engine(files, encoder)
+        log.info("[features] %s on this machine: ONNX Runtime %.3f s an image, Keras %.3f s, on the run's first "
+                 "images", "ONNX Runtime is faster" if engine == "onnx" else "Keras is faster", timings["onnx"],
+                 timings["keras"])
+    return extract_features(cfg, encoder=encoder) if engine == "onnx" else extract_features(cfg)
 
 
 def build(run: Path, dataset: str, data_dir: Path | None, num_images: int, epochs: int,
@@ -130,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                              "dataset, calibrated)")
     parser.add_argument("--engine", default=ENGINES[0], choices=ENGINES,
                         help="what computes the feature cache: onnx, the fp32 encoder graph the bundle serves (ONNX "
-                             "Runtime, CUDA when it can), checked against Keras on a few images first; keras, "
-                             "TensorFlow's VGG16 (default: %(default)s; `python -m bench --only encoder` times both "
-                             "on this machine)")
+                             "Runtime, CUDA when it can), built first and checked against Keras on a few of the "
+                             "run's images; keras, TensorFlow's VGG16; auto, whichever of the two computed those "
+                             "images faster here (default: %(default)s)")
     args = parser.parse_args(argv)
     configure_cli_logging()
 

@@ -40,15 +40,19 @@ def test_machine_and_every_benchmark_but_the_long_ones_are_reported(smoke_result
     table = (out / "results.md").read_text()
     for row in ("ratio pipeline / bare", "ratio seed / ours", "ratio ORT int8 / ORT fp32", "seed loop / ORT greedy",
                 "p50 / p95 ms", "int8 batched, 8 callers", "requests/s batched / unbatched",
-                "ratio batch 8 / batch 1", "in VGG16 forward passes of the same images", "A smoke run"):
+                "ratio batch 8 / batch 1", "in VGG16 forward passes of the same images", "A smoke run",
+                "ONNX Runtime: share of the fp32 GEMM peak"):
         assert row in table, row
     assert (out / "latency_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_each_side_of_each_comparison_was_measured(smoke_results):
     _, results = smoke_results
-    rates = by_name(results, "feature_extraction")["images_per_s"]
-    assert min(rates["extract_features"]["median_per_s"], rates["bare_forward"]["median_per_s"]) > 0
+    features = by_name(results, "feature_extraction")
+    rates = features["images_per_s"]
+    assert set(rates) == {"extract_features", "bare_forward", "extract_features_onnx"}  # the run has a bundle
+    assert min(rate["median_per_s"] for rate in rates.values()) > 0
+    assert set(features["share_of_fp32_peak"]) == {"extract_features", "extract_features_onnx"}
     encoder = by_name(results, "encoder_latency")
     for row in encoder["batches"].values():
         ms = row["ms_per_image"]
