@@ -26,7 +26,11 @@ from onnx import numpy_helper
 import export.bundle
 import export.int8
 from demo import bundle_layout as layout
+from demo.artifacts import sha256_file
+from export import conv_cache
 from export.__main__ import main as export_main
+from export.feature_encoder import FOLDER as FEATURE_ENCODER
+from export.feature_encoder import RECORD
 from export.parity import REFERENCE_CAPTIONS
 from tests.helpers import linked_copy
 
@@ -114,8 +118,9 @@ def test_captions_that_differ_from_keras_are_refused(exported_run, tmp_path, cap
 
 
 def test_an_encoder_that_differs_from_keras_is_refused(exported_run, tmp_path, capsys, monkeypatch):
-    """fc2's kernel scaled by 1.01 in the ONNX graph only: features move by ~1% of their scale (bound 1e-4)."""
-    run = linked_copy(exported_run, tmp_path)
+    """fc2's kernel scaled by 1.01 in the ONNX graph only: features move by ~1% of their scale (bound 1e-4). The
+    copy leaves out the encoder the features were computed with, so the export appends fc1 and fc2 itself."""
+    run = linked_copy(exported_run, tmp_path, without=(FEATURE_ENCODER,))
     real_weights = export.bundle.vgg16_weights
 
     def scaled_fc2(spec):
@@ -126,6 +131,24 @@ def test_an_encoder_that_differs_from_keras_is_refused(exported_run, tmp_path, c
     stderr = export_refused(run, capsys)
     assert "error: encoder.onnx differs from Keras by" in stderr and "of the feature scale (allowed 1e-04)" in stderr
     assert "reusing VGG16's convolutional part" in stderr and "with tf2onnx" not in stderr, "the run's conversion"
+
+
+def test_a_kept_feature_encoder_is_checked_like_a_new_one(exported_run, tmp_path, capsys):
+    """The encoder the features were computed with, its last 4096 x 4096 + 4096 floats (fc2's weights, appended
+    last) scaled by 1.01 and its record rewritten to vouch for the new bytes: the export copies it, and refuses it."""
+    run = linked_copy(exported_run, tmp_path, without=(FEATURE_ENCODER,))
+    kept = run / conv_cache.CACHE_DIR / FEATURE_ENCODER
+    shutil.copytree(exported_run / conv_cache.CACHE_DIR / FEATURE_ENCODER, kept)  # copies: the build stays intact
+    weights = np.memmap(kept / layout.external_data(layout.DEFAULT_ENCODER), dtype=np.float32, mode="r+")
+    weights[-(4096 * 4096 + 4096):] *= np.float32(1.01)
+    weights.flush()
+    del weights
+    record = json.loads((kept / RECORD).read_text())
+    record["sha256"] = {name: sha256_file(kept / name) for name in record["sha256"]}
+    (kept / RECORD).write_text(json.dumps(record))
+    stderr = export_refused(run, capsys)
+    assert "reusing the encoder the feature cache was computed with" in stderr
+    assert "error: encoder.onnx differs from Keras by" in stderr
 
 
 def test_an_int8_encoder_below_the_cosine_bound_is_refused(exported_run, tmp_path, capsys, monkeypatch):
