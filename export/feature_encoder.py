@@ -112,7 +112,6 @@ def _build(files: RunFiles, spec: EncoderSpec, key: dict, opset: int) -> Path:
             conv_cache.store(files.root, key, work / CONV_PART)
         append_dense_layers(work / CONV_PART, vgg16_weights(spec), work / layout.DEFAULT_ENCODER)
         keras_seconds = _check_against_keras(files, work, spec_args, opset)
-        (work / RECORD).unlink(missing_ok=True)
         (folder / RECORD).unlink(missing_ok=True)  # the record goes last: files without it are never trusted
         for name in (layout.DEFAULT_ENCODER, layout.external_data(layout.DEFAULT_ENCODER)):
             shutil.move(work / name, folder / name)
