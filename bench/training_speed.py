@@ -113,12 +113,18 @@ def _optimizer(learning_rate: float):
     return import_keras().optimizers.Adam(learning_rate, clipnorm=5.0)  # as train/fit.py
 
 
-def _compiled_models(vocab: Vocabulary, embed_dim: int, hidden_dim: int, dropout: float, learning_rate: float):
+def _compiled_ours(vocab: Vocabulary, embed_dim: int, hidden_dim: int, dropout: float, learning_rate: float):
     keras = import_keras()
     keras.utils.set_random_seed(0)
     ours = build_training_model(ModelSpec(len(vocab), embed_dim, hidden_dim, dropout))
     ours.compile(optimizer=_optimizer(learning_rate),
                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=vocab.pad_id))
+    return ours
+
+
+def _compiled_models(vocab: Vocabulary, embed_dim: int, hidden_dim: int, dropout: float, learning_rate: float):
+    keras = import_keras()
+    ours = _compiled_ours(vocab, embed_dim, hidden_dim, dropout, learning_rate)
     seed = build_seed_model(len(vocab), embed_dim, hidden_dim, dropout)
     seed.compile(optimizer=_optimizer(learning_rate), loss=keras.losses.SparseCategoricalCrossentropy())
     return ours, seed
@@ -171,7 +177,7 @@ def measure(effort: str = "full", batch_size: int = 64) -> dict:
     rng = np.random.default_rng(0)
     features = rng.random((num_images, FEATURE_DIM), dtype=np.float32)  # values do not change the cost
     ours_model, seed_model = _compiled_models(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
-    full_model, _ = _compiled_models(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
+    full_model = _compiled_ours(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
     sides = {
         "ours": _trainer(ours_model, _cut_batches(features, ours_data, batch_size, steps, cfg.bucket_window)),
         "full_width": _trainer(full_model, _batches(features, ours_data.rows, ours_data.inputs, ours_data.targets,
@@ -218,9 +224,8 @@ def measure_flickr_scale(captions_path: Path, effort: str = "full", batch_size: 
     data = whole_sequences(vocab, rows, captions)
     steps = pick(effort, 2, 5, 15)
     features = np.random.default_rng(0).random((rows[-1] + 1, FEATURE_DIM), dtype=np.float32)
-    cut_model, _ = _compiled_models(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
-    full_model, _ = _compiled_models(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
-    sorted_model, _ = _compiled_models(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate)
+    cut_model, full_model, sorted_model = (
+        _compiled_ours(vocab, cfg.embed_dim, cfg.hidden_dim, cfg.dropout, cfg.learning_rate) for _ in range(3))
     sides = {"cut": _trainer(cut_model, _cut_batches(features, data, batch_size, steps, cfg.bucket_window)),
              "by_length": _trainer(sorted_model, _cut_batches(features, data, batch_size, steps, BY_LENGTH_WINDOW)),
              "full_width": _trainer(full_model, _batches(features, data.rows, data.inputs, data.targets, "words",

@@ -24,7 +24,7 @@ from export import conv_cache
 from export.config import ExportConfig
 from export.errors import ParityError
 from export.graph_edit import CONV_PART, append_dense_layers
-from export.parity import ENCODER_RELATIVE_TOLERANCE, REFERENCE_FEATURES, REFERENCE_PIXELS, REFERENCE_TIMING
+from export.parity import REFERENCE_FEATURES, REFERENCE_PIXELS, REFERENCE_TIMING, encoder_parity
 from export.tf_child import run_tf_child
 from train.captions_file import read_captions
 from train.encoder import EncoderSpec, vgg16_weights
@@ -121,21 +121,16 @@ def _build(files: RunFiles, spec: EncoderSpec, key: dict, opset: int) -> Path:
 
 
 def _check_against_keras(files: RunFiles, work: Path, spec_args: tuple[str, ...], opset: int) -> float:
-    """Keras' features of the run's first images (a child process) against the graph's, as the export checks;
-    returns Keras' seconds per image on them."""
-    captions = read_captions(files.captions)
-    ids = captions.ids()[:PARITY_IMAGES]
+    """Keras' features of the run's first images (a child process) against the graph's, by the export's own
+    encoder check; returns Keras' seconds per image on them."""
+    ids = read_captions(files.captions).ids()[:PARITY_IMAGES]
     run_tf_child("encoder-reference", files.root, work, opset, *spec_args, "--parity-images", *ids)
-    reference = np.load(work / REFERENCE_FEATURES, allow_pickle=False)
-    pixels = np.stack([load_image(captions.image_root / i) for i in ids])
-    features = OnnxFeatureEncoder(work / layout.DEFAULT_ENCODER, "cpu").predict_on_batch(pixels)
-    relative = float(np.abs(features - reference).max()) / max(float(np.abs(reference).max()), 1e-12)
-    if not relative <= ENCODER_RELATIVE_TOLERANCE:
-        raise ParityError(f"the ONNX encoder differs from Keras by {relative:.2e} of the feature scale on "
-                          f"{len(ids)} of the run's images (allowed {ENCODER_RELATIVE_TOLERANCE:.0e}); extract "
-                          "with --engine keras")
+    try:
+        checked = encoder_parity(work)
+    except ParityError as exc:
+        raise ParityError(f"{exc}, on {len(ids)} of the run's images: extract with --engine keras") from exc
     log.info("features: the ONNX encoder matches Keras on %d images (max difference %.1e of the feature scale)",
-             len(ids), relative)
+             checked["images"], checked["max_abs_diff_relative_to_feature_scale"])
     keras_seconds = float(read_json(work / REFERENCE_TIMING, "Keras timing")["keras_seconds_per_image"])
     for name in (REFERENCE_FEATURES, REFERENCE_PIXELS, REFERENCE_TIMING, CONV_PART):
         (work / name).unlink(missing_ok=True)
