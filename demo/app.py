@@ -6,7 +6,8 @@ This one file is both `demo/app.py` here and the `app.py` at the top of a Space 
 
 CAPTIONER_MODEL (bundle folder; default `onnx/` beside this file if there is one, else models/default/onnx),
 CAPTIONER_PROVIDER (auto|cuda|cpu), CAPTIONER_HOST (default 0.0.0.0), CAPTIONER_PORT (or PORT), CAPTIONER_SHARE,
-CAPTIONER_MAX_BATCH_SIZE (requests sharing encoder passes; 1: none).
+CAPTIONER_MAX_BATCH_SIZE (requests sharing encoder passes; 1: none), CAPTIONER_MAX_QUEUE (requests waiting beyond
+those running), CAPTIONER_API_KEYS (comma-separated keys for the HTTP API and the page; unset: open).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from demo.manifest import REBUILD, BundleError, verify_bundle
 from demo.onnx_step import OnnxStepModel, step_threads
 from demo.preprocess import ImageSource, load_image
 from demo.search import generate, options_for
-from demo.search.step import Hypothesis, SearchOptions
+from demo.search.step import Hypothesis, SearchOptions, require_top_k
 from demo.sessions import create_session
 from demo.vocab import Vocabulary
 
@@ -173,6 +173,13 @@ class Captioner:
         """The search options `config` (with `changes`: field names, as `generate` takes them) gives this bundle's
         vocabulary."""
         return options_for(self.vocab, _with(config, changes))
+
+    def check(self, config: GenerationConfig) -> GenerationConfig:
+        """`config` if this bundle's decoder can search it (raises `BadInput` otherwise), before any model work:
+        what a server refuses a request for."""
+        if config.num_beams > 1:
+            require_top_k(self.decoder, 2 * config.num_beams, config.num_beams)
+        return config
 
     def caption(self, images: Sequence[ImageSource], config: GenerationConfig = GENERATION,
                 **changes) -> list[CaptionResult]:

@@ -22,6 +22,7 @@ class AppDefaults:
 
     max_num_beams: int = 10  # the widest beam the app offers; the exported decoder's top-k covers it (2x)
     max_length_without_vocabulary: int = 20  # a `SearchOptions` built by hand, with no vocabulary to ask
+    max_served_length: int = 40  # a server's longest caption: one request cannot hold a worker for long
 
     @property
     def top_k(self) -> int:
@@ -52,7 +53,7 @@ class GenerationConfig:
                             control=Control(1, DEFAULTS.max_num_beams, 1, "Beam width"))
     max_length: int | None = option(None, "longest caption in words (default: the vocabulary's, the longest "
                                           "training caption kept)",
-                                    control=Control(5, 40, 1, "Maximum length (words)"))
+                                    control=Control(5, DEFAULTS.max_served_length, 1, "Maximum length (words)"))
     length_penalty: float = option(0.5, "GNMT alpha for ranking finished captions: 0 ranks by log-probability, "
                                         "larger favours longer captions",
                                    control=Control(0.0, 2.0, 0.1, "Length penalty (GNMT alpha)"))
@@ -100,6 +101,15 @@ class GenerationConfig:
 GENERATION = GenerationConfig()  # what a caption asked for without options gets
 # the beam side of "greedy and beam side by side" (the page, the Space, the benchmarks), listing 3 of its beams
 COMPARED = GenerationConfig(num_beams=3, num_return_sequences=3)
+
+
+def check_served(config: GenerationConfig) -> GenerationConfig:
+    """`config` if a server answers it (the page, its API and the HTTP API): no caption longer than
+    `DEFAULTS.max_served_length`, beyond the config's own checks."""
+    if config.max_length is not None and config.max_length > DEFAULTS.max_served_length:
+        raise BadInput(f"max_length must be at most {DEFAULTS.max_served_length} on this server, not "
+                       f"{config.max_length}")
+    return config
 
 
 def field_names() -> tuple[str, ...]:

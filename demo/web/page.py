@@ -9,95 +9,26 @@ import html
 import inspect
 import logging
 import math
-import os
-import threading
-import time
 from pathlib import Path
 
 import gradio as gr
 
-from demo.bundle_layout import DEFAULT_VARIANT, decoder_variants_in, preferred, runtime_files, variants_in
-from demo.captioner import Captioner
-from demo.encoder_batching import EncoderBatcher
+from demo.bundle_layout import DEFAULT_VARIANT, preferred
+from demo.captioner_pool import NO_MODEL, CaptionerPool, run_caption
 from demo.errors import CaptionerError
-from demo.generation import COMPARED, DEFAULTS, GENERATION, GenerationConfig, control, field_names, field_type
-from demo.manifest import BundleError, verify_bundle, verify_files
+from demo.generation import COMPARED, GENERATION, GenerationConfig, control, field_names, field_type
 from demo.model_card import ModelCard, read_model_card
-from demo.preprocess import ImageSource, load_image
-from demo.vocab import VocabularyError
+from demo.preprocess import ImageSource
+from demo.request_queue import RequestQueue
 from demo.web.upload import ImageUpload
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # demo/examples
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
-NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
-            "`python -m export --run RUN`), then start the app again. Details: {why}")
 # The API's positional order, frozen: the image, the first four options, the variants, then the options added
 # since (gradio_client fills in parameters a call leaves out with the controls' values).
 FIRST_OPTIONS = 4
 PARAMETERS = ("image", *field_names()[:FIRST_OPTIONS], "variant", "decoder_variant", *field_names()[FIRST_OPTIONS:])
 log = logging.getLogger(__name__)
-
-
-class CaptionerPool:
-    """One Captioner per (encoder variant, decoder variant), created on first use and shared by all requests;
-    with `max_batch_size` > 1 each has an `EncoderBatcher`, so concurrent requests share encoder passes."""
-
-    def __init__(self, bundle: Path, provider: str = "auto", max_batch_size: int = 1):
-        self.bundle, self.provider, self.max_batch_size = Path(bundle), provider, max_batch_size
-        self._loaded: dict[tuple[str, str], Captioner] = {}
-        self._batchers: dict[tuple[str, str], EncoderBatcher] = {}
-        self._lock = threading.Lock()
-        self.error: str | None = None
-        try:
-            self.manifest = verify_bundle(self.bundle)
-            self.variants = variants_in(self.manifest["files"])
-            self.decoder_variants = decoder_variants_in(self.manifest["files"])
-            # load now: a broken bundle shows on the page, not on the first request (a bundle without an
-            # encoder or a decoder step is refused by the Captioner, which says why)
-            self.get(*self.default_pair())
-        except (BundleError, VocabularyError, OSError) as exc:  # a provider error stops the server
-            self.variants, self.decoder_variants, self.error = [], [], str(exc)
-
-    def default_pair(self) -> tuple[str, str]:
-        """The (encoder, decoder) variants the page starts with: the table's default where the bundle has it."""
-        return preferred(self.variants), preferred(self.decoder_variants)
-
-    def max_length(self) -> int:
-        """The slider's first value: what `max_length=None` means for this bundle (its vocabulary's)."""
-        low, high = control("max_length").minimum, control("max_length").maximum
-        wanted = GENERATION.max_length or (DEFAULTS.max_length_without_vocabulary if self.error else
-                                         self.get(*self.default_pair()).vocab.max_length)
-        return int(min(high, max(low, wanted)))
-
-    def get(self, variant: str, decoder_variant: str = DEFAULT_VARIANT) -> Captioner:
-        key = (variant, decoder_variant)
-        with self._lock:
-            if key not in self._loaded:  # every file's sha256 was checked once, at start; sizes again here
-                if self._loaded:  # a pair first asked for later: its files may have been replaced since
-                    self._verify_again(variant, decoder_variant)
-                self._loaded[key] = Captioner(self.bundle, provider=self.provider, variant=variant,
-                                              decoder_variant=decoder_variant, check_hashes=False)
-                if self.max_batch_size > 1:
-                    encode = self._loaded[key].encode
-                    self._batchers[key] = EncoderBatcher(lambda pixels: encode(pixels)[0], self.max_batch_size)
-            return self._loaded[key]
-
-    def batcher(self, variant: str, decoder_variant: str = DEFAULT_VARIANT) -> EncoderBatcher | None:
-        """The pair's encoder batcher (None when batching is off); `get` first, which loads the pair."""
-        return self._batchers.get((variant, decoder_variant))
-
-    def _verify_again(self, variant: str, decoder_variant: str) -> None:
-        """The sha256 of the files a lazily loaded pair opens (its encoder, the image projection, its decoder
-        step, the vocabulary); the other variants' files are not read. A variant the bundle lacks is left to the
-        Captioner to refuse."""
-        if variant not in self.variants or decoder_variant not in self.decoder_variants:
-            return
-        try:
-            verify_files(self.bundle, self.manifest,
-                         [n for n in runtime_files(variant, decoder_variant) if n in self.manifest["files"]])
-        except BundleError as exc:
-            raise BundleError(f"{exc} (or, if it was re-exported after this server started, restart the "
-                              "server)") from None
 
 
 def example_images() -> list[str]:
@@ -155,64 +86,42 @@ def page_config(values: dict) -> GenerationConfig:
     return COMPARED.replace(**numbers | {"num_return_sequences": listed})
 
 
-def run_caption(pool: CaptionerPool, image: ImageSource | None, config: GenerationConfig, variant: str,
-                decoder_variant: str = DEFAULT_VARIANT) -> dict:
-    """Greedy and beam results for one image, as `Comparison.to_dict` (what the API returns).
-
-    `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
-    """
-    if pool.error:
-        raise CannotCaption(NO_MODEL.format(bundle=pool.bundle, why=pool.error))
-    if image is None:
-        raise CannotCaption("upload an image first (or pick an example)")
-    captioner, batcher = pool.get(variant, decoder_variant), pool.batcher(variant, decoder_variant)
-    if batcher is None:
-        return captioner.compare(image, config, name=_upload_name(image)).to_dict()
-    started = time.perf_counter()
-    pixels = load_image(image, name=_upload_name(image))  # a bad image fails here, in its own request only
-    timings = {"preprocess": (time.perf_counter() - started) * 1000}
-    encoded = batcher.encode(pixels)
-    timings["encoder"] = encoded.encoder_ms
-    return captioner.compare_features(encoded.features, config, timings).to_dict(encoded.batch_size)
-
-
-class CannotCaption(CaptionerError):
-    """A request the page cannot answer: no bundle loaded, or no image given."""
-
-
 def caption_or_explain(pool: CaptionerPool, image: ImageSource | None, settings: dict, variant: str,
-                       decoder_variant: str) -> dict:
-    """`run_caption` on the page's settings, with a bad input shown to the user as its message and logged as
+                       decoder_variant: str, requests: RequestQueue | None = None) -> dict:
+    """`run_caption` on the page's settings, admitted by the server's `requests` (shared with its HTTP API: over
+    its bound the request is refused at once), with a bad input shown to the user as its message and logged as
     one line.
 
     Gradio prints a full traceback for every `gr.Error` by default: a page of noise per bad upload in
     the server log, and a server whose output pipe nobody reads stalls once the pipe fills.
     """
     try:
-        return run_caption(pool, image, page_config(settings), variant, decoder_variant)
+        config = page_config(settings)
+        if requests is None:
+            return run_caption(pool, image, config, variant, decoder_variant)
+        return requests.admit().run(lambda: run_caption(pool, image, config, variant, decoder_variant))
     except CaptionerError as exc:
         log.info("caption refused: %s", exc)
         raise gr.Error(str(exc), print_exception=False) from None
-
-
-def _upload_name(image: ImageSource) -> str | None:
-    """The uploaded file's own name for error messages (the folder is the server's upload cache)."""
-    return Path(image).name if isinstance(image, (str, os.PathLike)) else None
 
 
 def _slider(name: str, pool: CaptionerPool) -> gr.Slider:
     """The page's control for one generation option, at the comparison's value (the bundle's length for
     max_length)."""
     shown = control(name)
-    value = pool.max_length() if name == "max_length" else getattr(COMPARED, name)
+    value = getattr(COMPARED, name)
+    if name == "max_length":
+        value = int(min(shown.maximum, max(shown.minimum, GENERATION.max_length or pool.max_length())))
     return gr.Slider(shown.minimum, shown.maximum, value=value, step=shown.step, label=shown.label,
                      elem_id=name.replace("_", "-"))
 
 
-def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> gr.Blocks:
-    """The page and its `caption` endpoint. With `max_batch_size` > 1, up to that many requests run at once
-    (both events share one concurrency limit) and share encoder passes (`demo.encoder_batching`)."""
-    pool = CaptionerPool(bundle, provider, max_batch_size)
+def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.Blocks:
+    """The page and its `caption` endpoint on `pool`'s models. With `requests`, every caption is admitted by it
+    (the bound the HTTP API shares), and Gradio hands each event over at once: `requests` decides what waits, what
+    runs (its workers) and what is refused; with the pool's batching on, concurrent requests share encoder passes
+    (`demo.encoder_batching`)."""
+    bundle = pool.bundle
     variants = pool.variants or [DEFAULT_VARIANT]
     decoder_variants = pool.decoder_variants or [DEFAULT_VARIANT]
     with gr.Blocks(title="VGG16 + LSTM captioner") as app:
@@ -260,7 +169,7 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
             """The page's inputs, in `PARAMETERS` order, answered (or refused with a message)."""
             settings = dict(zip(PARAMETERS, values))
             return caption_or_explain(pool, settings["image"], settings, settings["variant"],
-                                      settings["decoder_variant"])
+                                      settings["decoder_variant"], requests)
 
         def on_click(*values):
             result = answer(values)
@@ -291,9 +200,9 @@ def build_app(bundle: Path, provider: str = "auto", max_batch_size: int = 1) -> 
                                                for name in PARAMETERS])
         named = options | {"image": image, "variant": variant, "decoder_variant": decoder_variant}
         inputs = [named[name] for name in PARAMETERS]
-        # batching: as many requests in flight as a pass takes (one limit for both events); else the queue's
-        # default (demo.web.serve.CONCURRENCY)
-        limit = max_batch_size if max_batch_size > 1 else "default"
+        # with `requests`, Gradio's queue passes every caption event on at once (one limit for both events), and
+        # `requests` bounds them; else the queue's default (demo.web.serve.CONCURRENCY)
+        limit = requests.capacity if requests else "default"
         button.click(on_click, inputs, [greedy_text, greedy_info, beam_text, beam_list, beam_info, footer],
                      api_visibility="private", concurrency_id="caption", concurrency_limit=limit)
         gr.Button(visible=False).click(api, inputs, api_result, api_name="caption", concurrency_id="caption",

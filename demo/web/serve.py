@@ -1,12 +1,17 @@
-"""Serving the Gradio app: queue, upload limit, and a `--share` that degrades to a one-line warning."""
+"""Serving the Gradio page and the HTTP API on one server: one pool of models, one request bound, optional keys,
+the upload limit, and a `--share` that degrades to a one-line warning."""
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hmac
 import io
 import logging
 
+from demo.captioner_pool import CaptionerPool
+from demo.request_queue import RequestQueue
 from demo.serve_config import ServeConfig
+from demo.web import rest
 from demo.web.page import build_app
 from demo.web.upload import MAX_UPLOAD_BYTES
 
@@ -15,6 +20,8 @@ M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc's mallopt parameters (malloc.h)
 MALLOC_ARENAS, MMAP_THRESHOLD = 2, 4 << 20  # the server's: 2 heaps; blocks of 4 MiB and more mapped, given back
 __all__ = ["ServeConfig", "launch"]
 CONCURRENCY = 2  # unbatched (--max-batch-size 1): two requests at once on a 2-core machine; the rest wait
+SPARE_THREADS = 8  # Gradio's threads beyond one per request held: uploads, files, its own routes
+LOGIN_MESSAGE = "Any user name; the password is one of the server's API keys."
 
 
 def tune_malloc() -> bool:
@@ -35,16 +42,25 @@ def tune_malloc() -> bool:
 
 
 def launch(cfg: ServeConfig, block: bool = True):
-    """Start the app; returns (app, local URL). With `block`, serves until interrupted."""
+    """Start the page and the API, listening before the bundle is loaded (`/healthz` says when it is); returns
+    (app, local URL). With `block`, serves until interrupted."""
     tune_malloc()
-    app = build_app(cfg.model, cfg.provider, cfg.max_batch_size)
-    app.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    pool = CaptionerPool(cfg.model, cfg.provider, cfg.max_batch_size, load=False)
+    workers = cfg.max_batch_size if cfg.max_batch_size > 1 else CONCURRENCY  # a pass's worth of requests at once
+    requests = RequestQueue(workers, cfg.max_queue)
+    keys = cfg.api_keys()
+    app = build_app(pool, requests)
+    app.queue(default_concurrency_limit=CONCURRENCY, max_size=requests.capacity)
     chatter = io.StringIO()
     with contextlib.redirect_stdout(chatter):  # Gradio explains a failed tunnel in a dozen lines
         _, local_url, share_url = app.launch(server_name=cfg.host, server_port=cfg.port, share=cfg.share,
                                              max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, quiet=True,
-                                             footer_links=["api"])
-    log.info("serving on %s", local_url)
+                                             footer_links=["api"], max_threads=requests.capacity + SPARE_THREADS,
+                                             auth=_page_login(keys), auth_message=LOGIN_MESSAGE if keys else None,
+                                             app_kwargs={"routes": rest.routes(pool, requests, keys)})
+    pool.load(background=True)
+    log.info("serving on %s (HTTP API: %sv1/captions, docs %sv1/docs; %s)", local_url, local_url, local_url,
+             f"{len(keys)} API key(s) required" if keys else "no API key required")
     if cfg.share:
         if share_url:
             log.info("public link: %s", share_url)
@@ -59,3 +75,10 @@ def launch(cfg: ServeConfig, block: bool = True):
         finally:
             app.close()
     return app, local_url
+
+
+def _page_login(keys: tuple[str, ...]):
+    """Gradio's login for the page and its `caption` API when keys are set: any user name, a key as password."""
+    if not keys:
+        return None
+    return lambda username, password: any(hmac.compare_digest(password, key) for key in keys)

@@ -196,7 +196,7 @@ SETTINGS = GenerationConfig(num_beams=3, max_length=20, num_return_sequences=3)
 
 def test_pool_loads_the_second_variant_on_first_request_and_answers_as_the_int8_captioner(exported_run):
     from demo.captioner import Captioner
-    from demo.web.page import CaptionerPool, run_caption
+    from demo.captioner_pool import CaptionerPool, run_caption
 
     image = split_images(exported_run)[0]
     pool = CaptionerPool(exported_run / "onnx", provider="cpu")
@@ -215,7 +215,8 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
     import gradio as gr
 
     from demo.manifest import BundleError
-    from demo.web.page import CaptionerPool, caption_or_explain, run_caption
+    from demo.captioner_pool import CaptionerPool, run_caption
+    from demo.web.page import caption_or_explain
 
     bundle = bundle_copy(exported_run / "onnx", tmp_path / "onnx", copied=("encoder.int8.onnx",))
     image = str(split_images(exported_run)[0])
@@ -236,7 +237,7 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
 
 def test_pool_serves_the_int8_decoder_as_its_captioner_does(int8_decoder_run, exported_run):
     from demo.captioner import Captioner
-    from demo.web.page import CaptionerPool, run_caption
+    from demo.captioner_pool import CaptionerPool, run_caption
 
     image = str(split_images(exported_run)[0])
     pool = CaptionerPool(int8_decoder_run / "onnx", provider="cpu")
@@ -256,7 +257,7 @@ def test_decoder_variant_replaced_after_start_is_refused_and_other_pairs_still_l
     """A lazily loaded pair re-hashes the files it opens, and only those: a damaged int8 decoder step refuses
     (fp32, int8) and leaves (int8, fp32) loading."""
     from demo.manifest import BundleError
-    from demo.web.page import CaptionerPool, run_caption
+    from demo.captioner_pool import CaptionerPool, run_caption
 
     bundle = bundle_copy(int8_decoder_run / "onnx", tmp_path / "onnx")  # decoder files copied, encoders linked
     image = str(split_images(exported_run)[0])

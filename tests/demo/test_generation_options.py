@@ -35,9 +35,10 @@ def test_the_caption_and_evaluate_commands_take_every_option():
 
 def test_the_api_lists_every_option_after_the_parameters_older_calls_send(tmp_path: Path):
     """The page built without a bundle (it then says how to build one): its `caption` endpoint's parameters."""
+    from demo.captioner_pool import CaptionerPool
     from demo.web.page import build_app
 
-    app = build_app(tmp_path / "no-bundle", provider="cpu")
+    app = build_app(CaptionerPool(tmp_path / "no-bundle", provider="cpu"))
     parameters = [p["parameter_name"] for p in app.get_api_info()["named_endpoints"]["/caption"]["parameters"]]
     assert tuple(parameters[:len(ORIGINAL_ORDER)]) == ORIGINAL_ORDER
     assert set(parameters) == set(ORIGINAL_ORDER) | set(field_names()), "every option, once"

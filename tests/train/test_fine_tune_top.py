@@ -130,7 +130,8 @@ def assert_page_captions_with_it(run: Path) -> None:
     runtime's captions (the page itself, in a browser, is tests/demo/test_app.py's)."""
     from demo.captioner import Captioner
     from demo.generation import GenerationConfig
-    from demo.web.page import CaptionerPool, example_images, run_caption
+    from demo.captioner_pool import CaptionerPool, run_caption
+    from demo.web.page import example_images
 
     image, config = Path(example_images()[0]), GenerationConfig(num_beams=3, max_length=20, num_return_sequences=3)
     alone = Captioner(run / "onnx", provider="cpu").compare(image, config).to_dict()
