@@ -1,6 +1,8 @@
 """Benchmark inputs that cost what real photos cost: Flickr-sized JPEGs with fine texture."""
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,3 +26,13 @@ def photo_like_jpegs(folder: Path, count: int, seed: int = 0) -> list[Path]:
         Image.fromarray(np.clip(smooth + noise, 0, 255).astype(np.uint8)).save(path, quality=90)
         paths.append(path)
     return paths
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose IHDR claims `width` x `height`: a decompression bomb without the pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) \
+        + chunk(b"IEND", b"")

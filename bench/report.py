@@ -150,7 +150,28 @@ def _serving_rows(entry: dict) -> list[str]:
             f"| | {variant}: 1 caller, p50 batched / unbatched | {ratios['p50_1_caller']:.2f} | "
             f"<= {targets['p50_ratio_1_caller_at_most']} | {_met(met['p50_1_caller'])} |",
         ]
+        if "rest" in row:
+            lines += _rest_rows(variant, row, targets)
     return lines
+
+
+def _rest_rows(variant: str, row: dict, targets: dict) -> list[str]:
+    rest, ratios, met = row["rest"], row["ratios"], row["met"]
+    one, storm = rest["one_caller"], rest["storm"]
+    statuses = ", ".join(f"{status}: {count}" for status, count in storm["statuses"].items())
+    return [
+        f"| | {variant}: HTTP API, 1 caller: p50 ms REST / `Captioner.compare` in-process ({one['rest_p50_ms']:.0f} / "
+        f"{one['compare_p50_ms']:.0f}) | {ratios['rest_p50_over_compare']:.2f} | "
+        f"<= {targets['rest_p50_over_compare_at_most']} | {_met(met['rest_p50'])} |",
+        f"| | {variant}: HTTP API, 8 callers: requests/s REST / Gradio API (mean encoder batch "
+        f"{rest['callers_8']['mean_encoder_batch']:.1f}) | {ratios['rest_over_gradio_8_callers']:.2f} | "
+        f">= {targets['rest_over_gradio_8_callers_at_least']} | {_met(met['rest_throughput'])} |",
+        f"| | {variant}: HTTP API, {storm['requests']} requests from {storm['clients']} clients, 1 in 10 bad "
+        f"({statuses}): connection failures / 5xx but 503 / wrong status / good answers unlike alone / server up | "
+        f"{storm['connection_failures']} / {storm['server_errors_not_503']} / {storm['wrong_status']} / "
+        f"{storm['good_unlike_alone']} / {'yes' if storm['server_alive'] else 'no'} | 0 / 0 / 0 / 0 / yes | "
+        f"{_met(met['rest_storm'])} |",
+    ]
 
 
 def _export_rows(entry: dict) -> list[str]:

@@ -11,10 +11,14 @@ one encoder pass) one after another. Every answer under 8 callers is compared
 with the answer to the same request sent alone (captions, log-probabilities,
 per-word log-probabilities, provider, variant; not the timings). Also
 measured: each server's cold start (process start to the first caption
-answered) and peak RSS (VmHWM) after all the load.
+answered) and peak RSS (VmHWM) after all the load, which on the batched
+server includes the HTTP API's (`bench.rest_load`: its latency against the
+model in-process, its throughput against Gradio's, and a storm of good and
+bad requests). Both servers require an API key, as a public deployment would.
 """
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import rest_load
 from bench.decoding import MAX_WORDS
 from bench.effort import pick
 from bench.images import photo_like_jpegs
@@ -37,8 +42,8 @@ from train.run_files import RunFiles
 CALLERS = (1, 8)
 MODES = {"unbatched": 1, "batched": None}  # --max-batch-size (None: the server's default)
 TARGETS = {"throughput_ratio_8_callers": {"int8": 1.8, "fp32": 1.3}, "p50_ratio_1_caller_at_most": 1.10,
-           "peak_rss_mib_at_most": {"fp32": 800, "int8": 400}}
-TIMING_KEYS = ("encoder_ms", "encoder_batch", "timings_ms")
+           "peak_rss_mib_at_most": {"fp32": 800, "int8": 400}, "rest_p50_over_compare_at_most": 1.15,
+           "rest_over_gradio_8_callers_at_least": 1.0}
 
 
 def _free_port() -> int:
@@ -57,6 +62,7 @@ class Server:
         batching = [] if max_batch_size is None else ["--max-batch-size", str(max_batch_size)]
         self.process = subprocess.Popen([sys.executable, "-m", "demo", "serve", "--model", str(bundle),
                                          "--port", str(port), *batching],
+                                        env=os.environ | {"CAPTIONER_API_KEYS": rest_load.API_KEY},
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_until_up(started + 180)
         self.variant = variant
@@ -77,7 +83,7 @@ class Server:
     def client(self):
         from gradio_client import Client
 
-        return Client(self.url, verbose=False)
+        return Client(self.url, auth=("bench", rest_load.API_KEY), verbose=False)
 
     def close(self) -> None:
         self.process.terminate()
@@ -98,11 +104,6 @@ def model_ms(answer: dict) -> float:
     """What the server says the model took: the difference to the latency is HTTP, the upload and the queue."""
     decoding = (answer[search]["timings_ms"]["decoder_ms_per_image"] for search in ("greedy", "beam"))
     return answer["encoder_ms"] + sum(decoding)
-
-
-def without_timings(answer: dict) -> dict:
-    """An answer as far as a user compares it: captions, log-probabilities, provider, variant."""
-    return {k: without_timings(v) if isinstance(v, dict) else v for k, v in answer.items() if k not in TIMING_KEYS}
 
 
 def _load(server: Server, callers: int, per_caller: int, images: list[Path], alone: dict[Path, dict]) -> dict:
@@ -127,7 +128,7 @@ def _load(server: Server, callers: int, per_caller: int, images: list[Path], alo
                 latencies.append(seconds)
                 models.append(model_ms(answer))
                 batches.append(answer.get("encoder_batch", 1))
-                if image in alone and without_timings(answer) != without_timings(alone[image]):
+                if image in alone and rest_load.without_timings(answer) != rest_load.without_timings(alone[image]):
                     differ.append(image.name)
 
     threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
@@ -152,14 +153,15 @@ def measure(run: Path, effort: str = "full") -> dict:
         return {"name": "serving_load", "skipped": f"{bundle} has no fp32 and int8 encoders (export --quantize int8)"}
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
-        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, effort)
+        variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, effort,
+                                    Path(tmp) / "bad")
                     for v in layout.VARIANTS}
     return {"name": "serving_load", "beams": COMPARED.num_beams, "variants": variants, "targets": TARGETS}
 
 
-def _one_variant(bundle: Path, variant: str, images: list[Path], effort: str) -> dict:
+def _one_variant(bundle: Path, variant: str, images: list[Path], effort: str, scratch: Path) -> dict:
     """Both servers up; the answers alone first (batched server, one request at a time), then the levels
-    interleaved: unbatched 1, batched 1, unbatched 8, batched 8."""
+    interleaved: unbatched 1, batched 1, unbatched 8, batched 8 and its REST twin; then the REST rows."""
     requests = pick(effort, {1: 2, 8: 8}, {1: 4, 8: 16}, {1: 24, 8: 200})
     servers = {}
     try:
@@ -173,23 +175,36 @@ def _one_variant(bundle: Path, variant: str, images: list[Path], effort: str) ->
         for callers in CALLERS:
             for mode, server in servers.items():
                 levels[mode].append(_load(server, callers, requests[callers] // callers, images, alone))
+        batched = servers["batched"]
+        rest = {"callers_8": rest_load.callers(batched.url, images, 8, requests[8] // 8, alone),
+                "one_caller": rest_load.one_caller(batched.url, bundle, variant, images, pick(effort, 3, 12, 40)),
+                "storm": rest_load.storm(batched.url, images, pick(effort, 32, 200, 2000), alone,
+                                         lambda: batched.process.poll() is None, scratch)}
         peaks = {mode: peak_rss_mib(server.process.pid) for mode, server in servers.items()}
     finally:
         for server in servers.values():
             server.close()
     return _summary(variant, {mode: {"cold_start_s": servers[mode].cold_start_s, "peak_rss_mib": peaks[mode],
-                                     "levels": levels[mode]} for mode in servers})
+                                     "levels": levels[mode]} for mode in servers}, rest)
 
 
-def _summary(variant: str, servers: dict) -> dict:
+def _summary(variant: str, servers: dict, rest: dict) -> dict:
     batched, unbatched = servers["batched"]["levels"], servers["unbatched"]["levels"]
+    storm = rest["storm"]
     ratios = {"throughput_8_callers": batched[-1]["throughput_per_s"] / unbatched[-1]["throughput_per_s"],
-              "p50_1_caller": batched[0]["p50_ms"] / unbatched[0]["p50_ms"]}
+              "p50_1_caller": batched[0]["p50_ms"] / unbatched[0]["p50_ms"],
+              "rest_p50_over_compare": rest["one_caller"]["ratio"],
+              "rest_over_gradio_8_callers": rest["callers_8"]["throughput_per_s"] / batched[-1]["throughput_per_s"]}
     peak = servers["batched"]["peak_rss_mib"]
     met = {"throughput_8_callers": ratios["throughput_8_callers"] >= TARGETS["throughput_ratio_8_callers"][variant],
            "p50_1_caller": ratios["p50_1_caller"] <= TARGETS["p50_ratio_1_caller_at_most"],
            "peak_rss": peak <= TARGETS["peak_rss_mib_at_most"][variant],
            "no_errors": all(level["errors"] == 0 for s in servers.values() for level in s["levels"]),
            "answers_equal_alone": all(level["differ_from_alone"] == 0 for s in servers.values()
-                                      for level in s["levels"])}
-    return {"servers": servers, "ratios": ratios, "met": met}
+                                      for level in s["levels"]),
+           "rest_p50": ratios["rest_p50_over_compare"] <= TARGETS["rest_p50_over_compare_at_most"],
+           "rest_throughput": ratios["rest_over_gradio_8_callers"] >= TARGETS["rest_over_gradio_8_callers_at_least"],
+           "rest_storm": storm["server_alive"] and storm["connection_failures"] == storm["wrong_status"] ==
+           storm["server_errors_not_503"] == storm["good_unlike_alone"] == rest["callers_8"]["errors"] ==
+           rest["callers_8"]["differ_from_alone"] == 0}
+    return {"servers": servers, "rest": rest, "ratios": ratios, "met": met}

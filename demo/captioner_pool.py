@@ -17,13 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from demo.bundle_layout import DEFAULT_VARIANT, VOCAB, decoder_variants_in, preferred, runtime_files, variants_in
+from demo.bundle_layout import (
+    DEFAULT_VARIANT,
+    IMAGE_PROJECTION,
+    VOCAB,
+    decoder_variants_in,
+    preferred,
+    runtime_files,
+    variants_in,
+)
 from demo.captioner import Captioner
 from demo.encoder_batching import EncoderBatcher
-from demo.errors import CaptionerError
+from demo.errors import BadInput, CaptionerError
 from demo.generation import COMPARED, DEFAULTS, GenerationConfig, check_served
 from demo.manifest import BundleError, verify_bundle, verify_files
 from demo.preprocess import IMAGE_SIZE, ImageSource, load_image
+from demo.sessions import ProviderError, create_session
 from demo.vocab import Vocabulary, VocabularyError
 
 NO_MODEL = ("**No model bundle at `{bundle}`.** Build the default one with `make demo` (or train a run and "
@@ -90,6 +99,17 @@ class CaptionerPool:
             self._fail(exc)
         finally:
             self._done.set()
+
+    def check_provider(self) -> None:
+        """Raise `ProviderError` (or `BadInput` for an unknown name) now if the provider cannot run here: a server
+        must stop at start for that, not report it later. One small session (the image projection) is enough."""
+        if self.error is None:
+            try:
+                create_session(self.bundle / IMAGE_PROJECTION, self.provider, threads=1)
+            except (ProviderError, BadInput):
+                raise
+            except Exception:  # noqa: BLE001 - a damaged file: `load` names it after checking its sha256
+                pass
 
     def _load_recording_all(self) -> None:
         try:

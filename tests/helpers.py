@@ -8,13 +8,11 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,16 +242,6 @@ def encoded(image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def png_header_claiming(width: int, height: int) -> bytes:
-    """A small PNG whose IHDR claims `width` x `height`: a decompression bomb without the pixels."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) \
-        + chunk(b"IEND", b"")
 
 
 def caption_differences(captioner, images: list, reference: list[str], got: list[str], num_beams: int) -> list[int]:

@@ -46,6 +46,7 @@ def launch(cfg: ServeConfig, block: bool = True):
     (app, local URL). With `block`, serves until interrupted."""
     tune_malloc()
     pool = CaptionerPool(cfg.model, cfg.provider, cfg.max_batch_size, load=False)
+    pool.check_provider()
     workers = cfg.max_batch_size if cfg.max_batch_size > 1 else CONCURRENCY  # a pass's worth of requests at once
     requests = RequestQueue(workers, cfg.max_queue)
     keys = cfg.api_keys()

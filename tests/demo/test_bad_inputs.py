@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.images import png_header_claiming
 from demo.preprocess import MAX_IMAGE_PIXELS, ImageError
-from tests.helpers import Drained, ask_caption, encoded, png_header_claiming, run_module, start_server
+from tests.helpers import Drained, ask_caption, encoded, run_module, start_server
 
 pytestmark = pytest.mark.slow
 RNG_SEED = 7

@@ -214,8 +214,8 @@ def test_second_variant_replaced_after_start_is_refused_not_loaded(exported_run,
     """A same-size replacement (the size check cannot see it) of encoder.int8.onnx after the server started."""
     import gradio as gr
 
-    from demo.manifest import BundleError
     from demo.captioner_pool import CaptionerPool, run_caption
+    from demo.manifest import BundleError
     from demo.web.page import caption_or_explain
 
     bundle = bundle_copy(exported_run / "onnx", tmp_path / "onnx", copied=("encoder.int8.onnx",))
@@ -256,8 +256,8 @@ def test_decoder_variant_replaced_after_start_is_refused_and_other_pairs_still_l
                                                                                      tmp_path):
     """A lazily loaded pair re-hashes the files it opens, and only those: a damaged int8 decoder step refuses
     (fp32, int8) and leaves (int8, fp32) loading."""
-    from demo.manifest import BundleError
     from demo.captioner_pool import CaptionerPool, run_caption
+    from demo.manifest import BundleError
 
     bundle = bundle_copy(int8_decoder_run / "onnx", tmp_path / "onnx")  # decoder files copied, encoders linked
     image = str(split_images(exported_run)[0])

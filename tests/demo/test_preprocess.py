@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.images import png_header_claiming
 from demo.preprocess import IMAGE_SIZE, ImageError, load_image
-from tests.helpers import encoded, png_header_claiming
+from tests.helpers import encoded
 
 
 def half_and_half(mode_colour_left=(255, 0, 0), right=(0, 0, 255), size=(64, 32)) -> Image.Image:

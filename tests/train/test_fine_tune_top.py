@@ -129,8 +129,8 @@ def assert_page_captions_with_it(run: Path) -> None:
     """The app serves the fine-tuned bundle as any other: the page's request handler loads it and answers the
     runtime's captions (the page itself, in a browser, is tests/demo/test_app.py's)."""
     from demo.captioner import Captioner
-    from demo.generation import GenerationConfig
     from demo.captioner_pool import CaptionerPool, run_caption
+    from demo.generation import GenerationConfig
     from demo.web.page import example_images
 
     image, config = Path(example_images()[0]), GenerationConfig(num_beams=3, max_length=20, num_return_sequences=3)
