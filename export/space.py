@@ -57,7 +57,13 @@ Greedy and beam search side by side on ONNX Runtime ({variant} encoder, {decoder
 The model came from the run
 `{run}`; its bundle manifest (`onnx/manifest.json`) records the parity checks made at export{card}.
 
-API: `{api}`: the last two are the encoder and decoder variants, the only ones this Space ships.
+API: `{api}`: the last two are the encoder and decoder variants, the only ones this Space ships. Plain HTTP:
+`curl -F image=@photo.jpg https://USER-NAME.hf.space/v1/captions` (the options as further fields, `/v1/docs`
+lists them; `/healthz` says when the model is loaded).
+
+Keys: a public Space is open to anyone. To require a key, add a secret named `CAPTIONER_API_KEYS` (one key, or
+several comma-separated) in the Space's Settings, under "Variables and secrets", and restart it: the page then
+asks for a login (any user name, a key as the password) and the HTTP API for `Authorization: Bearer KEY`.
 """
 NO_CARD = """# VGG16 + LSTM image captioner
 

@@ -109,7 +109,8 @@ def rest_app(pool: CaptionerPool, requests: RequestQueue, keys: tuple[str, ...] 
         ticket = _admit(requests)
         try:
             image, name, given = await _read(request)
-            asked = _options(pool, given)
+            # in a thread: a pair asked for the first time loads its sessions, which must not stall the loop
+            asked = await anyio.to_thread.run_sync(lambda: _options(pool, given), limiter=threads)
         except BaseException:
             ticket.cancel()
             raise

@@ -65,6 +65,8 @@ def test_each_side_of_each_comparison_was_measured(smoke_results):
 
 
 def test_end_to_end_runs_without_tensorflow_and_serving_compares_each_answer_with_it_alone(smoke_results):
+    """Through gradio_client and the HTTP API alike, under load and among bad requests, every answer equals the
+    same request's alone."""
     _, results = smoke_results
     end_to_end = by_name(results, "end_to_end")
     for variant in ("fp32", "int8"):
@@ -83,6 +85,12 @@ def test_end_to_end_runs_without_tensorflow_and_serving_compares_each_answer_wit
             assert all(level["errors"] == 0 and level["compared_with_alone"] == level["requests"] for level in levels)
             assert all(level["differ_from_alone"] == 0 for level in levels), levels
         assert servers["unbatched"]["levels"][-1]["mean_encoder_batch"] == 1
+        rest = serving[variant]["rest"]  # the HTTP API on the batched server: its answers are the Gradio API's
+        assert rest["callers_8"]["errors"] == rest["callers_8"]["differ_from_alone"] == 0, rest["callers_8"]
+        storm = rest["storm"]
+        assert storm["server_alive"] and storm["statuses"].get("200") and storm["statuses"].get("400"), storm
+        assert storm["connection_failures"] == storm["wrong_status"] == storm["server_errors_not_503"] == \
+            storm["good_unlike_alone"] == 0, storm
 
 
 def test_without_a_bundle_the_run_dependent_benchmarks_say_skipped(tmp_path):

@@ -1,8 +1,9 @@
 """`demo/app.py`, the entry point a Space and a container run: every setting comes from the environment.
 
-README promises `CAPTIONER_MODEL`, `CAPTIONER_PROVIDER`, `CAPTIONER_HOST`, `CAPTIONER_PORT` (or `PORT`) and
-`CAPTIONER_SHARE`; here the file is started for real, as `python demo/app.py` from another folder, and each
-setting is seen to take effect (where it listens, which bundle answers, the share attempt, bad values refused).
+README promises `CAPTIONER_MODEL`, `CAPTIONER_PROVIDER`, `CAPTIONER_HOST`, `CAPTIONER_PORT` (or `PORT`),
+`CAPTIONER_SHARE`, `CAPTIONER_MAX_QUEUE` and `CAPTIONER_API_KEYS`; here the file is started for real, as
+`python demo/app.py` from another folder, and each setting is seen to take effect (where it listens, which bundle
+answers, the share attempt, bad values refused; the keys on a real server in test_rest_api.py).
 
 Slow (but the last test): starts the app (Gradio, the real VGG16 encoder) in subprocesses.
 """
@@ -88,7 +89,7 @@ def test_from_env_reads_each_variable_and_its_defaults(monkeypatch):
     from demo.web.serve import ServeConfig
 
     for name in ("CAPTIONER_MODEL", "CAPTIONER_PROVIDER", "CAPTIONER_HOST", "CAPTIONER_PORT", "PORT",
-                 "CAPTIONER_SHARE", "CAPTIONER_MAX_BATCH_SIZE"):
+                 "CAPTIONER_SHARE", "CAPTIONER_MAX_BATCH_SIZE", "CAPTIONER_MAX_QUEUE", "CAPTIONER_API_KEYS"):
         monkeypatch.delenv(name, raising=False)
     assert ServeConfig.from_env() == ServeConfig(Path("models/default/onnx"), "0.0.0.0", 7860, False, "auto", 8)
     monkeypatch.setenv("CAPTIONER_MAX_BATCH_SIZE", "1")
@@ -104,3 +105,12 @@ def test_from_env_reads_each_variable_and_its_defaults(monkeypatch):
     assert (ServeConfig.from_env().port, ServeConfig.from_env().share) == (9090, True)
     monkeypatch.setenv("CAPTIONER_SHARE", "0")
     assert ServeConfig.from_env().share is False
+    assert ServeConfig.from_env().api_keys() == ()  # open by default
+    monkeypatch.setenv("CAPTIONER_API_KEYS", " one,two ,, one")
+    assert ServeConfig.from_env().api_keys() == ("one", "two")
+    assert ServeConfig(api_key="three").api_keys() == ("three", "one", "two"), "the flag's and the variable's"
+    monkeypatch.setenv("CAPTIONER_MAX_QUEUE", "5")
+    assert ServeConfig.from_env().max_queue == 5
+    monkeypatch.setenv("CAPTIONER_MAX_QUEUE", "many")
+    with pytest.raises(ValueError, match="CAPTIONER_MAX_QUEUE must be a whole number"):
+        ServeConfig.from_env()
