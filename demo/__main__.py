@@ -12,6 +12,7 @@ from demo.caption_batches import DEFAULT_BATCH_SIZE, JsonOutput, TextOutput, cap
 from demo.errors import EXIT_CODES_HELP, EXIT_OK, EXIT_SOME_INPUTS_REFUSED, BadInput, run_command
 from demo.image_files import IMAGE_SUFFIXES, find_images
 from demo.logs import configure_cli_logging
+from demo.preprocess import ImageError
 from demo.results_file import ResultsFile, check_suffix
 from demo.serve_config import ServeConfig
 from demo.sessions import PROVIDERS
@@ -33,15 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"an image file, or a folder: its {' '.join(IMAGE_SUFFIXES)} files (any case, "
                               "hidden ones left out), sorted")
     caption.add_argument("--recursive", action="store_true", help="also take the images in subfolders of folders")
-    caption.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
-                         help="bundle folder made by `python -m export` (default: %(default)s)")
-    generation.add_arguments(caption)
-    caption.add_argument("--provider", choices=PROVIDERS, default="auto",
-                         help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
-    caption.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant")
-    caption.add_argument("--decoder-variant", choices=DECODER_VARIANTS, default=DEFAULT_VARIANT,
-                         help=f"decoder step variant ({', '.join(QUANTIZED)}: where the export shipped one; default: "
-                              "%(default)s)")
+    _model_options(caption)
     caption.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                          help="images loaded and captioned together (default: %(default)s; a kill loses at most "
                               "one batch; `python -m bench --only folder` compares batch sizes on this machine)")
@@ -50,11 +43,37 @@ def build_parser() -> argparse.ArgumentParser:
     written.add_argument("--out", type=_results_path, metavar="FILE",
                          help="write the results to FILE instead of stdout: .jsonl (one JSON object per image) or "
                               ".csv (path, caption, log_prob, error[, candidates], word_log_probs); resumable")
+    explain = commands.add_parser("explain", help="show what in each image made the model say each word",
+                                  description="Caption each image, then hide one region of it at a time (a 7 x 7 "
+                                              "grid of overlapping patches) and measure how much each word's "
+                                              "log-probability falls: one PNG per word with that map over the "
+                                              "image, a strip of all the words, and explanation.json (the maps "
+                                              "as numbers, the grid's geometry), in OUT/IMAGE-NAME/.",
+                                  epilog=EXIT_CODES_HELP)
+    explain.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    explain.add_argument("--out", type=Path, required=True, help="folder for the results (one subfolder per image)")
+    explain.add_argument("--candidate", type=int, default=0,
+                         help="which of the search's captions to explain: 0 the best (default), 1 the next, ... "
+                              "(list more with --num-return-sequences)")
+    _model_options(explain)
     serve = commands.add_parser("serve", help="the Gradio app: greedy and beam search side by side",
                                 description="Serve the captioner web app (and its `caption` API endpoint).",
                                 epilog=EXIT_CODES_HELP)
     config_flags.add_arguments(serve, ServeConfig)
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """The bundle, the generation options and where to run: what `caption` and `explain` share."""
+    parser.add_argument("--model", type=Path, default=DEFAULT_BUNDLE,
+                        help="bundle folder made by `python -m export` (default: %(default)s)")
+    generation.add_arguments(parser)
+    parser.add_argument("--provider", choices=PROVIDERS, default="auto",
+                        help="execution provider: auto takes CUDA when it works, else CPU (default: auto)")
+    parser.add_argument("--variant", choices=VARIANTS, default=DEFAULT_VARIANT, help="encoder variant")
+    parser.add_argument("--decoder-variant", choices=DECODER_VARIANTS, default=DEFAULT_VARIANT,
+                        help=f"decoder step variant ({', '.join(QUANTIZED)}: where the export shipped one; default: "
+                             "%(default)s)")
 
 
 def caption_command(args: argparse.Namespace) -> int:
@@ -98,10 +117,29 @@ def serve_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def explain_command(args: argparse.Namespace) -> int:
+    from demo.captioner import Captioner  # lazy: as for `caption`
+    from demo.explain_files import write_explanation
+
+    config = generation.from_args(args)
+    captioner = Captioner(args.model, provider=args.provider, variant=args.variant,
+                          decoder_variant=args.decoder_variant)
+    refused = 0
+    for path in args.images:
+        try:
+            folder = write_explanation(captioner, path, config, args.candidate, args.out)
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            refused += 1
+            continue
+        print(f"{path}\t{folder}")
+    return EXIT_SOME_INPUTS_REFUSED if refused else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_cli_logging()
-    command = serve_command if args.command == "serve" else caption_command
+    command = {"serve": serve_command, "caption": caption_command, "explain": explain_command}[args.command]
     return run_command(lambda: command(args))
 
 

@@ -82,6 +82,26 @@ class OnnxStepModel:
                 {"binding": binding, layout.IMAGE: image, layout.H: h, layout.C: c})
 
 
+    def word_log_probs(self, features: np.ndarray, start_id: int, targets: list[int]) -> np.ndarray:
+        """Teacher forcing: each row's log-probability of `targets[t]` after `targets[:t]`, (rows, len(targets)).
+
+        Every row follows the same words, so one step call per word serves all rows; the step's ban input lets
+        through only that word, whose value is then the top-1, as exact as the search's own (the ban is added
+        after the log-softmax, so it renormalises nothing)."""
+        state = self.initial_state(features, ())
+        rows = np.arange(len(features), dtype=np.int64)
+        tokens = np.full(len(features), start_id, dtype=np.int64)
+        found = np.empty((len(features), len(targets)), dtype=np.float64)
+        for t, target in enumerate(targets):
+            only = np.full(self.vocab_size, -np.inf, dtype=np.float32)
+            only[target] = 0.0
+            state["binding"].bind_ortvalue_input(layout.BAN, self._on_device(only))
+            output, state = self.step(tokens, rows, state)
+            found[:, t] = output.top_log_probs[:, 0]
+            tokens = np.full(len(features), target, dtype=np.int64)
+        return found
+
+
 class WholeStepModel:
     """decoder_step.onnx: (features, token, h, c) -> (log_probs over all V, h, c); numpy state."""
 

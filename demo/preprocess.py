@@ -47,12 +47,21 @@ def load_image(source: ImageSource, size: int = IMAGE_SIZE, name: str | None = N
     not its own upload folder.
     """
     name = name or _describe(source)
+    rgb = upright_rgb(source, size, name)
+    try:
+        return np.asarray(rgb.resize((size, size), RESAMPLE), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: cannot decode image ({exc})") from exc
+
+
+def upright_rgb(source: ImageSource, size: int = IMAGE_SIZE, name: str | None = None) -> Image.Image:
+    """The image before the squash: EXIF orientation applied, RGB as `to_rgb` makes it, a large JPEG decoded at
+    the reduced scale that still gives at least 2 x `size`. What the model's input is made from, and what a map
+    of it is drawn over."""
+    name = name or _describe(source)
     image = _open(source, name, size)
     try:
-        image = ImageOps.exif_transpose(image)
-        rgb = to_rgb(image)
-        rgb = rgb.resize((size, size), RESAMPLE)
-        return np.asarray(rgb, dtype=np.uint8)
+        return to_rgb(ImageOps.exif_transpose(image))
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError) as exc:
