@@ -31,6 +31,7 @@ from demo.encoder_batching import EncoderBatcher
 from demo.errors import BadInput, CaptionerError
 from demo.generation import COMPARED, DEFAULTS, GenerationConfig, check_served
 from demo.manifest import BundleError, verify_bundle, verify_files
+from demo.occlusion import explain_caption, occluded_features
 from demo.preprocess import IMAGE_SIZE, ImageSource, load_image
 from demo.sessions import ProviderError, create_session
 from demo.vocab import Vocabulary, VocabularyError
@@ -54,6 +55,7 @@ class Encoded:
     """One request's image after its (possibly shared) encoder pass: what either search needs."""
 
     captioner: Captioner
+    pixels: np.ndarray  # (224, 224, 3): what an explanation hides regions of
     features: np.ndarray  # (1, F)
     timings: dict[str, float]  # preprocess and encoder, ms
     encoder_batch: int  # images in the encoder pass (1: it ran alone)
@@ -193,15 +195,16 @@ class CaptionerPool:
         timings = {"preprocess": (time.perf_counter() - started) * 1000}
         if batcher is None:
             features, timings["encoder"] = captioner.encode(pixels[None])
-            return Encoded(captioner, features, timings, 1)
+            return Encoded(captioner, pixels, features, timings, 1)
         encoded = batcher.encode(pixels)
         timings["encoder"] = encoded.encoder_ms
-        return Encoded(captioner, encoded.features, timings, encoded.batch_size)
+        return Encoded(captioner, pixels, encoded.features, timings, encoded.batch_size)
 
 
 def run_caption(pool: CaptionerPool, image: ImageSource | None, config: GenerationConfig, variant: str,
-                decoder_variant: str = DEFAULT_VARIANT, wait: bool = True) -> dict:
-    """Greedy and beam results for one image, as `Comparison.to_dict` (what the page's API returns).
+                decoder_variant: str = DEFAULT_VARIANT, wait: bool = True, explain: bool = False) -> dict:
+    """Greedy and beam results for one image, as `Comparison.to_dict` (what the page's API returns); with
+    `explain`, each side's caption has its occlusion maps (`add_explanations`).
 
     `image` is the upload undecoded (see `demo.web.upload`), so `load_image` alone decides what is an image.
     """
@@ -211,7 +214,22 @@ def run_caption(pool: CaptionerPool, image: ImageSource | None, config: Generati
     pool.get(variant, decoder_variant).check(check_served(config))
     encoded = pool.encode(image, variant, decoder_variant, name=upload_name(image))
     comparison = encoded.captioner.compare_features(encoded.features, config, encoded.timings)
-    return comparison.to_dict(encoded.encoder_batch)
+    answer = comparison.to_dict(encoded.encoder_batch)
+    if explain:
+        add_explanations(encoded, [answer["greedy"], answer["beam"]])
+    return answer
+
+
+def add_explanations(encoded: Encoded, captions: list[dict]) -> None:
+    """Each caption (a `CaptionResult.to_dict`) gets `explanation`: its words' occlusion maps
+    (`demo.occlusion`), from one set of hidden versions of the image shared by all of them."""
+    started = time.perf_counter()
+    features = occluded_features(encoded.captioner, encoded.pixels)
+    encoder_ms = (time.perf_counter() - started) * 1000
+    for caption in captions:
+        explanation = explain_caption(encoded.captioner, features, caption["tokens"])
+        explanation.timings_ms |= {"encoder_ms": encoder_ms, "images_encoded": len(features)}
+        caption["explanation"] = explanation.to_dict()
 
 
 def upload_name(image: ImageSource) -> str | None:

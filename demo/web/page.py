@@ -20,6 +20,7 @@ from demo.generation import COMPARED, GENERATION, GenerationConfig, control, fie
 from demo.model_card import ModelCard, read_model_card
 from demo.preprocess import ImageSource
 from demo.request_queue import RequestQueue
+from demo.web.explain_panel import SIDES, add_panel
 from demo.web.upload import ImageUpload
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"  # demo/examples
@@ -27,7 +28,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # The API's positional order, frozen: the image, the first four options, the variants, then the options added
 # since (gradio_client fills in parameters a call leaves out with the controls' values).
 FIRST_OPTIONS = 4
-PARAMETERS = ("image", *field_names()[:FIRST_OPTIONS], "variant", "decoder_variant", *field_names()[FIRST_OPTIONS:])
+PARAMETERS = ("image", *field_names()[:FIRST_OPTIONS], "variant", "decoder_variant", *field_names()[FIRST_OPTIONS:],
+              "explain")
 log = logging.getLogger(__name__)
 
 
@@ -86,8 +88,14 @@ def page_config(values: dict) -> GenerationConfig:
     return COMPARED.replace(**numbers | {"num_return_sequences": listed})
 
 
+def side_config(settings: dict, side: str) -> GenerationConfig:
+    """The search whose caption one side of the page shows: the beam settings, or the same made greedy."""
+    config = page_config(settings)
+    return config.greedy() if side == "greedy" else config
+
+
 def caption_or_explain(pool: CaptionerPool, image: ImageSource | None, settings: dict, variant: str,
-                       decoder_variant: str, requests: RequestQueue | None = None) -> dict:
+                       decoder_variant: str, requests: RequestQueue | None = None, explain: bool = False) -> dict:
     """`run_caption` on the page's settings, admitted by the server's `requests` (shared with its HTTP API: over
     its bound the request is refused at once), with a bad input shown to the user as its message and logged as
     one line.
@@ -97,9 +105,9 @@ def caption_or_explain(pool: CaptionerPool, image: ImageSource | None, settings:
     """
     try:
         config = page_config(settings)
-        if requests is None:
-            return run_caption(pool, image, config, variant, decoder_variant)
-        return requests.admit().run(lambda: run_caption(pool, image, config, variant, decoder_variant))
+        def work() -> dict:
+            return run_caption(pool, image, config, variant, decoder_variant, explain=explain)
+        return work() if requests is None else requests.admit().run(work)
     except CaptionerError as exc:
         log.info("caption refused: %s", exc)
         raise gr.Error(str(exc), print_exception=False) from None
@@ -151,6 +159,7 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
                 gr.Markdown("### Greedy")
                 greedy_text = gr.HTML(label="Greedy caption", elem_id="greedy-caption")
                 greedy_info = gr.Markdown(elem_id="greedy-info")
+                buttons = {"greedy": gr.Button(SIDES["greedy"], size="sm", elem_id="explain-greedy")}
             with gr.Column():
                 gr.Markdown("### Beam")
                 beam_text = gr.HTML(label="Beam caption", elem_id="beam-caption")
@@ -158,7 +167,12 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
                                          label="n-best", elem_id="beam-list", interactive=False, wrap=True,
                                          column_widths=["58%", "14%", "14%", "14%"])
                 beam_info = gr.Markdown(elem_id="beam-info")
+                buttons["beam"] = gr.Button(SIDES["beam"], size="sm", elem_id="explain-beam")
         gr.Markdown(CONFIDENCE_NOTE, elem_id="confidence-note")
+        explain = gr.Checkbox(False, visible=False)  # the API's `explain`: maps of both captions in the answer
+        named = options | {"image": image, "variant": variant, "decoder_variant": decoder_variant, "explain": explain}
+        inputs = [named[name] for name in PARAMETERS]
+        add_panel(pool, requests, image, inputs, lambda values: dict(zip(PARAMETERS, values)), side_config, buttons)
         footer = gr.Markdown(elem_id="run-info")
         if not pool.error and card is not None:
             with gr.Accordion("Model card", open=False, elem_id="model-card"):
@@ -169,7 +183,7 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
             """The page's inputs, in `PARAMETERS` order, answered (or refused with a message)."""
             settings = dict(zip(PARAMETERS, values))
             return caption_or_explain(pool, settings["image"], settings, settings["variant"],
-                                      settings["decoder_variant"], requests)
+                                      settings["decoder_variant"], requests, bool(settings.get("explain")))
 
         def on_click(*values):
             result = answer(values)
@@ -198,8 +212,6 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
         # from the signature
         api.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
                                                for name in PARAMETERS])
-        named = options | {"image": image, "variant": variant, "decoder_variant": decoder_variant}
-        inputs = [named[name] for name in PARAMETERS]
         # with `requests`, Gradio's queue passes every caption event on at once (one limit for both events), and
         # `requests` bounds them; else the queue's default (demo.web.serve.CONCURRENCY)
         limit = requests.capacity if requests else "default"

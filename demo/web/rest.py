@@ -8,8 +8,9 @@ what went wrong (400 an image that does not decode, 401 no valid key, 413 over t
 
 The image comes as a multipart field `image` (options as further fields or in the query string) or as the raw
 request body (options in the query string). The options are `GenerationConfig`'s fields under their names, with
-the CLI's defaults, plus `variant`, `decoder_variant` and `compare` (greedy and beam side by side, the page's
-answer). Without `compare` the answer has `python -m demo caption --json`'s schema, for one image.
+the CLI's defaults, plus `variant`, `decoder_variant`, `compare` (greedy and beam side by side, the page's
+answer) and `explain` (each caption's occlusion maps, `demo.occlusion`). Without `compare` the answer has
+`python -m demo caption --json`'s schema, for one image.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Mount, Route
 
 from demo.bundle_layout import DEFAULT_VARIANT, MANIFEST, preferred
-from demo.captioner_pool import CannotCaption, CaptionerPool, StillLoading
+from demo.captioner_pool import CannotCaption, CaptionerPool, StillLoading, add_explanations
 from demo.errors import BadInput, CaptionerError
 from demo.generation import COMPARED, DEFAULTS, GENERATION, GenerationConfig, check_served, field_names, field_type
 from demo.model_card import read_model_card
@@ -36,7 +37,7 @@ from demo.web.upload import MAX_UPLOAD_BYTES
 
 PREFIX, HEALTH = "/v1", "/healthz"
 FORM_OVERHEAD = 64 * 1024  # a multipart body's boundaries and option fields, beyond the image's own bytes
-ROUTE_OPTIONS = ("variant", "decoder_variant", "compare")
+ROUTE_OPTIONS = ("variant", "decoder_variant", "compare", "explain")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 LOADING_RETRY_S = 5
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ class Asked:
     variant: str
     decoder_variant: str
     compare: bool
+    explain: bool  # each caption's occlusion maps in the answer (`demo.occlusion`)
 
 
 def routes(pool: CaptionerPool, requests: RequestQueue, keys: tuple[str, ...] = ()) -> list[BaseRoute]:
@@ -103,7 +105,7 @@ def rest_app(pool: CaptionerPool, requests: RequestQueue, keys: tuple[str, ...] 
     async def captions(request: Request) -> JSONResponse:
         """Caption one image: multipart field `image` or the raw body; options as fields or query parameters
         (`num_beams`, `max_length`, `length_penalty`, `num_return_sequences`, `no_repeat_ngram_size`, `variant`,
-        `decoder_variant`, `compare`)."""
+        `decoder_variant`, `compare`, `explain`)."""
         _authorize(request, keys)
         _ready(pool)
         ticket = _admit(requests)
@@ -229,7 +231,7 @@ def _options(pool: CaptionerPool, given: dict[str, str]) -> Asked:
     unknown = sorted(set(given) - set(known))
     if unknown:
         raise ApiError(422, "bad_options", f"unknown option {', '.join(unknown)} (options: {', '.join(known)})")
-    compare = _flag(given.get("compare", "false"))
+    compare, explain = (_flag(name, given.get(name, "false")) for name in ("compare", "explain"))
     variant = _variant(given.get("variant", preferred(pool.variants)), pool.variants, "variant")
     decoder_variant = _variant(given.get("decoder_variant", preferred(pool.decoder_variants)),
                                pool.decoder_variants, "decoder_variant")
@@ -239,7 +241,7 @@ def _options(pool: CaptionerPool, given: dict[str, str]) -> Asked:
         pool.get(variant, decoder_variant).check(check_served(config))
     except BadInput as exc:
         raise ApiError(422, "bad_options", str(exc)) from None
-    return Asked(config, variant, decoder_variant, compare)
+    return Asked(config, variant, decoder_variant, compare, explain)
 
 
 def _value(name: str, text: str):
@@ -253,9 +255,9 @@ def _value(name: str, text: str):
                                            f"not {text!r}") from None
 
 
-def _flag(text: str) -> bool:
+def _flag(name: str, text: str) -> bool:
     if text.strip().lower() not in TRUE + FALSE:
-        raise ApiError(422, "bad_options", f"compare must be true or false, not {text!r}")
+        raise ApiError(422, "bad_options", f"{name} must be true or false, not {text!r}")
     return text.strip().lower() in TRUE
 
 
@@ -273,11 +275,18 @@ def _caption(pool: CaptionerPool, image: bytes, name: str, asked: Asked) -> dict
     encoded = pool.encode(image, asked.variant, asked.decoder_variant, name=name)
     captioner = encoded.captioner
     if asked.compare:
-        return captioner.compare_features(encoded.features, asked.config, encoded.timings).to_dict(
+        answer = captioner.compare_features(encoded.features, asked.config, encoded.timings).to_dict(
             encoded.encoder_batch)
-    result = captioner.caption_features(encoded.features, captioner.options(asked.config), encoded.timings)[0]
-    return {"provider": captioner.provider, "variant": captioner.variant, "decoder_variant": captioner.decoder_variant,
-            "encoder_batch": encoded.encoder_batch, "images": [{"image": name, **result.to_dict()}]}
+        captions = [answer["greedy"], answer["beam"]]
+    else:
+        result = captioner.caption_features(encoded.features, captioner.options(asked.config), encoded.timings)[0]
+        answer = {"provider": captioner.provider, "variant": captioner.variant,
+                  "decoder_variant": captioner.decoder_variant, "encoder_batch": encoded.encoder_batch,
+                  "images": [{"image": name, **result.to_dict()}]}
+        captions = answer["images"]
+    if asked.explain:
+        add_explanations(encoded, captions)
+    return answer
 
 
 def _refusal(exc: CaptionerError) -> ApiError:
