@@ -20,8 +20,8 @@ from demo.artifacts import atomic_write_bytes, atomic_write_json
 from demo.bundle_layout import DEFAULT_RUN
 from demo.sessions import PROVIDERS
 
-BENCHMARKS = ("features", "calibration", "training", "encoder", "decoding", "end_to_end", "serving", "folder", "export",
-              "multiworker")
+BENCHMARKS = ("features", "calibration", "training", "encoder", "decoding", "end_to_end", "serving", "folder",
+              "explanations", "export", "multiworker")
 QUICK_SKIPS = ("export", "multiworker")  # minutes each on their own: --quick and --smoke leave them to --only
 
 

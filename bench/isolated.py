@@ -78,17 +78,24 @@ def _folder(args: argparse.Namespace) -> list[dict]:
     return [measure(args.run, effort=args.effort, provider=args.provider)]
 
 
+def _explanations(args: argparse.Namespace) -> list[dict]:
+    from bench.explanations import measure  # lazy: a child imports only the benchmark it runs
+
+    return [measure(args.run, effort=args.effort, provider=args.provider)]
+
+
 def _multiworker(args: argparse.Namespace) -> list[dict]:
     from bench.multiworker_training import measure  # lazy: a child imports only the benchmark it runs
 
     return [measure(args.run, effort=args.effort)]
 
 
-# provider: the ONNX Runtime provider of the decoding, end-to-end and folder runtimes (the others measure the CPU)
+# provider: the ONNX Runtime provider of the decoding, end-to-end, folder and explanation runtimes (the others
+# measure the CPU)
 RUNNERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
     "features": _features, "calibration": _calibration, "training": _training, "encoder": _encoder,
     "decoding": _decoding, "end_to_end": _end_to_end, "serving": _serving, "export": _export, "folder": _folder,
-    "multiworker": _multiworker,
+    "explanations": _explanations, "multiworker": _multiworker,
 }
 
 

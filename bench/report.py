@@ -234,6 +234,24 @@ def _folder_rows(entry: dict) -> list[str]:
             f"| >= {target['ratio_at_least']:g} | {_met(target['met'])} |"]
 
 
+def _explanation_rows(entry: dict) -> list[str]:
+    grid, target = entry["grid"], entry["target"]
+    lines = [f"| occlusion explanations (`python -m demo explain`, greedy caption, {grid['cells']}x{grid['cells']} "
+             f"regions of {grid['patch']} px every {grid['stride']} px, {entry['images']} synthetic test images, "
+             f"{entry['provider']}) | | | | |"]
+    for variant, row in entry["variants"].items():
+        bound = f"<= {target['int8_seconds_at_most']:g} | {_met(target['met'])}" if variant == "int8" else " |"
+        lines.append(f"| | {variant}: s per explanation, median (p95; encoder ms median) | {row['seconds_median']:.2f} "
+                     f"({row['seconds_p95']:.2f}; {row['encoder_ms_median']:.0f}) | {bound} |")
+        for kind, score in row["pointing"].items():
+            if score["words"]:
+                lines.append(f"| | {variant}: {kind} words of rightly named shapes ({score['words']}): pointing game "
+                             f"/ mass in the box / chance (the box's share) | {score['pointing']:.2f} / "
+                             f"{score['mass_in_box']:.2f} / {score['chance']:.2f} | well above chance | "
+                             f"{_met(score['pointing'] > 2 * score['chance'])} |")
+    return lines
+
+
 def _multiworker_rows(entry: dict) -> list[str]:
     timings, volume = entry["timings"], entry["all_reduce"]
     lines = [f"| multi-worker training (`fit --strategy multiworker --local-workers 2`, {entry['run']}, global batch "
@@ -263,7 +281,7 @@ ROWS = {"feature_extraction": _features_rows, "calibration": _calibration_rows, 
         "encoder_latency": _encoder_rows,
         "export": _export_rows, "decoding": _decoding_rows, "decoding_flickr_scale": _decoding_rows,
         "end_to_end": _end_to_end_rows, "serving_load": _serving_rows, "folder_captioning": _folder_rows,
-        "multiworker_training": _multiworker_rows}
+        "explanations": _explanation_rows, "multiworker_training": _multiworker_rows}
 
 
 def published(paths: list[Path]) -> str:

@@ -128,20 +128,26 @@ class CaptionClaims:
     background: str | None  # None when named by a word that is no background name
 
 
-def _claims(words: Sequence[str]) -> list[tuple[str, object]]:
-    """(kind, value) per recognised phrase, longest match first; ("word", w) for anything else."""
+def claim_spans(words: Sequence[str]) -> list[tuple[str, object, int, int]]:
+    """(kind, value, start, stop) per recognised phrase, longest match first, `words[start:stop]` its words;
+    ("word", w, i, i + 1) for anything else."""
     found, at = [], 0
     while at < len(words):
         for length in range(min(_LONGEST, len(words) - at), 0, -1):
             claim = LEXICON.get(tuple(words[at:at + length]))
             if claim is not None:
-                found.append(claim)
+                found.append((*claim, at, at + length))
                 at += length
                 break
         else:
-            found.append(("word", words[at]))
+            found.append(("word", words[at], at, at + 1))
             at += 1
     return found
+
+
+def _claims(words: Sequence[str]) -> list[tuple[str, object]]:
+    """(kind, value) per recognised phrase, as `claim_spans` finds them."""
+    return [(kind, value) for kind, value, _, _ in claim_spans(words)]
 
 
 def parse_caption(words: Sequence[str]) -> CaptionClaims:

@@ -36,12 +36,12 @@ def test_machine_and_every_benchmark_but_the_long_ones_are_reported(smoke_result
     assert results["effort"] == "smoke"
     names = {b["name"] for b in results["benchmarks"]}
     assert names == {"feature_extraction", "calibration", "training_speed", "encoder_latency", "decoding", "end_to_end",
-                     "serving_load", "folder_captioning"}
+                     "serving_load", "folder_captioning", "explanations"}
     table = (out / "results.md").read_text()
     for row in ("ratio pipeline / bare", "ratio seed / ours", "ratio ORT int8 / ORT fp32", "seed loop / ORT greedy",
                 "p50 / p95 ms", "int8 batched, 8 callers", "requests/s batched / unbatched",
                 "ratio batch 8 / batch 1", "in VGG16 forward passes of the same images", "A smoke run",
-                "ONNX Runtime: share of the fp32 GEMM peak"):
+                "ONNX Runtime: share of the fp32 GEMM peak", "s per explanation"):
         assert row in table, row
     assert (out / "latency_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
