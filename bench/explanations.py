@@ -25,7 +25,7 @@ TARGET_INT8_SECONDS = 3.0  # one image, one caption, 2 cores
 
 
 def measure(run: Path, effort: str = "full", provider: str = "cpu") -> dict:
-    from demo.captioner import Captioner
+    from demo.captioner import Captioner  # lazy: the other rows need no ONNX Runtime session in this process
 
     files = RunFiles(run)
     bundle = files.bundle

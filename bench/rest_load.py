@@ -50,7 +50,7 @@ def one_caller(url: str, bundle: Path, variant: str, images: list[Path], rounds:
     """REST p50 / in-process `Captioner.compare` p50 on the same images, a pair of each in turn, the second of
     each pair timed: the first after a switch pays for the other process's ONNX Runtime threads, still spinning
     (a few ms), which is this benchmark's doing, not either side's cost."""
-    from demo.captioner import Captioner
+    from demo.captioner import Captioner  # lazy: the other rows need no ONNX Runtime session in this process
 
     captioner = Captioner(bundle, variant=variant)
     config = COMPARED.replace(max_length=MAX_WORDS, num_return_sequences=1)

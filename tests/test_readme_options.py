@@ -14,7 +14,7 @@ import pytest
 from tests.helpers import REPO
 
 COMMAND = re.compile(r"python -m ([a-z_.]+)((?: [^`\n#|]*)?)")
-SUBCOMMANDS = {"demo": ("caption", "serve"), "train": ("prepare", "features", "fit", "evaluate")}
+SUBCOMMANDS = {"demo": ("caption", "explain", "serve"), "train": ("prepare", "features", "fit", "evaluate")}
 
 
 def readme_commands() -> list[tuple[str, str | None, list[str]]]:
