@@ -38,7 +38,7 @@ def add_panel(pool: CaptionerPool, requests: RequestQueue | None, image: gr.comp
         word = gr.Radio([], label="Word", elem_id="explain-word", visible=False)
         shown = gr.Image(label="What made the model say it", type="pil", interactive=False, visible=False,
                          elem_id="explain-map")
-        strip = gr.Gallery(label="Every word, on one scale (click one)", columns=10, height="auto", visible=False,
+        strip = gr.Gallery(label="Every word, on one scale (click one)", columns=10, height=220, visible=False,
                            elem_id="explain-strip", allow_preview=False)
 
     def explain(side: str, cache, *values, progress=gr.Progress()):
