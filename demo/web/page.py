@@ -28,8 +28,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 # The API's positional order, frozen: the image, the first four options, the variants, then the options added
 # since (gradio_client fills in parameters a call leaves out with the controls' values).
 FIRST_OPTIONS = 4
-PARAMETERS = ("image", *field_names()[:FIRST_OPTIONS], "variant", "decoder_variant", *field_names()[FIRST_OPTIONS:],
-              "explain")
+PARAMETERS = ("image", *field_names()[:FIRST_OPTIONS], "variant", "decoder_variant", *field_names()[FIRST_OPTIONS:])
 log = logging.getLogger(__name__)
 
 
@@ -169,8 +168,7 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
                 beam_info = gr.Markdown(elem_id="beam-info")
                 buttons["beam"] = gr.Button(SIDES["beam"], size="sm", elem_id="explain-beam")
         gr.Markdown(CONFIDENCE_NOTE, elem_id="confidence-note")
-        explain = gr.Checkbox(False, visible=False)  # the API's `explain`: maps of both captions in the answer
-        named = options | {"image": image, "variant": variant, "decoder_variant": decoder_variant, "explain": explain}
+        named = options | {"image": image, "variant": variant, "decoder_variant": decoder_variant}
         inputs = [named[name] for name in PARAMETERS]
         add_panel(pool, requests, image, inputs, lambda values: dict(zip(PARAMETERS, values)), side_config, buttons)
         footer = gr.Markdown(elem_id="run-info")
@@ -179,11 +177,11 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
                 gr.Markdown(card.text)
         api_result = gr.JSON(visible=False)
 
-        def answer(values: tuple) -> dict:
+        def answer(values: tuple, explain: bool = False) -> dict:
             """The page's inputs, in `PARAMETERS` order, answered (or refused with a message)."""
             settings = dict(zip(PARAMETERS, values))
             return caption_or_explain(pool, settings["image"], settings, settings["variant"],
-                                      settings["decoder_variant"], requests, bool(settings.get("explain")))
+                                      settings["decoder_variant"], requests, explain)
 
         def on_click(*values):
             result = answer(values)
@@ -208,15 +206,22 @@ def build_app(pool: CaptionerPool, requests: RequestQueue | None = None) -> gr.B
         def api(*values) -> dict:
             return answer(values)
 
+        def api_explained(*values) -> dict:
+            return answer(values, explain=True)
+
         # named parameters: API callers may pass settings by these names (GenerationConfig's); Gradio reads them
         # from the signature
-        api.__signature__ = inspect.Signature([inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                                               for name in PARAMETERS])
+        api.__signature__ = api_explained.__signature__ = inspect.Signature(
+            [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in PARAMETERS])
         # with `requests`, Gradio's queue passes every caption event on at once (one limit for both events), and
         # `requests` bounds them; else the queue's default (demo.web.serve.CONCURRENCY)
         limit = requests.capacity if requests else "default"
         button.click(on_click, inputs, [greedy_text, greedy_info, beam_text, beam_list, beam_info, footer],
                      api_visibility="private", concurrency_id="caption", concurrency_limit=limit)
         gr.Button(visible=False).click(api, inputs, api_result, api_name="caption", concurrency_id="caption",
+                                       concurrency_limit=limit)
+        # `caption`'s answer with each caption's occlusion maps: its own endpoint, as a parameter added to `caption`
+        # would break the raw HTTP calls that send `caption`'s values by position
+        gr.Button(visible=False).click(api_explained, inputs, api_result, api_name="explain", concurrency_id="caption",
                                        concurrency_limit=limit)
     return app
