@@ -27,7 +27,7 @@ REQUIREMENT_FILES := requirements.txt requirements-gpu.txt demo/requirements.txt
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements/common.txt
+$(STAMP): requirements.txt requirements/common.txt requirements/ray.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt

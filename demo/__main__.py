@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
                          help="images loaded and captioned together (default: %(default)s; a kill loses at most "
                               "one batch; `python -m bench --only folder` compares batch sizes on this machine)")
+    engine = caption.add_argument_group("on a Ray cluster (pip install -r requirements/ray.txt)")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this process (default); ray: a Ray Data job, one captioner per actor, rows "
+                             "appended to --out (required) as they come back, resumable as with local")
+    engine.add_argument("--address", default=None,
+                        help="the Ray cluster to join (auto, or ray://HEAD:10001); default: a local one on 127.0.0.1")
+    engine.add_argument("--actors", type=_positive, default=None,
+                        help="captioners held at once (default: the cluster's CPUs / --threads-per-actor)")
+    engine.add_argument("--threads-per-actor", type=_positive, default=1,
+                        help="CPUs per actor, its ONNX Runtime threads (default: %(default)s)")
+    engine.add_argument("--gpus-per-actor", type=float, default=0.0,
+                        help="GPUs (or a share of one) per actor, with --provider cuda (default: 0)")
     written = caption.add_mutually_exclusive_group()
     written.add_argument("--json", action="store_true", help="print JSON: captions, scores, n-best, timings")
     written.add_argument("--out", type=_results_path, metavar="FILE",
@@ -80,12 +92,16 @@ def caption_command(args: argparse.Namespace) -> int:
     from demo.captioner import Captioner  # lazy: `serve` alone needs Gradio, `caption` alone ORT
 
     config = generation.from_args(args)  # user errors before the model loads
+    if args.engine == "ray" and not args.out:
+        raise BadInput("--engine ray writes its rows to a file: add --out FILE.jsonl (or .csv)")
     images = find_images(args.images, args.recursive)
     with ResultsFile(args.out, candidates=config.num_return_sequences > 1, word_log_probs=True) if args.out \
             else nullcontext() as out:
         todo = out.todo(images) if out else images
         if out and not todo:
             return EXIT_OK
+        if args.engine == "ray":
+            return _caption_on_ray(args, config, out, todo)
         captioner = Captioner(args.model, provider=args.provider, variant=args.variant,
                               decoder_variant=args.decoder_variant)
         options = captioner.options(config)
@@ -94,6 +110,15 @@ def caption_command(args: argparse.Namespace) -> int:
         refused = caption_paths(captioner, todo, options, args.batch_size, output)
     if args.json:
         output.finish()
+    return EXIT_SOME_INPUTS_REFUSED if refused else EXIT_OK
+
+
+def _caption_on_ray(args: argparse.Namespace, config, out: ResultsFile, todo: list[Path]) -> int:
+    from demo.ray_captioning import RaySettings, caption_with_ray  # lazy: Ray only for --engine ray
+
+    settings = RaySettings(args.address, args.actors, args.threads_per_actor, args.gpus_per_actor)
+    refused = caption_with_ray(args.model, todo, out, config, args.provider, args.variant, args.decoder_variant,
+                               args.batch_size, settings)
     return EXIT_SOME_INPUTS_REFUSED if refused else EXIT_OK
 
 
