@@ -21,8 +21,8 @@ from demo.bundle_layout import DEFAULT_RUN
 from demo.sessions import PROVIDERS
 
 BENCHMARKS = ("features", "calibration", "training", "encoder", "decoding", "end_to_end", "serving", "folder",
-              "explanations", "export", "multiworker")
-QUICK_SKIPS = ("export", "multiworker")  # minutes each on their own: --quick and --smoke leave them to --only
+              "explanations", "ray", "export", "multiworker")
+QUICK_SKIPS = ("export", "multiworker", "ray")  # minutes each on their own: --quick and --smoke leave them to --only
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

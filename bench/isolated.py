@@ -84,6 +84,12 @@ def _explanations(args: argparse.Namespace) -> list[dict]:
     return [measure(args.run, effort=args.effort, provider=args.provider)]
 
 
+def _ray(args: argparse.Namespace) -> list[dict]:
+    from bench.ray_captioning import measure  # lazy: a child imports only the benchmark it runs
+
+    return [measure(args.run, effort=args.effort)]
+
+
 def _multiworker(args: argparse.Namespace) -> list[dict]:
     from bench.multiworker_training import measure  # lazy: a child imports only the benchmark it runs
 
@@ -95,7 +101,7 @@ def _multiworker(args: argparse.Namespace) -> list[dict]:
 RUNNERS: dict[str, Callable[[argparse.Namespace], list[dict]]] = {
     "features": _features, "calibration": _calibration, "training": _training, "encoder": _encoder,
     "decoding": _decoding, "end_to_end": _end_to_end, "serving": _serving, "export": _export, "folder": _folder,
-    "explanations": _explanations, "multiworker": _multiworker,
+    "explanations": _explanations, "ray": _ray, "multiworker": _multiworker,
 }
 
 

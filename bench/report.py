@@ -252,6 +252,18 @@ def _explanation_rows(entry: dict) -> list[str]:
     return lines
 
 
+def _ray_rows(entry: dict) -> list[str]:
+    rates, target = entry["images_per_s"], entry["target"]
+    return ["| a folder as a Ray Data job (`caption FOLDER --out X.jsonl --variant int8 --engine ray`, local cluster, "
+            "process start included) | | | | |",
+            f"| | {entry['images']} JPEGs: images/s, one process / Ray | {rates['local_large']:.2f} / "
+            f"{rates['ray_large']:.2f} | | |",
+            f"| | ratio Ray / one process | {entry['ratio_ray_to_local']:.2f} | >= {target['ratio_at_least']:g} | "
+            f"{_met(target['met'])} |",
+            f"| | Ray's fixed cost (cluster, actors, models), s: {entry['small_images']} images, Ray minus one process "
+            f"| {entry['ray_fixed_cost_s']:.1f} | | |"]
+
+
 def _multiworker_rows(entry: dict) -> list[str]:
     timings, volume = entry["timings"], entry["all_reduce"]
     lines = [f"| multi-worker training (`fit --strategy multiworker --local-workers 2`, {entry['run']}, global batch "
@@ -281,7 +293,7 @@ ROWS = {"feature_extraction": _features_rows, "calibration": _calibration_rows, 
         "encoder_latency": _encoder_rows,
         "export": _export_rows, "decoding": _decoding_rows, "decoding_flickr_scale": _decoding_rows,
         "end_to_end": _end_to_end_rows, "serving_load": _serving_rows, "folder_captioning": _folder_rows,
-        "explanations": _explanation_rows, "multiworker_training": _multiworker_rows}
+        "explanations": _explanation_rows, "ray_captioning": _ray_rows, "multiworker_training": _multiworker_rows}
 
 
 def published(paths: list[Path]) -> str:
