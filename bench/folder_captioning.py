@@ -23,15 +23,17 @@ from train.run_files import RunFiles
 TARGET_RATIO = 2.0  # default batch over batch 1, images/s
 
 
-def _side(bundle: Path, folder: Path, outs: Path, images: int, provider: str, batch: int | None):
-    """A callable that captions `folder` once into a new file and returns how many images it captioned."""
+def folder_side(bundle: Path, folder: Path, outs: Path, images: int, provider: str, *extra: str):
+    """A callable that captions `folder` once (int8, `extra` flags added) into a new file and returns how many
+    images it captioned; a run that fails or misses an image raises."""
     runs = count()
+    label = "-".join(part.strip("-") for part in extra) or "default"
 
     def run() -> int:
-        out = outs / f"batch-{batch or 'default'}-{next(runs)}.jsonl"
+        out = outs / f"{label}-{folder.name}-{next(runs)}.jsonl"
         command = [sys.executable, "-m", "demo", "caption", str(folder), "--model", str(bundle), "--variant", "int8",
-                   "--provider", provider, "--out", str(out)] + (["--batch-size", str(batch)] if batch else [])
-        result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+                   "--provider", provider, "--out", str(out), *extra]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
         rows = out.read_text().count("\n") if out.is_file() else 0
         if result.returncode != 0 or rows != images:
             raise RuntimeError(f"{' '.join(command)}: exit {result.returncode}, {rows} of {images} rows: "
@@ -49,8 +51,8 @@ def measure(run: Path, effort: str = "full", provider: str = "cpu") -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-folder-") as tmp:
         folder = Path(tmp) / "photos"
         photo_like_jpegs(folder, images, seed=11)
-        sides = {"batch_default": _side(bundle, folder, Path(tmp), images, provider, None),
-                 "batch_1": _side(bundle, folder, Path(tmp), images, provider, 1)}
+        sides = {"batch_default": folder_side(bundle, folder, Path(tmp), images, provider),
+                 "batch_1": folder_side(bundle, folder, Path(tmp), images, provider, "--batch-size", "1")}
         rates = interleaved(sides, repeats)
     ratio = rates["batch_default"]["median_per_s"] / rates["batch_1"]["median_per_s"]
     return {"name": "folder_captioning", "images": images, "image_size": [500, 375], "variant": "int8",

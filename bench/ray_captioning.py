@@ -7,13 +7,11 @@ the two on a handful of images; what it costs per batch beyond that shows in the
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
-from itertools import count
 from pathlib import Path
 
 from bench.effort import pick
+from bench.folder_captioning import folder_side
 from bench.images import photo_like_jpegs
 from bench.timing import interleaved
 from demo import bundle_layout as layout
@@ -21,22 +19,6 @@ from train.run_files import RunFiles
 
 TARGET_RATIO = 0.8  # Ray images/s over the one-process command's, same folder, 2 cores
 SMALL = 8  # images in the folder that measures the fixed cost
-
-
-def _side(bundle: Path, folder: Path, outs: Path, images: int, engine: str):
-    runs = count()
-
-    def run() -> int:
-        out = outs / f"{engine}-{folder.name}-{next(runs)}.jsonl"
-        command = [sys.executable, "-m", "demo", "caption", str(folder), "--model", str(bundle), "--variant", "int8",
-                   "--provider", "cpu", "--out", str(out), "--engine", engine]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=3600)
-        rows = out.read_text().count("\n") if out.is_file() else 0
-        if result.returncode != 0 or rows != images:
-            raise RuntimeError(f"{' '.join(command)}: exit {result.returncode}, {rows} of {images} rows: "
-                               f"{result.stderr[-1500:]}")
-        return images
-    return run
 
 
 def measure(run: Path, effort: str = "full") -> dict:
@@ -51,7 +33,7 @@ def measure(run: Path, effort: str = "full") -> dict:
         photo_like_jpegs(small, SMALL, seed=6)
         outs = Path(tmp) / "outs"
         outs.mkdir()
-        sides = {f"{engine}_{size}": _side(bundle, folder, outs, n, engine)
+        sides = {f"{engine}_{size}": folder_side(bundle, folder, outs, n, "cpu", "--engine", engine)
                  for engine in ("local", "ray") for size, folder, n in (("small", small, SMALL),
                                                                           ("large", large, images))}
         measured = interleaved(sides, rounds)

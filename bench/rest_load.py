@@ -89,7 +89,7 @@ def callers(url: str, images: list[Path], count: int, per_caller: int, alone: di
                     if without_timings(response.json()) != without_timings(alone[image]):
                         differ.append(image.name)
 
-    wall = _threads(caller, count)
+    wall = run_threads(caller, count)
     return {"callers": count, "requests": count * per_caller, "errors": len(errors), "error_samples": errors[:3],
             "throughput_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)) * 1000,
             "mean_encoder_batch": float(np.mean(batches)), "differ_from_alone": len(differ)}
@@ -124,7 +124,7 @@ def storm(url: str, images: list[Path], requests: int, alone: dict[Path, dict], 
                             without_timings(response.json()) != without_timings(alone[image]):
                         unlike.append(image.name)
 
-    wall = _threads(client_loop, STORM_CLIENTS)
+    wall = run_threads(client_loop, STORM_CLIENTS)
     server_errors = sum(n for status, n in statuses.items() if status.startswith("5") and status != "503")
     return {"clients": STORM_CLIENTS, "requests": per_client * STORM_CLIENTS, "seconds": wall,
             "statuses": dict(sorted(statuses.items())), "connection_failures": len(failed),
@@ -144,7 +144,8 @@ def _bad_kinds(image: Path, folder: Path) -> list[tuple[str, dict, int]]:
             ("no_key", {"key": None}, 401)]
 
 
-def _threads(target: Callable[[int], None], count: int) -> float:
+def run_threads(target: Callable[[int], None], count: int) -> float:
+    """`target(0)` ... `target(count - 1)` in as many threads at once; the seconds until all are done."""
     threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
     started = time.perf_counter()
     for thread in threads:

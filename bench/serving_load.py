@@ -131,13 +131,7 @@ def _load(server: Server, callers: int, per_caller: int, images: list[Path], alo
                 if image in alone and rest_load.without_timings(answer) != rest_load.without_timings(alone[image]):
                     differ.append(image.name)
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(callers)]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    wall = rest_load.run_threads(caller, callers)
     return {"callers": callers, "requests": callers * per_caller, "errors": len(errors), "error_samples": errors[:3],
             "throughput_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(latencies, 50)) * 1000,
             "p95_ms": float(np.percentile(latencies, 95)) * 1000, "model_p50_ms": float(np.percentile(models, 50)),
