@@ -22,8 +22,13 @@ import pytest
 from tests.helpers import REPO, offline_env, split_images
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("ray", reason="requirements/ray.txt is part of requirements.txt: install it (make venv)")
-COPIES = 6  # the test images, each copied under several names: enough batches for a kill to land in the middle
+try:
+    import ray  # noqa: F401  (only whether it is there)
+except ImportError:  # requirements.txt installs it; CI must not pass by skipping
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("Ray is not installed: pip install -r requirements/ray.txt (make venv does)", allow_module_level=True)
+COPIES = 4  # the test images, each copied under several names: enough batches for a kill to land in the middle
 
 
 def caption(bundle: Path, images: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -55,9 +60,10 @@ def folder(exported_run, tmp_path_factory) -> Path:
     return folder
 
 
-def test_a_ray_job_writes_the_one_process_rows_on_loopback_and_resumes(exported_run, folder, tmp_path):
+def test_a_ray_job_writes_the_one_process_rows_on_loopback(exported_run, folder, tmp_path):
     """Same rows (captions, log-probabilities, candidates, the bad file's error row) as the one-process command;
-    exit 1 for the refused file in both; the nodes on 127.0.0.1 only; a rerun captions nothing again."""
+    exit 1 for the refused file in both; the nodes on 127.0.0.1 only. (A rerun skipping what is done: the next
+    test, after a kill.)"""
     bundle = exported_run / "onnx"
     local, ray = caption(bundle, folder, tmp_path / "local.jsonl"), caption(bundle, folder, tmp_path / "ray.jsonl",
                                                                             "--engine", "ray")
@@ -68,10 +74,6 @@ def test_a_ray_job_writes_the_one_process_rows_on_loopback_and_resumes(exported_
     expected, got = rows(tmp_path / "local.jsonl"), rows(tmp_path / "ray.jsonl")
     assert got == expected
     assert "error" in got[str(folder / "broken.png")] and len(got) == 8 * COPIES + 1
-    again = caption(bundle, folder, tmp_path / "ray.jsonl", "--engine", "ray")
-    _, err = again.communicate(timeout=540)
-    assert again.returncode == 1, err[-2000:]  # the refused file is retried, and refused again
-    assert rows(tmp_path / "ray.jsonl") == expected, "nothing captioned twice"
 
 
 def test_a_job_killed_half_way_and_rerun_has_every_image_once(exported_run, folder, tmp_path):
