@@ -88,20 +88,29 @@ class Explanation:
                 "end": self.end.to_dict(), "timings_ms": self.timings_ms}
 
 
+@dataclass
+class HiddenVersions:
+    """The encoder's features of the image (row 0) and of each hidden version: all any caption of this image
+    needs to be explained; `encoder_ms`, what computing them took."""
+
+    features: np.ndarray  # (1 + cells**2, F)
+    encoder_ms: float
+
+
 def occluded_features(captioner, pixels: np.ndarray, grid: OcclusionGrid = GRID, batch_size: int = ENCODER_BATCH,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-    """The encoder's features of the image and of each hidden version, (1 + cells**2, F): all any caption of this
-    image needs to be explained. `progress(done, total)` after each pass."""
+                      progress: Callable[[int, int], None] | None = None) -> HiddenVersions:
+    """The image and each hidden version through the encoder, in batches; `progress(done, total)` after each."""
+    started = time.perf_counter()
     versions = grid.occluded(pixels)
     passes = []
     for start in range(0, len(versions), batch_size):
         passes.append(captioner.encode(versions[start:start + batch_size])[0])
         if progress:
             progress(min(start + batch_size, len(versions)), len(versions))
-    return np.concatenate(passes)
+    return HiddenVersions(np.concatenate(passes), (time.perf_counter() - started) * 1000)
 
 
-def explain_caption(captioner, features: np.ndarray, words: list[str], grid: OcclusionGrid = GRID) -> Explanation:
+def explain_caption(captioner, hidden: HiddenVersions, words: list[str], grid: OcclusionGrid = GRID) -> Explanation:
     """The occlusion maps of `words` (a caption of this image, from any search), from `occluded_features`."""
     started = time.perf_counter()
     vocab = captioner.vocab
@@ -110,10 +119,11 @@ def explain_caption(captioner, features: np.ndarray, words: list[str], grid: Occ
         raise BadInput(f"the caption has words this model's vocabulary lacks ({', '.join(unknown)}): explain a "
                        "caption the model wrote")
     targets = [*map(vocab.id_of, words), vocab.end_id]
-    log_probs = captioner.decoder.word_log_probs(features, vocab.start_id, targets)
+    log_probs = captioner.decoder.word_log_probs(hidden.features, vocab.start_id, targets)
     drops = (log_probs[0] - log_probs[1:]).T.reshape(len(targets), grid.cells, grid.cells)
     maps = [WordMap(word, float(log_probs[0, t]), drops[t]) for t, word in enumerate([*words, END])]
-    timings = {"decoder_ms": (time.perf_counter() - started) * 1000}
+    timings = {"decoder_ms": (time.perf_counter() - started) * 1000, "encoder_ms": hidden.encoder_ms,
+               "images_encoded": len(hidden.features)}
     return Explanation(" ".join(words), maps[:-1], maps[-1], grid, timings)
 
 
@@ -126,9 +136,5 @@ def explain_image(captioner, image: ImageSource, config: GenerationConfig, candi
     if not 0 <= candidate < len(result.candidates):
         raise BadInput(f"candidate {candidate} does not exist: the search listed {len(result.candidates)} "
                        "(ask for more with num_return_sequences)")
-    started = time.perf_counter()
-    features = occluded_features(captioner, pixels, grid)
-    encoder_ms = (time.perf_counter() - started) * 1000
-    explanation = explain_caption(captioner, features, result.candidates[candidate].tokens, grid)
-    explanation.timings_ms |= {"encoder_ms": encoder_ms, "images_encoded": len(features)}
-    return explanation
+    return explain_caption(captioner, occluded_features(captioner, pixels, grid), result.candidates[candidate].tokens,
+                           grid)

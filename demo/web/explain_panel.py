@@ -7,7 +7,6 @@ computed with, so explaining the other caption of the same image is instant.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 import gradio as gr
@@ -86,17 +85,13 @@ def _explained(pool: CaptionerPool, settings: dict, config, cache: dict | None, 
     captioner = pool.get(variant, decoder_variant)
     pixels = load_image(image, name=upload_name(image))
     key = (str(image), variant, decoder_variant)
-    started = time.perf_counter()
     if cache and cache.get("key") == key:
-        features, encoder_ms = cache["features"], cache["encoder_ms"]
+        hidden = cache["hidden"]
     else:
-        features = occluded_features(captioner, pixels, progress=lambda done, total: progress(
+        hidden = occluded_features(captioner, pixels, progress=lambda done, total: progress(
             done / total, desc=f"hiding each region: {done} of {total} images encoded"))
-        encoder_ms = (time.perf_counter() - started) * 1000
     result = captioner.caption_pixels(pixels[None], captioner.options(captioner.check(config)))[0]
-    explanation = explain_caption(captioner, features, result.tokens)
-    explanation.timings_ms |= {"encoder_ms": encoder_ms, "images_encoded": len(features)}
-    return explanation, {"key": key, "features": features, "encoder_ms": encoder_ms}
+    return explain_caption(captioner, hidden, result.tokens), {"key": key, "hidden": hidden}
 
 
 def _picked(event: gr.SelectData) -> int:
