@@ -149,7 +149,7 @@ def measure(run: Path, effort: str = "full") -> dict:
         images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
         variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, effort,
                                     Path(tmp) / "bad")
-                    for v in layout.VARIANTS}
+                    for v in (("int8",) if effort == "smoke" else layout.VARIANTS)}  # smoke: the rows, once
     return {"name": "serving_load", "beams": COMPARED.num_beams, "variants": variants, "targets": TARGETS}
 
 

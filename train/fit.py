@@ -27,9 +27,16 @@ from demo.errors import BadInput, MissingFile
 from demo.vocab import Vocabulary
 from train.cluster import Cluster, resolve_cluster
 from train.config import FitConfig, to_json
-from train.encoder import apply_top, dense_top_weights
+from train.encoder import TOP_LAYERS, apply_top, dense_top_weights
 from train.feature_cache import load_cache
-from train.model import ModelSpec, build_fine_tune_model, build_training_model, fine_tuned_top, load_trained
+from train.model import (
+    ModelSpec,
+    build_fine_tune_model,
+    build_training_model,
+    fine_tuned_top,
+    load_trained,
+    saved_layer_names,
+)
 from train.multiworker import join_cluster, leave_together, output_root, peer_failure
 from train.run_features import encoder_spec_of
 from train.run_files import RunFiles, update_run_config
@@ -163,8 +170,16 @@ def distribution_strategy(cfg: FitConfig, cluster: Cluster | None):
     return strategy
 
 
+def check_first_stage(path: Path) -> None:
+    """`--init-from` names a frozen-feature model: refused before any cache or model is loaded."""
+    if set(TOP_LAYERS) <= saved_layer_names(path):
+        raise BadInput(f"--init-from {path} is already fine-tuned; give the frozen-feature model of a first stage")
+
+
 def run_fit(cfg: FitConfig):
     files = RunFiles(Path(cfg.run))
+    if cfg.fine_tune_top and cfg.init_from:
+        check_first_stage(cfg.init_from)
     cluster = resolve_cluster(cfg.workers, cfg.worker_index) if cfg.strategy == "multiworker" else None
     strategy = distribution_strategy(cfg, cluster)
     keras.utils.set_random_seed(cfg.seed)
@@ -238,9 +253,6 @@ def _build_fine_tune(cfg: FitConfig, files: RunFiles, vocab: Vocabulary, cache, 
     the feature scale is that of their fc2 output on training images, as for a frozen run, or the first stage's."""
     top = dense_top_weights(encoder_spec_of(files, "block5_pool"))
     first_stage = load_trained(cfg.init_from) if cfg.init_from else None
-    if first_stage is not None and fine_tuned_top(first_stage) is not None:
-        raise BadInput(f"--init-from {cfg.init_from} is already fine-tuned; give the frozen-feature model of a "
-                       "first stage")
     if first_stage is None:
         images = np.unique(train_data.rows)  # sorted, as the sample was drawn before
         sample = np.random.default_rng(cfg.seed).choice(images, size=min(SCALE_SAMPLE, len(images)), replace=False)

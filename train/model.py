@@ -15,10 +15,13 @@ O(100), and the exported graph must see the same scaling as training did.
 """
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from demo import bundle_layout as layout
-from demo.errors import DamagedFile
+from demo.errors import DamagedFile, MissingFile
 from train.encoder import FEATURE_DIM, POOL_DIM, TOP_LAYERS
 from train.tf_import import import_keras
 
@@ -140,12 +143,25 @@ class FlattenCaptions(keras.layers.Layer):
         return super().get_config() | {"captions_per_image": self.captions_per_image, "inverse": self.inverse}
 
 
+def saved_layer_names(path: Path) -> set[str]:
+    """The layer names a saved `.keras` model declares, read from its config: no TensorFlow graph, no weights."""
+    if not Path(path).is_file():
+        raise MissingFile(f"{path}: no such model file; give a `model.keras` that `python -m train fit` saved")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return {layer["config"]["name"] for layer in config["config"]["layers"]}
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as exc:
+        raise DamagedFile(f"{path} is not a readable Keras model ({type(exc).__name__}: {exc}); train again with "
+                          "`python -m train fit`") from exc
+
+
 def fine_tuned_top(trained) -> dict | None:
     """fc1's and fc2's trained (kernel, bias) when `trained` fine-tuned VGG16's top, else None (frozen fc2)."""
     names = {layer.name for layer in trained.layers}
-    if not {"fc1", "fc2"} <= names:
+    if not set(TOP_LAYERS) <= names:
         return None
-    return {name: trained.get_layer(name).effective_weights() for name in ("fc1", "fc2")}
+    return {name: trained.get_layer(name).effective_weights() for name in TOP_LAYERS}
 
 
 def build_training_model(spec: ModelSpec):

@@ -76,7 +76,8 @@ def test_end_to_end_runs_without_tensorflow_and_serving_compares_each_answer_wit
     # the int8 encoder is a quarter of the fp32 file; its process must show it
     assert end_to_end["variants"]["int8"]["peak_rss_mib"] < end_to_end["variants"]["fp32"]["peak_rss_mib"]
     serving = by_name(results, "serving_load")["variants"]
-    for variant in ("fp32", "int8"):
+    assert set(serving) == {"int8"}  # a smoke run serves one variant: the rows, not the comparison
+    for variant in serving:
         servers = serving[variant]["servers"]
         assert set(servers) == {"batched", "unbatched"}
         for server in servers.values():
