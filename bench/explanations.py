@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.effort import pick
+from bench.effort import measured_variants, pick
 from demo import bundle_layout as layout
 from demo.generation import GENERATION
 from demo.occlusion import GRID, explain_image
@@ -38,7 +38,7 @@ def measure(run: Path, effort: str = "full", provider: str = "cpu") -> dict:
         return {"name": "explanations", "skipped": "not a synthetic run with scene records: nothing to point at"}
     images = [Path(captions.image_root) / e.id for e in entries]
     variants = {}
-    for variant in ("int8",) if effort == "smoke" else layout.VARIANTS:  # smoke: the rows, not fp32's 50 passes
+    for variant in measured_variants(effort):
         captioner = Captioner(bundle, provider=provider, variant=variant)
         if effort != "smoke":  # warm-up: the first passes allocate (a smoke run checks the rows, not the time)
             explain_image(captioner, images[0], GENERATION)

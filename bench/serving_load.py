@@ -32,7 +32,7 @@ import numpy as np
 
 from bench import rest_load
 from bench.decoding import MAX_WORDS
-from bench.effort import pick
+from bench.effort import measured_variants, pick
 from bench.images import photo_like_jpegs
 from bench.machine import peak_rss_mib
 from demo import bundle_layout as layout
@@ -149,7 +149,7 @@ def measure(run: Path, effort: str = "full") -> dict:
         images = photo_like_jpegs(Path(tmp) / "images", 16, seed=11)
         variants = {v: _one_variant(build_space(run, Path(tmp) / v, v) / layout.BUNDLE_DIR, v, images, effort,
                                     Path(tmp) / "bad")
-                    for v in (("int8",) if effort == "smoke" else layout.VARIANTS)}  # smoke: the rows, once
+                    for v in measured_variants(effort)}
     return {"name": "serving_load", "beams": COMPARED.num_beams, "variants": variants, "targets": TARGETS}
 
 

@@ -60,9 +60,12 @@ def load_trained(path) -> "keras.Model":
     try:
         return keras.models.load_model(path)
     except (OSError, ValueError, KeyError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DamagedFile(f"{path} is not a readable Keras model ({first}); train again with "
-                          "`python -m train fit`") from exc
+        raise _unreadable(path, exc) from exc
+
+
+def _unreadable(path, exc: Exception) -> DamagedFile:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return DamagedFile(f"{path} is not a readable Keras model ({first}); train again with `python -m train fit`")
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,7 @@ def saved_layer_names(path: Path) -> set[str]:
             config = json.loads(archive.read("config.json"))
         return {layer["config"]["name"] for layer in config["config"]["layers"]}
     except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as exc:
-        raise DamagedFile(f"{path} is not a readable Keras model ({type(exc).__name__}: {exc}); train again with "
-                          "`python -m train fit`") from exc
+        raise _unreadable(path, exc) from exc
 
 
 def fine_tuned_top(trained) -> dict | None:
